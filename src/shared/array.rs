@@ -1,0 +1,353 @@
+//! `SharedArray<T>`: a fixed-length array of `Element`s in a segment.
+
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut, Range, RangeBounds};
+use std::time::Duration;
+
+use super::claims::{self, ClaimError, Claims, Mode, SlotGuard};
+use super::element::{AtomicElement, Element, type_info};
+use crate::segment::{Expect, Kind, Layout, Segment, SegmentError, SegmentOptions, Target};
+use crate::sys::Deadline;
+
+/// Default number of claim slots of an array: how many claims may be live at once.
+pub const DEFAULT_CLAIM_SLOTS: usize = 128;
+
+/// A fixed-length array of `T` in shared memory, like Python's `multiprocessing.Array`
+/// or a numpy array over `SharedMemory`, but with sound access only:
+///
+/// - [`read`](Self::read) / [`write`](Self::write): the whole array, as `&[T]` / `&mut [T]`;
+/// - [`claim`](Self::claim) / [`claim_mut`](Self::claim_mut): a range, so that each process
+///   owns a disjoint `&mut [T]` while others hold other ranges (an overlapping claim waits;
+///   `try_*` refuses it);
+/// - [`atomics`](Self::atomics): `&[AtomicU64]` (etc.) for integer element types;
+/// - [`copy_to_vec`](Self::copy_to_vec), [`copy_from_slice`](Self::copy_from_slice): copy out, copy in.
+///
+/// Claims are robust: a claim whose process died is freed by the next claimant.
+///
+/// ```
+/// use shmkit::SharedArray;
+/// let a = SharedArray::<f64>::create(None, 1000)?;
+/// {
+///     let mut left = a.claim_mut(0..500)?;   // this process (or thread) owns 0..500
+///     let mut right = a.try_claim_mut(500..1000)?;
+///     left.fill(1.0);
+///     right.fill(2.0);
+///     assert!(a.try_claim_mut(400..600).is_err()); // overlaps a live claim
+/// }
+/// let sum: f64 = a.read()?.iter().sum();
+/// assert_eq!(sum, 1500.0);
+/// # Ok::<(), shmkit::Error>(())
+/// ```
+pub struct SharedArray<T: Element> {
+    seg: Segment,
+    len: usize,
+    _t: PhantomData<T>,
+}
+
+impl<T: Element> std::fmt::Debug for SharedArray<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedArray")
+            .field("name", &self.seg.name())
+            .field("type", &T::TYPE_NAME)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+pub(crate) fn create_claimed<T: Element>(
+    opts: &SegmentOptions,
+    target: Target<'_>,
+    kind: Kind,
+    len: usize,
+    slots: usize,
+    init_payload: impl FnOnce(&Segment),
+) -> Result<Segment, SegmentError> {
+    let layout = Layout {
+        kind,
+        elem: type_info::<T>(),
+        elem_count: len as u64,
+        control_len: claims::control_len(slots.max(1)),
+        payload_align: if len.saturating_mul(std::mem::size_of::<T>()) >= 1 << 20 { 4096 } else { 64 },
+    };
+    Segment::create_typed(opts, target, &layout, |seg| {
+        // SAFETY: the control block is `control_len(slots)` bytes, aligned (offset 128 of a
+        // page-aligned mapping), and unpublished: nobody else can see it yet.
+        unsafe { Claims::init(seg.control_ptr(), slots.max(1), len as u64) }
+            .map_err(|e| SegmentError::io("pthread_mutex_init", seg.name().unwrap_or(""), std::io::Error::other(e)))?;
+        init_payload(seg);
+        Ok(())
+    })
+}
+
+pub(crate) fn open_claimed<T: Element>(opts: &SegmentOptions, name: &str, kind: Kind) -> Result<Segment, SegmentError> {
+    let expect = Expect { kind: Some(kind), elem: Some(type_info::<T>()), min_control_len: claims::control_len(1) };
+    let seg = Segment::open_typed(opts, name, &expect)?;
+    attach_claims(&seg)?;
+    Ok(seg)
+}
+
+/// The claim table of a published segment, validated.
+pub(crate) fn attach_claims(seg: &Segment) -> Result<Claims<'_>, SegmentError> {
+    let h = seg.header().ok_or_else(|| SegmentError::NotShmkit { name: seg.name().unwrap_or("").to_owned() })?;
+    let avail = h.payload_offset as usize - crate::segment::header::HEADER_SIZE;
+    // SAFETY: the control block lies between the header and the payload of a published
+    // segment whose mapping lives as long as `seg`.
+    unsafe { Claims::attach(seg.control_ptr(), avail, h.elem_count) }
+        .map_err(|reason| SegmentError::Corrupt { name: seg.name().unwrap_or("").to_owned(), reason })
+}
+
+impl<T: Element> SharedArray<T> {
+    /// Create a zero-filled named array of `len` elements (`None`: a random name).
+    pub fn create(name: Option<&str>, len: usize) -> Result<Self, SegmentError> {
+        Self::create_with(&SegmentOptions::default(), name, len, DEFAULT_CLAIM_SLOTS)
+    }
+
+    /// Create with explicit options and number of claim slots.
+    pub fn create_with(
+        opts: &SegmentOptions,
+        name: Option<&str>,
+        len: usize,
+        slots: usize,
+    ) -> Result<Self, SegmentError> {
+        Ok(Self::wrap(create_claimed::<T>(opts, Target::Named(name), Kind::Array, len, slots, |_| ())?))
+    }
+
+    /// Create a zero-filled anonymous array, shared with forked children.
+    pub fn anonymous(len: usize) -> Result<Self, SegmentError> {
+        let seg = create_claimed::<T>(
+            &SegmentOptions::default(),
+            Target::Anonymous,
+            Kind::Array,
+            len,
+            DEFAULT_CLAIM_SLOTS,
+            |_| (),
+        )?;
+        Ok(Self::wrap(seg))
+    }
+
+    /// Open a named array; a different element type or kind is a typed error.
+    pub fn open(name: &str) -> Result<Self, SegmentError> {
+        Self::open_with(&SegmentOptions::default(), name)
+    }
+
+    /// Open with explicit options (open timeout).
+    pub fn open_with(opts: &SegmentOptions, name: &str) -> Result<Self, SegmentError> {
+        Ok(Self::wrap(open_claimed::<T>(opts, name, Kind::Array)?))
+    }
+
+    fn wrap(seg: Segment) -> Self {
+        let len = seg.header().map_or(0, |h| h.elem_count as usize);
+        SharedArray { seg, len, _t: PhantomData }
+    }
+
+    fn claims(&self) -> Result<Claims<'_>, ClaimError> {
+        // Re-validated on every use: the table's shape lives in shared memory, where a
+        // misbehaving peer could change it after we opened the segment.
+        attach_claims(&self.seg).map_err(|e| ClaimError::Corrupt { reason: e.to_string() })
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the array has no elements (never: arrays hold at least one).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The segment's name, `None` when anonymous.
+    pub fn name(&self) -> Option<&str> {
+        self.seg.name()
+    }
+
+    /// The underlying segment.
+    pub fn segment(&self) -> &Segment {
+        &self.seg
+    }
+
+    /// Keep the name after this (creating) handle drops.
+    pub fn persist(&mut self) {
+        self.seg.persist();
+    }
+
+    fn bounds(&self, range: impl RangeBounds<usize>) -> Result<Range<usize>, ClaimError> {
+        use std::ops::Bound::*;
+        let start = match range.start_bound() {
+            Included(&s) => s,
+            Excluded(&s) => s.saturating_add(1),
+            Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Included(&e) => e.saturating_add(1),
+            Excluded(&e) => e,
+            Unbounded => self.len,
+        };
+        if start >= end || end > self.len {
+            return Err(ClaimError::OutOfBounds { start, end, len: self.len });
+        }
+        Ok(start..end)
+    }
+
+    fn grant(
+        &self,
+        range: impl RangeBounds<usize>,
+        mode: Mode,
+        wait: Option<Deadline>,
+    ) -> Result<(Range<usize>, SlotGuard<'_>), ClaimError> {
+        let r = self.bounds(range)?;
+        let slot = self.claims()?.claim(r.clone(), mode, wait)?;
+        Ok((r, slot))
+    }
+
+    fn elems(&self, r: &Range<usize>) -> *mut T {
+        self.seg.as_ptr().cast::<T>().wrapping_add(r.start)
+    }
+
+    fn shared(&self, range: impl RangeBounds<usize>, wait: Option<Deadline>) -> Result<Claim<'_, T>, ClaimError> {
+        let (r, slot) = self.grant(range, Mode::Shared, wait)?;
+        // SAFETY: the range is in bounds of the payload (checked by `bounds`), the payload is
+        // aligned for T (header validated), T is Pod, and the live shared claim excludes every
+        // writer in every process until `slot` drops with the returned guard.
+        let data = unsafe { std::slice::from_raw_parts(self.elems(&r), r.len()) };
+        Ok(Claim { data, range: r, _slot: slot })
+    }
+
+    fn exclusive(&self, range: impl RangeBounds<usize>, wait: Option<Deadline>) -> Result<ClaimMut<'_, T>, ClaimError> {
+        let (r, slot) = self.grant(range, Mode::Exclusive, wait)?;
+        // SAFETY: as in `shared`; the exclusive claim excludes every other reader and writer
+        // of any overlapping element in every process until the guard drops.
+        let data = unsafe { std::slice::from_raw_parts_mut(self.elems(&r), r.len()) };
+        Ok(ClaimMut { data, range: r, _slot: slot })
+    }
+
+    /// Read access to the whole array, waiting for writers to finish.
+    pub fn read(&self) -> Result<Claim<'_, T>, ClaimError> {
+        self.shared(.., Some(Deadline::never()))
+    }
+
+    /// Write access to the whole array, waiting for every other claim to end.
+    pub fn write(&self) -> Result<ClaimMut<'_, T>, ClaimError> {
+        self.exclusive(.., Some(Deadline::never()))
+    }
+
+    /// A shared (read-only) claim on `range`; waits while an overlapping writer holds it.
+    pub fn claim(&self, range: impl RangeBounds<usize>) -> Result<Claim<'_, T>, ClaimError> {
+        self.shared(range, Some(Deadline::never()))
+    }
+
+    /// Like [`claim`](Self::claim) but refuses at once on conflict.
+    pub fn try_claim(&self, range: impl RangeBounds<usize>) -> Result<Claim<'_, T>, ClaimError> {
+        self.shared(range, None)
+    }
+
+    /// Like [`claim`](Self::claim) but gives up after `timeout`.
+    pub fn claim_timeout(&self, range: impl RangeBounds<usize>, timeout: Duration) -> Result<Claim<'_, T>, ClaimError> {
+        self.shared(range, Some(Deadline::after(timeout)))
+    }
+
+    /// An exclusive claim on `range` (`&mut [T]`); waits while any overlapping claim lives.
+    pub fn claim_mut(&self, range: impl RangeBounds<usize>) -> Result<ClaimMut<'_, T>, ClaimError> {
+        self.exclusive(range, Some(Deadline::never()))
+    }
+
+    /// Like [`claim_mut`](Self::claim_mut) but refuses at once on conflict.
+    pub fn try_claim_mut(&self, range: impl RangeBounds<usize>) -> Result<ClaimMut<'_, T>, ClaimError> {
+        self.exclusive(range, None)
+    }
+
+    /// Like [`claim_mut`](Self::claim_mut) but gives up after `timeout`.
+    pub fn claim_mut_timeout(
+        &self,
+        range: impl RangeBounds<usize>,
+        timeout: Duration,
+    ) -> Result<ClaimMut<'_, T>, ClaimError> {
+        self.exclusive(range, Some(Deadline::after(timeout)))
+    }
+
+    /// Copy the whole array out.
+    pub fn copy_to_vec(&self) -> Result<Vec<T>, ClaimError> {
+        Ok(self.read()?.to_vec())
+    }
+
+    /// Copy `dst.len()` elements starting at `offset` out.
+    pub fn copy_to_slice(&self, offset: usize, dst: &mut [T]) -> Result<(), ClaimError> {
+        let src = self.claim(offset..offset.saturating_add(dst.len()))?;
+        dst.copy_from_slice(&src);
+        Ok(())
+    }
+
+    /// Copy `src` in, starting at `offset`.
+    pub fn copy_from_slice(&self, offset: usize, src: &[T]) -> Result<(), ClaimError> {
+        let mut dst = self.claim_mut(offset..offset.saturating_add(src.len()))?;
+        dst.copy_from_slice(src);
+        Ok(())
+    }
+}
+
+impl<T: AtomicElement> SharedArray<T> {
+    /// An atomic view of `range` (`&[AtomicU64]` for `u64`, …). Atomic claims coexist with
+    /// each other and exclude plain readers and writers of the same elements.
+    ///
+    /// ```
+    /// use std::sync::atomic::Ordering;
+    /// let a = shmkit::SharedArray::<u64>::anonymous(8)?;
+    /// let view = a.atomics(..)?;
+    /// view[3].fetch_add(5, Ordering::Relaxed);
+    /// assert_eq!(view[3].load(Ordering::Relaxed), 5);
+    /// # Ok::<(), shmkit::Error>(())
+    /// ```
+    pub fn atomics(&self, range: impl RangeBounds<usize>) -> Result<AtomicClaim<'_, T::Atomic>, ClaimError> {
+        let (r, slot) = self.grant(range, Mode::Atomic, Some(Deadline::never()))?;
+        // SAFETY: in bounds and aligned as in `shared`; `T::Atomic` has T's layout
+        // (AtomicElement contract); the atomic claim excludes every non-atomic access to these
+        // elements in every process while it lives.
+        let data = unsafe { std::slice::from_raw_parts(self.elems(&r).cast::<T::Atomic>(), r.len()) };
+        Ok(AtomicClaim { data, range: r, _slot: slot })
+    }
+}
+
+/// A live shared claim: read-only access to a range. Dropping it releases the claim.
+pub struct Claim<'a, T> {
+    data: &'a [T],
+    range: Range<usize>,
+    _slot: SlotGuard<'a>,
+}
+
+/// A live exclusive claim: `&mut` access to a range. Dropping it releases the claim.
+pub struct ClaimMut<'a, T> {
+    data: &'a mut [T],
+    range: Range<usize>,
+    _slot: SlotGuard<'a>,
+}
+
+/// A live atomic claim: `&[AtomicX]` over a range. Dropping it releases the claim.
+pub struct AtomicClaim<'a, A> {
+    data: &'a [A],
+    range: Range<usize>,
+    _slot: SlotGuard<'a>,
+}
+
+macro_rules! claim_common {
+    ($($ty:ident),*) => {$(
+        impl<T> $ty<'_, T> {
+            /// The element range this claim covers.
+            pub fn range(&self) -> Range<usize> {
+                self.range.clone()
+            }
+        }
+        impl<T> Deref for $ty<'_, T> {
+            type Target = [T];
+            fn deref(&self) -> &[T] {
+                self.data
+            }
+        }
+    )*};
+}
+claim_common!(Claim, ClaimMut, AtomicClaim);
+
+impl<T> DerefMut for ClaimMut<'_, T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        self.data
+    }
+}

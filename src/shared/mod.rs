@@ -1,0 +1,12 @@
+//! Typed data in shared memory: [`SharedArray`], [`SharedValue`], [`SharedAtomic`], and
+//! the range claims that make access to them sound across processes.
+
+mod array;
+mod claims;
+mod element;
+mod value;
+
+pub use array::{AtomicClaim, Claim, ClaimMut, DEFAULT_CLAIM_SLOTS, SharedArray};
+pub use claims::ClaimError;
+pub use element::{AtomicElement, Element, type_info};
+pub use value::{SharedAtomic, SharedValue, ValueGuard};

@@ -1,0 +1,228 @@
+//! `SharedValue<T>` (guarded, like Python's `Value` with its lock) and
+//! `SharedAtomic<T>` (lock-free integer).
+
+use std::ops::{Deref, DerefMut};
+use std::time::Duration;
+
+use super::array::{attach_claims, create_claimed, open_claimed};
+use super::claims::{ClaimError, Claims, Mode, SlotGuard};
+use super::element::{AtomicElement, Element, type_info};
+use crate::segment::{Expect, Kind, Layout, Segment, SegmentError, SegmentOptions, Target};
+use crate::sys::Deadline;
+
+const VALUE_SLOTS: usize = 16;
+
+/// One `T` in shared memory behind a robust lock, like Python's `Value('d', 0.0)` used
+/// with `get_lock()`: [`lock`](Self::lock) gives `&mut T` for a read-modify-write;
+/// [`get`](Self::get) and [`set`](Self::set) copy under the lock. A holder that dies
+/// releases the lock; the next locker proceeds.
+///
+/// ```
+/// let v = shmkit::SharedValue::<f64>::create(None, 1.5)?;
+/// *v.lock()? += 1.0;
+/// assert_eq!(v.get()?, 2.5);
+/// # Ok::<(), shmkit::Error>(())
+/// ```
+pub struct SharedValue<T: Element> {
+    seg: Segment,
+    _t: std::marker::PhantomData<T>,
+}
+
+impl<T: Element> std::fmt::Debug for SharedValue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedValue").field("name", &self.seg.name()).field("type", &T::TYPE_NAME).finish()
+    }
+}
+
+impl<T: Element> SharedValue<T> {
+    /// Create a named value holding `init` (`None`: a random name).
+    pub fn create(name: Option<&str>, init: T) -> Result<Self, SegmentError> {
+        Self::create_with(&SegmentOptions::default(), Target::Named(name), init)
+    }
+
+    /// Create an anonymous value, shared with forked children.
+    pub fn anonymous(init: T) -> Result<Self, SegmentError> {
+        Self::create_with(&SegmentOptions::default(), Target::Anonymous, init)
+    }
+
+    fn create_with(opts: &SegmentOptions, target: Target<'_>, init: T) -> Result<Self, SegmentError> {
+        let seg = create_claimed::<T>(opts, target, Kind::Value, 1, VALUE_SLOTS, |seg| {
+            // SAFETY: the segment is not published yet, so nobody else accesses the payload,
+            // which holds one aligned T.
+            unsafe { seg.as_ptr().cast::<T>().write(init) }
+        })?;
+        Ok(SharedValue { seg, _t: std::marker::PhantomData })
+    }
+
+    /// Open a named value; a different `T` or kind is a typed error.
+    pub fn open(name: &str) -> Result<Self, SegmentError> {
+        let seg = open_claimed::<T>(&SegmentOptions::default(), name, Kind::Value)?;
+        Ok(SharedValue { seg, _t: std::marker::PhantomData })
+    }
+
+    fn claims(&self) -> Result<Claims<'_>, ClaimError> {
+        attach_claims(&self.seg).map_err(|e| ClaimError::Corrupt { reason: e.to_string() })
+    }
+
+    fn guard(&self, mode: Mode, wait: Option<Deadline>) -> Result<(SlotGuard<'_>, *mut T), ClaimError> {
+        let slot = self.claims()?.claim(0..1, mode, wait)?;
+        Ok((slot, self.seg.as_ptr().cast::<T>()))
+    }
+
+    fn make_guard(&self, wait: Option<Deadline>) -> Result<ValueGuard<'_, T>, ClaimError> {
+        let (slot, ptr) = self.guard(Mode::Exclusive, wait)?;
+        // SAFETY: the payload holds one T, aligned (validated header); the exclusive claim
+        // excludes every other access in every process until the guard drops.
+        let value = unsafe { &mut *ptr };
+        Ok(ValueGuard { value, _slot: slot })
+    }
+
+    /// Lock the value, waiting as long as it takes.
+    pub fn lock(&self) -> Result<ValueGuard<'_, T>, ClaimError> {
+        self.make_guard(Some(Deadline::never()))
+    }
+
+    /// Lock the value if nobody holds it now.
+    pub fn try_lock(&self) -> Result<ValueGuard<'_, T>, ClaimError> {
+        self.make_guard(None)
+    }
+
+    /// Lock the value, giving up after `timeout`.
+    pub fn lock_timeout(&self, timeout: Duration) -> Result<ValueGuard<'_, T>, ClaimError> {
+        self.make_guard(Some(Deadline::after(timeout)))
+    }
+
+    /// Copy the value out.
+    pub fn get(&self) -> Result<T, ClaimError> {
+        let (_slot, ptr) = self.guard(Mode::Shared, Some(Deadline::never()))?;
+        // SAFETY: as in `make_guard`, with a shared claim excluding writers.
+        Ok(unsafe { *ptr })
+    }
+
+    /// Store a new value.
+    pub fn set(&self, v: T) -> Result<(), ClaimError> {
+        *self.lock()? = v;
+        Ok(())
+    }
+
+    /// Apply `f` under the lock and return its result.
+    pub fn update<R>(&self, f: impl FnOnce(&mut T) -> R) -> Result<R, ClaimError> {
+        let mut guard = self.lock()?;
+        Ok(f(&mut guard))
+    }
+
+    /// The segment's name, `None` when anonymous.
+    pub fn name(&self) -> Option<&str> {
+        self.seg.name()
+    }
+
+    /// The underlying segment.
+    pub fn segment(&self) -> &Segment {
+        &self.seg
+    }
+
+    /// Keep the name after this (creating) handle drops.
+    pub fn persist(&mut self) {
+        self.seg.persist();
+    }
+}
+
+/// Exclusive access to a [`SharedValue`]; the lock is released on drop.
+pub struct ValueGuard<'a, T> {
+    value: &'a mut T,
+    _slot: SlotGuard<'a>,
+}
+
+impl<T> Deref for ValueGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.value
+    }
+}
+
+impl<T> DerefMut for ValueGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.value
+    }
+}
+
+/// One atomic integer in shared memory: every access is atomic, so no lock is needed.
+///
+/// ```
+/// use std::sync::atomic::Ordering;
+/// let c = shmkit::SharedAtomic::<u64>::create(None, 0)?;
+/// c.fetch_add(2, Ordering::Relaxed);
+/// assert_eq!(c.load(Ordering::Relaxed), 2);
+/// # Ok::<(), shmkit::SegmentError>(())
+/// ```
+pub struct SharedAtomic<T: AtomicElement> {
+    seg: Segment,
+    _t: std::marker::PhantomData<T>,
+}
+
+impl<T: AtomicElement> std::fmt::Debug for SharedAtomic<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedAtomic").field("name", &self.seg.name()).field("type", &T::TYPE_NAME).finish()
+    }
+}
+
+impl<T: AtomicElement> SharedAtomic<T> {
+    fn layout() -> Layout {
+        Layout { kind: Kind::Atomic, elem: type_info::<T>(), elem_count: 1, control_len: 0, payload_align: 64 }
+    }
+
+    fn build(target: Target<'_>, init: T) -> Result<Self, SegmentError> {
+        let seg = Segment::create_typed(&SegmentOptions::default(), target, &Self::layout(), |seg| {
+            // SAFETY: unpublished segment, payload holds one aligned T.
+            unsafe { seg.as_ptr().cast::<T>().write(init) };
+            Ok(())
+        })?;
+        Ok(SharedAtomic { seg, _t: std::marker::PhantomData })
+    }
+
+    /// Create a named atomic holding `init` (`None`: a random name).
+    pub fn create(name: Option<&str>, init: T) -> Result<Self, SegmentError> {
+        Self::build(Target::Named(name), init)
+    }
+
+    /// Create an anonymous atomic, shared with forked children.
+    pub fn anonymous(init: T) -> Result<Self, SegmentError> {
+        Self::build(Target::Anonymous, init)
+    }
+
+    /// Open a named atomic.
+    pub fn open(name: &str) -> Result<Self, SegmentError> {
+        let expect = Expect { kind: Some(Kind::Atomic), elem: Some(type_info::<T>()), min_control_len: 0 };
+        let seg = Segment::open_typed(&SegmentOptions::default(), name, &expect)?;
+        Ok(SharedAtomic { seg, _t: std::marker::PhantomData })
+    }
+
+    /// The atomic itself (`&AtomicU64` for `u64`, …).
+    pub fn atomic(&self) -> &T::Atomic {
+        // SAFETY: the payload holds one T, aligned; T::Atomic has T's layout (AtomicElement
+        // contract); segments of kind Atomic are only ever accessed atomically.
+        unsafe { &*self.seg.as_ptr().cast::<T::Atomic>() }
+    }
+
+    /// The segment's name, `None` when anonymous.
+    pub fn name(&self) -> Option<&str> {
+        self.seg.name()
+    }
+
+    /// The underlying segment.
+    pub fn segment(&self) -> &Segment {
+        &self.seg
+    }
+
+    /// Keep the name after this (creating) handle drops.
+    pub fn persist(&mut self) {
+        self.seg.persist();
+    }
+}
+
+impl<T: AtomicElement> Deref for SharedAtomic<T> {
+    type Target = T::Atomic;
+    fn deref(&self) -> &T::Atomic {
+        self.atomic()
+    }
+}

@@ -1,0 +1,142 @@
+//! The robust, process-shared pthread mutex every shmkit lock is built on.
+//!
+//! `PTHREAD_PROCESS_SHARED | PTHREAD_MUTEX_ROBUST | PTHREAD_MUTEX_ERRORCHECK`:
+//!
+//! | event                                   | next `lock()` returns                        |
+//! |-----------------------------------------|----------------------------------------------|
+//! | free                                    | `Acquired::Clean`                            |
+//! | owner thread/process died holding it    | `Acquired::OwnerDied` (the lock *is* held)   |
+//! | unlocked after OwnerDied, no consistent | `LockError::NotRecoverable`, for ever         |
+//! | same thread locks twice                 | `LockError::WouldDeadlock`                   |
+//! | bytes are not a mutex                   | `LockError::Corrupt` (EINVAL)                |
+//!
+//! The kernel learns of owner death from glibc's per-thread robust list, which is linked
+//! *through the mutexes*: a mapping must never be unmapped while this process holds a
+//! lock inside it (see [`crate::sys::held`]). Peers that can write the segment are
+//! trusted not to scribble over lock words on purpose; glibc validates what it can.
+
+use std::cell::UnsafeCell;
+use std::mem::MaybeUninit;
+
+use super::LockError;
+use crate::sys::{self, Deadline};
+
+/// How a lock was acquired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Acquired {
+    /// Normally.
+    Clean,
+    /// The previous owner died holding it; the data may be half-updated.
+    OwnerDied,
+}
+
+/// A robust, process-shared mutex with no data. `#[repr(C)]`, position independent.
+#[repr(C)]
+pub struct RawMutex {
+    inner: UnsafeCell<libc::pthread_mutex_t>,
+}
+
+// SAFETY: a pthread mutex is designed to be used from many threads (and, initialised
+// PTHREAD_PROCESS_SHARED, from many processes) through a shared reference.
+unsafe impl Sync for RawMutex {}
+// SAFETY: the mutex holds no thread-affine data; ownership is tracked in the lock word.
+unsafe impl Send for RawMutex {}
+
+fn check(r: libc::c_int) -> Result<(), LockError> {
+    if r == 0 { Ok(()) } else { Err(LockError::Os(std::io::Error::from_raw_os_error(r))) }
+}
+
+impl RawMutex {
+    /// Initialise a mutex in place (robust, process-shared, error-checking).
+    ///
+    /// # Safety
+    ///
+    /// `this` must be valid for writes of `size_of::<RawMutex>()` bytes, suitably aligned,
+    /// and no thread or process may use the mutex until this returns.
+    pub unsafe fn init(this: *mut RawMutex) -> Result<(), LockError> {
+        let mut attr = MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
+        // SAFETY: `attr` is initialised by pthread_mutexattr_init before any other use, and
+        // destroyed once. `this` is valid and unused per the caller's contract.
+        unsafe {
+            check(libc::pthread_mutexattr_init(attr.as_mut_ptr()))?;
+            let a = attr.as_mut_ptr();
+            let r = (|| {
+                check(libc::pthread_mutexattr_setpshared(a, libc::PTHREAD_PROCESS_SHARED))?;
+                check(libc::pthread_mutexattr_setrobust(a, libc::PTHREAD_MUTEX_ROBUST))?;
+                check(libc::pthread_mutexattr_settype(a, libc::PTHREAD_MUTEX_ERRORCHECK))?;
+                check(libc::pthread_mutex_init(UnsafeCell::raw_get(std::ptr::addr_of!((*this).inner)), a))
+            })();
+            libc::pthread_mutexattr_destroy(a);
+            r
+        }
+    }
+
+    fn ptr(&self) -> *mut libc::pthread_mutex_t {
+        self.inner.get()
+    }
+
+    fn outcome(r: libc::c_int) -> Result<Acquired, LockError> {
+        let out = match r {
+            0 => Ok(Acquired::Clean),
+            libc::EOWNERDEAD => Ok(Acquired::OwnerDied),
+            libc::EBUSY => Err(LockError::WouldBlock),
+            libc::ETIMEDOUT => Err(LockError::Timeout),
+            libc::EDEADLK => Err(LockError::WouldDeadlock),
+            libc::ENOTRECOVERABLE => Err(LockError::NotRecoverable),
+            libc::EINVAL => Err(LockError::Corrupt),
+            e => Err(LockError::Os(std::io::Error::from_raw_os_error(e))),
+        };
+        if out.is_ok() {
+            sys::held::acquired();
+        }
+        out
+    }
+
+    /// Block until acquired.
+    pub fn lock(&self) -> Result<Acquired, LockError> {
+        // SAFETY: `self` is an initialised process-shared mutex (the constructors of every
+        // type holding one guarantee it); glibc validates the type bits.
+        Self::outcome(unsafe { libc::pthread_mutex_lock(self.ptr()) })
+    }
+
+    /// Acquire only if free now.
+    pub fn try_lock(&self) -> Result<Acquired, LockError> {
+        // SAFETY: as in `lock`.
+        Self::outcome(unsafe { libc::pthread_mutex_trylock(self.ptr()) })
+    }
+
+    /// Block until acquired or `deadline` (CLOCK_MONOTONIC) passes.
+    pub fn lock_until(&self, deadline: Deadline) -> Result<Acquired, LockError> {
+        match deadline.abs_timespec() {
+            None => self.lock(),
+            // SAFETY: as in `lock`; `ts` is a live timespec.
+            Some(ts) => {
+                Self::outcome(unsafe { sys::pthread::pthread_mutex_clocklock(self.ptr(), libc::CLOCK_MONOTONIC, &ts) })
+            }
+        }
+    }
+
+    /// Mark the state protected by a lock acquired with `OwnerDied` as consistent again.
+    ///
+    /// # Safety
+    ///
+    /// The calling thread must hold the lock.
+    pub unsafe fn mark_consistent(&self) -> Result<(), LockError> {
+        // SAFETY: the caller holds the lock, as pthread_mutex_consistent requires.
+        check(unsafe { libc::pthread_mutex_consistent(self.ptr()) })
+    }
+
+    /// Release the lock.
+    ///
+    /// # Safety
+    ///
+    /// The calling thread must hold the lock.
+    pub unsafe fn unlock(&self) {
+        // SAFETY: the caller holds the lock. With ERRORCHECK, unlocking a lock we do not
+        // hold returns EPERM instead of corrupting it.
+        let r = unsafe { libc::pthread_mutex_unlock(self.ptr()) };
+        if r == 0 {
+            sys::held::released();
+        }
+    }
+}
