@@ -6,6 +6,10 @@ use super::header::{self, HEADER_SIZE, HeaderInfo, HeaderProblem, MAGIC};
 use super::{SegmentError, name};
 use crate::sys::fd as sysfd;
 
+/// Seconds an unpublished, header-less default-named file must age before `gc` takes it
+/// for a crashed creator's leftover.
+const LEFTOVER_GRACE_SECS: i64 = 60;
+
 /// What `list` knows about one file in `/dev/shm`.
 #[derive(Clone, Debug)]
 pub struct SegmentStatus {
@@ -73,12 +77,17 @@ pub fn list() -> Result<Vec<SegmentStatus>, SegmentError> {
 /// Read a file's header without mapping it (no SIGBUS on short files). `None` when it vanished.
 fn inspect(name: &str) -> Option<SegmentStatus> {
     let fd = sysfd::shm_open(name, libc::O_RDONLY, 0).ok()?;
-    let size = sysfd::fstat(fd.as_fd()).ok()?.st_size.max(0) as u64;
+    let st = sysfd::fstat(fd.as_fd()).ok()?;
+    let size = st.st_size.max(0) as u64;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let settled = now.saturating_sub(st.st_ctime) >= LEFTOVER_GRACE_SECS;
     let mut buf = [0u8; HEADER_SIZE];
     let got = sysfd::pread(fd.as_fd(), &mut buf, 0).unwrap_or(0);
     let has_magic = got >= MAGIC.len() && buf[..MAGIC.len()] == MAGIC;
-    // A default-named segment whose creator died before writing the header.
-    let empty_leftover = name.starts_with(name::DEFAULT_PREFIX)
+    // A default-named segment whose creator died before writing the header. Only after a
+    // grace period: a creator holds no lock for the instant between `shm_open` and `flock`.
+    let empty_leftover = settled
+        && name.starts_with(name::DEFAULT_PREFIX)
         && !name.starts_with("/shmkit-raw-")
         && buf[..got.min(MAGIC.len())].iter().all(|&b| b == 0);
     let (header, problem) = if has_magic {
