@@ -238,13 +238,13 @@ pub fn validate(bytes: &[u8], file_len: u64) -> Result<HeaderInfo, HeaderProblem
     if raw.elem_align == 0 || !raw.elem_align.is_power_of_two() || raw.elem_align > 4096 {
         return corrupt(format!("element alignment {} is not a power of two up to 4096", raw.elem_align));
     }
-    if raw.elem_size % u64::from(raw.elem_align) != 0 {
+    if !raw.elem_size.is_multiple_of(u64::from(raw.elem_align)) {
         return corrupt(format!(
             "element size {} is not a multiple of its alignment {}",
             raw.elem_size, raw.elem_align
         ));
     }
-    if raw.payload_offset < HEADER_SIZE as u64 || raw.payload_offset % u64::from(raw.elem_align) != 0 {
+    if raw.payload_offset < HEADER_SIZE as u64 || !raw.payload_offset.is_multiple_of(u64::from(raw.elem_align)) {
         return corrupt(format!("payload offset {} is misplaced", raw.payload_offset));
     }
     match raw.elem_size.checked_mul(raw.elem_count) {

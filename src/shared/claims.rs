@@ -123,8 +123,8 @@ pub(crate) struct Table {
     lock: RawMutex,
     generation: AtomicU32,
     waiters: AtomicU32,
-    capacity: u64,
-    elems: u64,
+    capacity: AtomicU64,
+    elems: AtomicU64,
 }
 
 const RESCAN: Duration = Duration::from_millis(10);
@@ -155,8 +155,8 @@ impl<'a> Claims<'a> {
         // for the atomics, and each mutex is initialised before publication.
         unsafe {
             RawMutex::init(std::ptr::addr_of_mut!((*table).lock))?;
-            std::ptr::addr_of_mut!((*table).capacity).write(capacity as u64);
-            std::ptr::addr_of_mut!((*table).elems).write(elems);
+            std::ptr::addr_of_mut!((*table).capacity).write(AtomicU64::new(capacity as u64));
+            std::ptr::addr_of_mut!((*table).elems).write(AtomicU64::new(elems));
             let slots = table.add(1).cast::<Slot>();
             for i in 0..capacity {
                 RawMutex::init(std::ptr::addr_of_mut!((*slots.add(i)).owner))?;
@@ -179,12 +179,13 @@ impl<'a> Claims<'a> {
         // published; every field of Table is valid for any bit pattern except the mutex,
         // which glibc validates on use.
         let table = unsafe { &*ptr.cast::<Table>() };
-        let cap = table.capacity;
+        let cap = table.capacity.load(Ordering::Relaxed);
         if cap == 0 || cap > (avail as u64) / std::mem::size_of::<Slot>() as u64 || control_len(cap as usize) > avail {
             return Err(format!("claim table capacity {cap} does not fit the control block"));
         }
-        if table.elems != elems {
-            return Err(format!("claim table covers {} elements, the header says {elems}", table.elems));
+        let covered = table.elems.load(Ordering::Relaxed);
+        if covered != elems {
+            return Err(format!("claim table covers {covered} elements, the header says {elems}"));
         }
         // SAFETY: `cap` slots fit in the control block (checked above) right after the table.
         let slots = unsafe { std::slice::from_raw_parts(ptr.cast::<Table>().add(1).cast::<Slot>(), cap as usize) };
@@ -255,7 +256,7 @@ impl<'a> Claims<'a> {
                 continue;
             }
             let (s, e) = (slot.start.load(Ordering::Relaxed), slot.end.load(Ordering::Relaxed));
-            let sane = s < e && e <= self.table.elems;
+            let sane = s < e && e <= self.table.elems.load(Ordering::Relaxed);
             if sane && (e <= start || end <= s) {
                 continue;
             }
