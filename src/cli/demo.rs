@@ -1,0 +1,198 @@
+//! `shmkit demo`: the classic lost-update race on a shared counter, and its two fixes.
+//!
+//! P forked processes each add 1 to one shared counter N times, three ways:
+//! - **unsynchronized**: a relaxed atomic load, then a separate store — no undefined
+//!   behaviour, but two processes that load the same value both store value + 1;
+//! - **locked**: `*mutex.lock() += 1` under shmkit's robust process-shared `Mutex`;
+//! - **atomic**: one `fetch_add`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use shmkit::SharedAtomic;
+
+use super::{Args, CliError};
+
+/// One way of incrementing, run in every child.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Way {
+    Unsynchronized,
+    Locked,
+    Atomic,
+}
+
+/// The outcome of one way.
+#[derive(Clone, Copy, Debug)]
+struct Outcome {
+    final_count: u64,
+    seconds: f64,
+}
+
+impl Outcome {
+    fn per_second(&self, expected: u64) -> f64 {
+        expected as f64 / self.seconds.max(1e-9)
+    }
+}
+
+pub fn run(mut args: Args) -> Result<(), CliError> {
+    let default_p = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+    let processes: usize = args.value("processes")?.unwrap_or(default_p);
+    let increments: u64 = args.value("increments")?.unwrap_or(10_000_000);
+    let json = args.flag("json");
+    args.finish()?;
+    if !(1..=1024).contains(&processes) {
+        return Err(CliError::Usage("--processes must be between 1 and 1024".into()));
+    }
+    if increments == 0 {
+        return Err(CliError::Usage("--increments must be at least 1".into()));
+    }
+    let expected = processes as u64 * increments;
+    let unsync = race(processes, increments, Way::Unsynchronized)?;
+    let locked = race(processes, increments, Way::Locked)?;
+    let atomic = race(processes, increments, Way::Atomic)?;
+    if json {
+        let obj = |o: &Outcome| format!("{{\"final\":{},\"per_second\":{:.0}}}", o.final_count, o.per_second(expected));
+        println!(
+            "{{\"processes\":{processes},\"increments\":{increments},\"expected\":{expected},\
+             \"unsynchronized\":{},\"locked\":{},\"atomic\":{}}}",
+            obj(&unsync),
+            obj(&locked),
+            obj(&atomic)
+        );
+    } else {
+        println!("{processes} processes x {increments} increments on one shared counter (expected {expected})\n");
+        println!("{:<16} {:>14} {:>8} {:>16}", "way", "final count", "lost %", "increments/s");
+        for (name, o) in [("unsynchronized", &unsync), ("locked (Mutex)", &locked), ("atomic fetch_add", &atomic)] {
+            let lost = 100.0 * (expected - o.final_count.min(expected)) as f64 / expected as f64;
+            println!("{name:<16} {:>14} {:>7.2}% {:>16.0}", o.final_count, lost, o.per_second(expected));
+        }
+        println!(
+            "\nload-then-store loses updates when processes interleave; the robust Mutex and the \
+             atomic fetch_add are exact."
+        );
+    }
+    if locked.final_count != expected || atomic.final_count != expected || unsync.final_count > expected {
+        return Err(CliError::Failed("a synchronized counter is wrong: this is a bug in shmkit".into()));
+    }
+    Ok(())
+}
+
+/// Fork `processes` children that each increment `increments` times, start them together,
+/// and time them until the last one exits.
+fn race(processes: usize, increments: u64, way: Way) -> Result<Outcome, CliError> {
+    let start = SharedAtomic::<u32>::anonymous(0)?;
+    let ready = SharedAtomic::<u32>::anonymous(0)?;
+    let counter = SharedAtomic::<u64>::anonymous(0)?;
+    let locked = LockedCounter::new()?;
+    let work = || -> i32 {
+        ready.fetch_add(1, Ordering::AcqRel);
+        while start.load(Ordering::Acquire) == 0 {
+            std::hint::spin_loop();
+        }
+        match way {
+            Way::Unsynchronized => unsynchronized(&counter, increments),
+            Way::Atomic => {
+                for _ in 0..increments {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Way::Locked => {
+                if locked.run(increments).is_err() {
+                    return 1;
+                }
+            }
+        }
+        0
+    };
+    let mut children = Vec::with_capacity(processes);
+    for _ in 0..processes {
+        children.push(fork(&work)?);
+    }
+    // Release the children together, once all of them are spinning, then get off the CPU.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ready.load(Ordering::Acquire) < processes as u32 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    let t = Instant::now();
+    start.store(1, Ordering::Release);
+    wait_all(&children)?;
+    let seconds = t.elapsed().as_secs_f64();
+    let final_count = match way {
+        Way::Locked => locked.get()?,
+        _ => counter.load(Ordering::SeqCst),
+    };
+    Ok(Outcome { final_count, seconds })
+}
+
+fn unsynchronized(counter: &AtomicU64, increments: u64) {
+    for _ in 0..increments {
+        // Two separate atomic operations: well defined, but not a read-modify-write.
+        let v = counter.load(Ordering::Relaxed);
+        std::hint::black_box(&v);
+        counter.store(v + 1, Ordering::Relaxed);
+    }
+}
+
+/// Fork a child that runs `work` and exits with its code.
+fn fork(work: &dyn Fn() -> i32) -> Result<libc::pid_t, CliError> {
+    // SAFETY: the command line is single-threaded, so the child inherits no lock held by
+    // another thread; it runs `work` and leaves with `_exit`, never returning here.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(CliError::Failed(format!("fork failed: {}", std::io::Error::last_os_error()))),
+        0 => {
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or(101);
+            // SAFETY: leave the child at once, without running the parent's destructors.
+            unsafe { libc::_exit(code) }
+        }
+        pid => Ok(pid),
+    }
+}
+
+/// Reap every child; a child that fails or hangs past a generous limit is an error.
+fn wait_all(children: &[libc::pid_t]) -> Result<(), CliError> {
+    let limit = Instant::now() + Duration::from_secs(600);
+    let mut failed = None;
+    for &pid in children {
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid on our own child with a valid status pointer.
+            let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if r == pid {
+                if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+                    failed = Some(format!("worker {pid} failed (wait status {status:#x})"));
+                }
+                break;
+            }
+            if r == -1 || Instant::now() > limit {
+                for &p in children {
+                    // SAFETY: kill has no memory-safety preconditions; these are our children.
+                    unsafe { libc::kill(p, libc::SIGKILL) };
+                }
+                return Err(CliError::Failed(format!("worker {pid} did not finish")));
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    failed.map_or(Ok(()), |m| Err(CliError::Failed(m)))
+}
+
+/// The locked counter (temporary: SharedValue's lock until the Mutex lands).
+struct LockedCounter(shmkit::SharedValue<u64>);
+
+impl LockedCounter {
+    fn new() -> Result<Self, CliError> {
+        Ok(LockedCounter(shmkit::SharedValue::anonymous(0)?))
+    }
+
+    fn run(&self, increments: u64) -> Result<(), CliError> {
+        for _ in 0..increments {
+            *self.0.lock()? += 1;
+        }
+        Ok(())
+    }
+
+    fn get(&self) -> Result<u64, CliError> {
+        Ok(self.0.get()?)
+    }
+}

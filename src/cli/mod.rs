@@ -1,0 +1,72 @@
+//! Command dispatch and the small argument parser the subcommands share.
+
+mod args;
+mod demo;
+
+pub use args::Args;
+
+const HELP: &str = "\
+shmkit — shared memory for multi-process Rust
+
+USAGE:
+    shmkit demo [--processes P] [--increments N] [--json]
+        P processes x N increments on one shared counter: unsynchronized (lost updates),
+        under a robust Mutex, and with an atomic fetch_add.
+    shmkit help
+";
+
+/// Run the command line; returns the process exit code (0 ok, 1 failure, 2 usage or bad input).
+pub fn run(argv: Vec<String>) -> i32 {
+    let mut args = Args::new(argv);
+    let Some(cmd) = args.next_positional() else {
+        eprint!("{HELP}");
+        return 2;
+    };
+    let result = match cmd.as_str() {
+        "demo" => demo::run(args),
+        "help" | "--help" | "-h" => {
+            print!("{HELP}");
+            Ok(())
+        }
+        other => Err(CliError::Usage(format!("unknown command {other:?}; see `shmkit help`"))),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("shmkit: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+/// What went wrong in a subcommand.
+#[derive(Debug)]
+pub enum CliError {
+    /// Bad arguments or bad input (exit code 2).
+    Usage(String),
+    /// The operation failed (exit code 1).
+    Failed(String),
+}
+
+impl CliError {
+    fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Failed(_) => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CliError::Usage(m) | CliError::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+impl<E: std::error::Error> From<E> for CliError {
+    fn from(e: E) -> Self {
+        CliError::Failed(e.to_string())
+    }
+}
