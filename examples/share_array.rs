@@ -42,7 +42,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let name = a.name().ok_or("named array has a name")?.to_owned();
     println!("created {name}: {LEN} f64 ({} MiB)", (LEN * 8) >> 20);
     let mut child = Command::new(std::env::current_exe()?).args(["--child", &name]).spawn()?;
-    println!("child pid {} fills {}..{}; parent pid {} fills 0..{}", child.id(), LEN / 2, LEN, std::process::id(), LEN / 2);
+    println!(
+        "child pid {} fills {}..{}; parent pid {} fills 0..{}",
+        child.id(),
+        LEN / 2,
+        LEN,
+        std::process::id(),
+        LEN / 2
+    );
     fill(&a, 0..LEN / 2)?;
     let status = child.wait()?;
     if !status.success() {
