@@ -184,10 +184,18 @@ fn foreign_files_are_not_shmkit() {
     let f = Foreign::new("foreign", &[0xAB; 4096]);
     let e = Segment::open(&f.0).unwrap_err();
     assert!(matches!(e, SegmentError::NotShmkit { .. }), "{e}");
+    let t = Instant::now();
     let f = Foreign::new("foreign-short", b"hello");
+    let e = Segment::open(&f.0).unwrap_err();
+    assert!(matches!(e, SegmentError::NotShmkit { .. }), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(1), "no wait for a file no creator is sizing");
+    assert!(e.to_string().contains("raw mode"), "message says what to do: {e}");
+    let f = Foreign::new("short-magic", &header::MAGIC);
+    assert!(matches!(Segment::open(&f.0), Err(SegmentError::Truncated { size: 8, expected: 128, .. })));
+    let f = Foreign::new("empty", b"");
     let opts = SegmentOptions::new().open_timeout(Duration::from_millis(100));
     let e = opts.open(&f.0).unwrap_err();
-    assert!(matches!(e, SegmentError::InitTimeout { .. }), "{e}");
+    assert!(matches!(e, SegmentError::InitTimeout { .. }), "an empty file may be a creator before ftruncate: {e}");
     assert!(e.to_string().contains("shmkit rm"), "message says what to do: {e}");
 }
 

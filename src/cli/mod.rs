@@ -2,6 +2,9 @@
 
 mod args;
 mod demo;
+mod inspect;
+mod json;
+mod segments;
 
 pub use args::Args;
 
@@ -12,7 +15,18 @@ USAGE:
     shmkit demo [--processes P] [--increments N] [--json]
         P processes x N increments on one shared counter: unsynchronized (lost updates),
         under a robust Mutex, and with an atomic fetch_add.
+    shmkit ls [--all] [--json]
+        Every shmkit segment in /dev/shm: kind, element type, length, bytes, creator, whether
+        any live process maps it. --all lists foreign files too.
+    shmkit inspect [--json] NAME
+        The full header and a per-kind summary (first elements, min/max, claims, value).
+    shmkit rm [--force] [--json] NAME...
+        Remove segments; refuses one still mapped by a live process unless --force.
+    shmkit gc [--dry-run] [--json]
+        Remove exactly the stale shmkit segments (mapped by no process) and say which.
     shmkit help
+
+Exit codes: 0 success, 1 operation failed, 2 bad arguments or a bad segment.
 ";
 
 /// Run the command line; returns the process exit code (0 ok, 1 failure, 2 usage or bad input).
@@ -24,6 +38,10 @@ pub fn run(argv: Vec<String>) -> i32 {
     };
     let result = match cmd.as_str() {
         "demo" => demo::run(args),
+        "ls" => segments::ls(args),
+        "inspect" => inspect::run(args),
+        "rm" => segments::rm(args),
+        "gc" => segments::gc(args),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             Ok(())

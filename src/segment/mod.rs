@@ -99,6 +99,12 @@ impl SegmentOptions {
         Segment::open_typed(self, name, &Expect::bytes())
     }
 
+    /// Open any shmkit segment whatever its kind and element type (for tools that inspect
+    /// segments); the header is validated as always.
+    pub fn open_any(&self, name: &str) -> Result<Segment, SegmentError> {
+        Segment::open_typed(self, name, &Expect { kind: None, elem: None, min_control_len: 0 })
+    }
+
     /// Create an anonymous byte segment (sealed memfd), shared with forked children.
     pub fn anonymous(&self, len: usize) -> Result<Segment, SegmentError> {
         Segment::create_typed(self, Target::Anonymous, &Layout::bytes(len), |_| Ok(()))
@@ -534,6 +540,16 @@ impl Segment {
                     Err(HeaderProblem::NotReady) => fd = Some(map_into_fd(map)?),
                     Err(p) => return Err(problem_error(&label, size, p)),
                 }
+            } else if size > 0 {
+                // Creators size the file in one ftruncate: a short non-empty file is not a
+                // segment being created.
+                let mut head = [0u8; 8];
+                let n = sysfd::pread(f.as_fd(), &mut head, 0).unwrap_or(0);
+                return Err(if n == MAGIC.len() && head == MAGIC {
+                    SegmentError::Truncated { name: label, size, expected: HEADER_SIZE as u64 }
+                } else {
+                    SegmentError::NotShmkit { name: label }
+                });
             } else {
                 fd = Some(f);
             }

@@ -265,6 +265,13 @@ impl<T: Element> SharedArray<T> {
         self.exclusive(range, Some(Deadline::after(timeout)))
     }
 
+    /// `(slots in use, slot capacity)` of the claim table, for inspection tools. A claim
+    /// whose holder died counts until the next claimant frees it.
+    pub fn claim_slots(&self) -> Result<(usize, usize), ClaimError> {
+        let c = self.claims()?;
+        Ok((c.in_use(), c.capacity()))
+    }
+
     /// Copy the whole array out.
     pub fn copy_to_vec(&self) -> Result<Vec<T>, ClaimError> {
         Ok(self.read()?.to_vec())

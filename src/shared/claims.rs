@@ -197,6 +197,12 @@ impl<'a> Claims<'a> {
         self.slots.len()
     }
 
+    /// Slots currently marked in use (claims whose holder may have died are counted until
+    /// the next claimant frees them).
+    pub(crate) fn in_use(&self) -> usize {
+        self.slots.iter().filter(|s| s.mode.load(Ordering::Acquire) != FREE).count()
+    }
+
     fn lock_table(&self) -> Result<TableGuard<'a>, LockError> {
         match self.table.lock.lock()? {
             Acquired::Clean => {}

@@ -1,0 +1,173 @@
+//! `shmkit ls / inspect / rm / gc` driven as a real binary on real segments, including
+//! garbage, truncated and newer-format ones.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{exists, unique_name};
+use serde_json::Value;
+use shmkit::segment::header;
+use shmkit::{Segment, SharedArray, SharedAtomic, SharedValue};
+
+fn shmkit(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shmkit")).args(args).output().expect("run shmkit")
+}
+
+fn json(args: &[&str]) -> Value {
+    let out = shmkit(args);
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("valid JSON")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+struct File(String);
+
+impl File {
+    fn new(tag: &str, bytes: &[u8]) -> Self {
+        let name = unique_name(tag);
+        std::fs::write(format!("/dev/shm{name}"), bytes).unwrap();
+        File(name)
+    }
+}
+
+impl Drop for File {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(format!("/dev/shm{}", self.0));
+    }
+}
+
+#[test]
+fn ls_lists_shmkit_segments_with_their_headers() {
+    let a = SharedArray::<f32>::create(None, 10).unwrap();
+    let foreign = File::new("ls-foreign", b"plain bytes");
+    let rows = json(&["ls", "--json"]);
+    let row = rows.as_array().unwrap().iter().find(|r| r["name"] == a.name().unwrap()).expect("listed");
+    assert_eq!(row["kind"], "array");
+    assert_eq!(row["element_type"], "f32");
+    assert_eq!(row["length"], 10);
+    assert_eq!(row["creator_pid"], std::process::id());
+    assert_eq!(row["mapped"], true);
+    assert_eq!(row["stale"], false);
+    assert!(row["created"].as_str().unwrap().ends_with('Z'));
+    assert!(!rows.as_array().unwrap().iter().any(|r| r["name"] == foreign.0.as_str()), "foreign skipped");
+    let all = json(&["ls", "--all", "--json"]);
+    let f = all.as_array().unwrap().iter().find(|r| r["name"] == foreign.0.as_str()).expect("--all lists foreign");
+    assert_eq!(f["shmkit"], false);
+    let text = shmkit(&["ls"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains(a.name().unwrap()));
+}
+
+#[test]
+fn inspect_summarizes_each_kind() {
+    let a = SharedArray::<i64>::create(None, 100).unwrap();
+    a.copy_from_slice(0, &(0..100).map(|i| i - 50).collect::<Vec<_>>()).unwrap();
+    let v = json(&["inspect", "--json", a.name().unwrap()]);
+    assert_eq!(
+        (v["kind"].as_str(), v["element_type"].as_str(), v["length"].as_u64()),
+        (Some("array"), Some("i64"), Some(100))
+    );
+    assert_eq!(v["format_version"], header::FORMAT_VERSION);
+    let first: Vec<f64> = v["summary"]["first"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    assert_eq!(first, [-50.0, -49.0, -48.0, -47.0, -46.0, -45.0, -44.0, -43.0]);
+    assert_eq!((v["summary"]["min"].as_f64(), v["summary"]["max"].as_f64()), (Some(-50.0), Some(49.0)));
+    assert_eq!(v["summary"]["claims"], "0 of 128 slots in use");
+    assert_eq!(v["mapped_by_others"], true);
+
+    let val = SharedValue::<f64>::create(None, 2.5).unwrap();
+    assert_eq!(json(&["inspect", "--json", val.name().unwrap()])["summary"]["value"], 2.5);
+    let at = SharedAtomic::<u64>::create(None, 7).unwrap();
+    assert_eq!(json(&["inspect", "--json", at.name().unwrap()])["summary"]["value"], 7.0);
+    let text = String::from_utf8(shmkit(&["inspect", a.name().unwrap()]).stdout).unwrap();
+    assert!(text.contains("element type     i64") && text.contains("min"), "{text}");
+}
+
+#[test]
+fn inspect_fails_cleanly_on_bad_segments() {
+    let garbage = File::new("garbage", &[0x5a; 4096]);
+    let short = File::new("short", b"xyz");
+    let mut newer = vec![0u8; 256];
+    let mut raw: header::RawHeader = bytemuck::Zeroable::zeroed();
+    raw.magic = header::MAGIC;
+    raw.version = header::FORMAT_VERSION + 1;
+    raw.state = header::READY;
+    newer[..128].copy_from_slice(bytemuck::bytes_of(&raw));
+    let newer = File::new("newer", &newer);
+    let mut truncated = newer_bytes_truncated();
+    truncated.truncate(200);
+    let truncated = File::new("truncated", &truncated);
+    for (f, needle) in [
+        (&garbage, "not a shmkit segment"),
+        (&short, "not a shmkit segment"),
+        (&newer, "upgrade shmkit"),
+        (&truncated, "truncated"),
+    ] {
+        let out = shmkit(&["inspect", &f.0]);
+        assert_eq!(out.status.code(), Some(2), "{}", f.0);
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(err.contains(needle) && !err.contains("panicked"), "{err}");
+    }
+    let out = shmkit(&["inspect", &unique_name("missing")]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+fn newer_bytes_truncated() -> Vec<u8> {
+    let info = header::HeaderInfo {
+        version: header::FORMAT_VERSION,
+        kind: header::Kind::Bytes,
+        elem: header::TypeInfo { size: 1, align: 1, name: "u8".into() },
+        payload_offset: 128,
+        payload_len: 1000,
+        elem_count: 1000,
+        creator_pid: 1,
+        created_unix_ns: 0,
+    };
+    let mut raw = header::build(&info);
+    raw.state = header::READY;
+    let mut v = bytemuck::bytes_of(&raw).to_vec();
+    v.resize(1128, 0);
+    v
+}
+
+#[test]
+fn rm_refuses_mapped_segments_unless_forced() {
+    let seg = Segment::create(None, 64).unwrap();
+    let name = seg.name().unwrap().to_owned();
+    let out = shmkit(&["rm", &name]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("live process"), "{}", stderr(&out));
+    assert!(exists(&name));
+    let v = json(&["rm", "--force", "--json", &name]);
+    assert_eq!(v[0]["removed"], true);
+    assert!(!exists(&name));
+    let mut stale = Segment::create(None, 64).unwrap();
+    stale.persist();
+    let stale_name = stale.name().unwrap().to_owned();
+    drop(stale);
+    assert!(shmkit(&["rm", &stale_name]).status.success());
+    assert!(!exists(&stale_name));
+    assert_eq!(shmkit(&["rm"]).status.code(), Some(2));
+}
+
+#[test]
+fn gc_removes_exactly_the_stale_segments() {
+    let _serial = common::serial();
+    let live = SharedArray::<u8>::create(None, 8).unwrap();
+    let mut stale = SharedArray::<u8>::create(None, 8).unwrap();
+    stale.persist();
+    let stale_name = stale.name().unwrap().to_owned();
+    drop(stale);
+    let foreign = File::new("gc-foreign", b"not ours");
+    let dry = json(&["gc", "--dry-run", "--json"]);
+    assert!(dry["would_remove"].as_array().unwrap().iter().any(|n| n == stale_name.as_str()));
+    assert!(exists(&stale_name), "dry run removes nothing");
+    let done = json(&["gc", "--json"]);
+    let removed = done["removed"].as_array().unwrap();
+    assert!(removed.iter().any(|n| n == stale_name.as_str()));
+    assert!(!removed.iter().any(|n| n == live.name().unwrap() || n == foreign.0.as_str()));
+    assert!(!exists(&stale_name) && exists(live.name().unwrap()) && exists(&foreign.0));
+}
