@@ -42,6 +42,7 @@ impl Drop for File {
 
 #[test]
 fn ls_lists_shmkit_segments_with_their_headers() {
+    let _serial = common::serial(); // gc removes any unmapped test file: one test at a time
     let a = SharedArray::<f32>::create(None, 10).unwrap();
     let foreign = File::new("ls-foreign", b"plain bytes");
     let rows = json(&["ls", "--json"]);
@@ -63,6 +64,7 @@ fn ls_lists_shmkit_segments_with_their_headers() {
 
 #[test]
 fn inspect_summarizes_each_kind() {
+    let _serial = common::serial(); // gc removes any unmapped test file: one test at a time
     let a = SharedArray::<i64>::create(None, 100).unwrap();
     a.copy_from_slice(0, &(0..100).map(|i| i - 50).collect::<Vec<_>>()).unwrap();
     let v = json(&["inspect", "--json", a.name().unwrap()]);
@@ -87,6 +89,7 @@ fn inspect_summarizes_each_kind() {
 
 #[test]
 fn inspect_fails_cleanly_on_bad_segments() {
+    let _serial = common::serial(); // gc removes any unmapped test file: one test at a time
     let garbage = File::new("garbage", &[0x5a; 4096]);
     let short = File::new("short", b"xyz");
     let mut newer = vec![0u8; 256];
@@ -135,6 +138,7 @@ fn newer_bytes_truncated() -> Vec<u8> {
 
 #[test]
 fn rm_refuses_mapped_segments_unless_forced() {
+    let _serial = common::serial(); // gc removes any unmapped test file: one test at a time
     let seg = Segment::create(None, 64).unwrap();
     let name = seg.name().unwrap().to_owned();
     let out = shmkit(&["rm", &name]);
@@ -155,7 +159,7 @@ fn rm_refuses_mapped_segments_unless_forced() {
 
 #[test]
 fn gc_removes_exactly_the_stale_segments() {
-    let _serial = common::serial();
+    let _serial = common::serial(); // gc removes any unmapped test file: one test at a time
     let live = SharedArray::<u8>::create(None, 8).unwrap();
     let mut stale = SharedArray::<u8>::create(None, 8).unwrap();
     stale.persist();
