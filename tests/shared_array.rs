@@ -166,3 +166,21 @@ fn claim_rules_within_one_process() {
     a.write().unwrap().fill(1);
     assert_eq!(a.copy_to_vec().unwrap(), vec![1; 100]);
 }
+
+#[test]
+fn a_claim_table_whose_initialiser_died_is_taken_over() {
+    let a = SharedArray::<u64>::create(None, 16).unwrap();
+    let h = a.segment().header().unwrap().clone();
+    // The control block starts right after the 128-byte header; its first word is the
+    // table's init state. Pretend a process started initialising it and died.
+    let init = a.segment().as_ptr().wrapping_sub(h.payload_offset as usize).wrapping_add(128).cast::<u32>();
+    // SAFETY: in bounds of the mapping and 4-aligned; an atomic store on the init word.
+    unsafe { std::sync::atomic::AtomicU32::from_ptr(init) }.store(0x1234_5679, Ordering::SeqCst);
+    let t = Instant::now();
+    let mut w = a.claim_mut(0..16).expect("the stale initialiser is replaced");
+    assert!(t.elapsed() >= Duration::from_millis(900), "waited for the initialiser first");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    w.fill(3);
+    drop(w);
+    assert_eq!(a.copy_to_vec().unwrap(), vec![3; 16]);
+}

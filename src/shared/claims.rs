@@ -118,14 +118,26 @@ pub(crate) struct Slot {
 }
 
 /// The claim table header; `capacity` slots follow it.
+///
+/// Layout (offsets from the start of the control block, which other languages rely on):
+/// `0 init: u32`, `4 generation: u32`, `8 waiters: u32`, `12 pad`, `16 capacity: u64`,
+/// `24 elems: u64`, `32 lock: pthread_mutex_t`, then the slots.
 #[repr(C)]
 pub(crate) struct Table {
-    lock: RawMutex,
+    /// 0: zero-filled, never initialised (a table written by another language); `TABLE_READY`:
+    /// initialised; anything else: a process is initialising it (its token).
+    init: AtomicU32,
     generation: AtomicU32,
     waiters: AtomicU32,
+    _pad: u32,
     capacity: AtomicU64,
     elems: AtomicU64,
+    lock: RawMutex,
 }
+
+const TABLE_READY: u32 = 0x434c_4d31; // "CLM1"
+/// How long an initialiser may take before another process assumes it died and takes over.
+const INIT_TAKEOVER: Duration = Duration::from_secs(1);
 
 const RESCAN: Duration = Duration::from_millis(10);
 
@@ -152,17 +164,77 @@ impl<'a> Claims<'a> {
         let table = ptr.cast::<Table>();
         // SAFETY: per the contract, the region is ours alone and large enough for the table
         // and its slots; the memory starts zeroed (fresh segment), which is a valid value
-        // for the atomics, and each mutex is initialised before publication.
+        // for the atomics, and every mutex is initialised before publication.
         unsafe {
-            RawMutex::init(std::ptr::addr_of_mut!((*table).lock))?;
             std::ptr::addr_of_mut!((*table).capacity).write(AtomicU64::new(capacity as u64));
             std::ptr::addr_of_mut!((*table).elems).write(AtomicU64::new(elems));
+            Self::init_locks(table, capacity)?;
+            (*table).init.store(TABLE_READY, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Initialise the table lock and every slot's owner mutex, and free every slot.
+    ///
+    /// # Safety
+    ///
+    /// `table` must be followed by `capacity` slots in mapped memory, and no process may use
+    /// any of these mutexes until this returns (the `init` word keeps them out).
+    unsafe fn init_locks(table: *mut Table, capacity: usize) -> Result<(), LockError> {
+        // SAFETY: per the contract; RawMutex wraps its pthread_mutex_t in an UnsafeCell, so
+        // writing through pointers derived from shared references is allowed.
+        unsafe {
+            RawMutex::init(std::ptr::addr_of_mut!((*table).lock))?;
             let slots = table.add(1).cast::<Slot>();
             for i in 0..capacity {
                 RawMutex::init(std::ptr::addr_of_mut!((*slots.add(i)).owner))?;
+                (*slots.add(i)).mode.store(FREE, Ordering::Relaxed);
             }
         }
         Ok(())
+    }
+
+    /// Initialise a zero-filled table (written by another language) exactly once, even when
+    /// several processes attach at the same time or an initialiser dies half-way.
+    ///
+    /// The `init` word goes 0 → token (CAS, one winner) → `TABLE_READY`. Nobody touches the
+    /// mutexes before `TABLE_READY`, so an initialiser that stays silent for
+    /// [`INIT_TAKEOVER`] can be replaced: the next process CASes the stale token to its own
+    /// (again one winner) and initialises from scratch.
+    fn ensure_ready(table: &Table, capacity: usize) -> Result<(), String> {
+        let mut seen = table.init.load(Ordering::Acquire);
+        let mut since = std::time::Instant::now();
+        loop {
+            if seen == TABLE_READY {
+                return Ok(());
+            }
+            let stale = seen != 0 && since.elapsed() >= INIT_TAKEOVER;
+            if seen == 0 || stale {
+                // Odd (never 0), random, and different from the stale token, so every waiter
+                // sees the takeover as a change and restarts its own clock.
+                let mut buf = [0u8; 4];
+                let _ = crate::sys::fd::random_bytes(&mut buf);
+                let mut token = u32::from_ne_bytes(buf) | 1;
+                while token == seen || token == TABLE_READY {
+                    token = token.wrapping_add(2);
+                }
+                if table.init.compare_exchange(seen, token, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                    let ptr = std::ptr::from_ref(table).cast_mut();
+                    // SAFETY: `capacity` slots follow the table (validated by `attach`), and the
+                    // CAS made us the only initialiser while nobody may use the mutexes yet.
+                    unsafe { Self::init_locks(ptr, capacity) }.map_err(|e| e.to_string())?;
+                    table.init.store(TABLE_READY, Ordering::Release);
+                    return Ok(());
+                }
+            } else {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let now = table.init.load(Ordering::Acquire);
+            if now != seen {
+                seen = now;
+                since = std::time::Instant::now();
+            }
+        }
     }
 
     /// View the table at `ptr`, checking its recorded shape against what the segment allows.
@@ -187,7 +259,9 @@ impl<'a> Claims<'a> {
         if covered != elems {
             return Err(format!("claim table covers {covered} elements, the header says {elems}"));
         }
-        // SAFETY: `cap` slots fit in the control block (checked above) right after the table.
+        Self::ensure_ready(table, cap as usize)?;
+        // SAFETY: `cap` slots fit in the control block (checked above) right after the table,
+        // and their mutexes are initialised (`ensure_ready`).
         let slots = unsafe { std::slice::from_raw_parts(ptr.cast::<Table>().add(1).cast::<Slot>(), cap as usize) };
         Ok(Claims { table, slots })
     }
