@@ -1,0 +1,264 @@
+//! A child process we started, watched through its pidfd: how it is forked (directly or by
+//! the fork server), how its end is learned, and the exit record the fork server writes.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::time::Duration;
+
+use super::os::{self, ExitStatus};
+use super::{ProcessError, fork_server};
+use crate::segment::Segment;
+use crate::sys::{Deadline, futex};
+
+/// What a child runs: `entry(segment, arg, extra_fds)`; the return value is its exit code.
+/// A plain `fn` item, so its address is valid in any fork of this binary image.
+pub(crate) type Entry = fn(&Segment, u64, &[RawFd]) -> i32;
+
+/// Exit code of a child whose entry function panicked.
+pub(crate) const EXIT_PANICKED: i32 = 101;
+
+/// How a process is started.
+///
+/// | method | how | use it when |
+/// |---|---|---|
+/// | [`Fork`](Self::Fork) | `fork()` from the calling thread | the process is single-threaded (a plain `main` before it starts threads, a benchmark harness); fastest, and the child sees the parent's current memory |
+/// | [`ForkServer`](Self::ForkServer) | a single-threaded helper, forked before any thread existed, forks the child | the process has threads (test harnesses, async runtimes, GUIs): the child starts from the helper's early snapshot, so it cannot inherit a lock another thread held |
+/// | [`Auto`](Self::Auto) (default) | `Fork` if this process has one thread, else `ForkServer` if it runs, else an error saying how to start it | almost always |
+///
+/// Both methods run plain `fn` items (the binary image is the same in every fork);
+/// arguments and results cross through shared memory. Start the fork server with
+/// [`fork_server::start`] at the top of `main`, or with [`fork_server_at_load!`](crate::fork_server_at_load)
+/// (before `main`, for binaries whose `main` you do not write, such as test harnesses).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StartMethod {
+    /// `Fork` when single-threaded, else `ForkServer` when running, else an error.
+    #[default]
+    Auto,
+    /// `fork()` from the calling thread, even if other threads exist (then the child must not
+    /// touch a lock another thread may have held: stdout, the environment, your own mutexes).
+    Fork,
+    /// Ask the fork server (an error if it is not running).
+    ForkServer,
+}
+
+/// A start method after `Auto` was decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Method {
+    Fork,
+    Server,
+}
+
+impl StartMethod {
+    pub(crate) fn resolve(self) -> Result<Method, ProcessError> {
+        match self {
+            StartMethod::Fork => Ok(Method::Fork),
+            StartMethod::ForkServer => {
+                if fork_server::is_running() {
+                    Ok(Method::Server)
+                } else {
+                    Err(ProcessError::NoForkServer)
+                }
+            }
+            StartMethod::Auto => match os::thread_count() {
+                Some(1) => Ok(Method::Fork),
+                n if fork_server::is_running() => {
+                    let _ = n;
+                    Ok(Method::Server)
+                }
+                n => Err(ProcessError::ThreadsExist { threads: n.unwrap_or(0) }),
+            },
+        }
+    }
+}
+
+/// Written by the fork server when it reaps a child it forked for us; the first 64 bytes of
+/// the payload of every segment handed to [`spawn`].
+#[repr(C)]
+pub(crate) struct ExitRecord {
+    state: AtomicU32,
+    wait_status: AtomicI32,
+    _pad: [u32; 14],
+}
+
+/// Bytes reserved for the exit record at the start of a child's segment payload.
+pub(crate) const EXIT_RECORD_LEN: usize = 64;
+const _: () = assert!(std::mem::size_of::<ExitRecord>() == EXIT_RECORD_LEN);
+
+const RECORD_EMPTY: u32 = 0;
+const RECORD_WRITTEN: u32 = 1;
+
+impl ExitRecord {
+    /// The record at the start of `seg`'s payload.
+    pub(crate) fn of(seg: &Segment) -> &ExitRecord {
+        debug_assert!(seg.len() >= EXIT_RECORD_LEN);
+        // SAFETY: every segment passed to `spawn` has at least EXIT_RECORD_LEN payload bytes,
+        // 64-aligned; ExitRecord is atomics and padding, valid for any bit pattern, and is
+        // only accessed atomically.
+        unsafe { &*seg.as_ptr().cast::<ExitRecord>() }
+    }
+
+    pub(crate) fn reset(&self) {
+        self.state.store(RECORD_EMPTY, Ordering::Release);
+    }
+
+    pub(crate) fn publish(&self, status: ExitStatus) {
+        let raw = match status {
+            ExitStatus::Code(c) => (c & 0xff) << 8,
+            ExitStatus::Signal(s) => s & 0x7f,
+        };
+        self.wait_status.store(raw, Ordering::Relaxed);
+        self.state.store(RECORD_WRITTEN, Ordering::Release);
+        futex::wake_all(&self.state);
+    }
+
+    fn read(&self) -> Option<ExitStatus> {
+        (self.state.load(Ordering::Acquire) == RECORD_WRITTEN)
+            .then(|| ExitStatus::from_raw(self.wait_status.load(Ordering::Relaxed)))
+    }
+}
+
+/// Who reaps the child.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reaper {
+    /// We are its parent: `waitpid`.
+    Us,
+    /// The fork server is its parent and writes the exit record.
+    Server,
+}
+
+/// A running (or ended) child.
+#[derive(Debug)]
+pub(crate) struct Child {
+    pid: libc::pid_t,
+    pidfd: OwnedFd,
+    reaper: Reaper,
+    status: Option<ExitStatus>,
+}
+
+/// Start a child running `entry(seg, arg, fds)`. `seg` must start with an [`ExitRecord`].
+/// With `Method::Fork` and `die_with_parent`, the child gets `PR_SET_PDEATHSIG(SIGKILL)`
+/// tied to the calling thread.
+pub(crate) fn spawn(
+    method: Method,
+    seg: &Segment,
+    entry: Entry,
+    arg: u64,
+    fds: &[RawFd],
+    die_with_parent: bool,
+) -> Result<Child, ProcessError> {
+    ExitRecord::of(seg).reset();
+    match method {
+        Method::Server => {
+            let (pid, pidfd) = fork_server::spawn(seg, entry, arg, fds)?;
+            Ok(Child { pid, pidfd, reaper: Reaper::Server, status: None })
+        }
+        Method::Fork => {
+            let parent = os::getpid();
+            let pid = os::fork().map_err(|e| ProcessError::os("fork", e))?;
+            if pid == 0 {
+                if die_with_parent {
+                    os::die_with_parent(parent);
+                }
+                run_entry(entry, seg, arg, fds);
+            }
+            match os::pidfd_open(pid) {
+                Ok(pidfd) => Ok(Child { pid, pidfd, reaper: Reaper::Us, status: None }),
+                Err(e) => {
+                    // SAFETY: `pid` is our own unreaped child, so the number cannot be reused.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    let _ = os::reap_blocking(pid);
+                    Err(ProcessError::os("pidfd_open", e))
+                }
+            }
+        }
+    }
+}
+
+/// In a fresh child: run the entry and leave with its code (never returns).
+pub(crate) fn run_entry(entry: Entry, seg: &Segment, arg: u64, fds: &[RawFd]) -> ! {
+    let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| entry(seg, arg, fds))).unwrap_or(EXIT_PANICKED);
+    os::exit_now(code)
+}
+
+impl Child {
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid as u32
+    }
+
+    /// The pidfd (readable once the child has ended).
+    pub(crate) fn pidfd(&self) -> RawFd {
+        self.pidfd.as_raw_fd()
+    }
+
+    /// The exit status, if already known.
+    #[allow(dead_code)]
+    pub(crate) fn status(&self) -> Option<ExitStatus> {
+        self.status
+    }
+
+    /// Learn the exit status without blocking.
+    pub(crate) fn try_wait(&mut self, record: &ExitRecord) -> Result<Option<ExitStatus>, ProcessError> {
+        if self.status.is_none() {
+            self.status = match self.reaper {
+                Reaper::Us => os::try_reap(self.pid).map_err(|e| ProcessError::os("waitpid", e))?,
+                Reaper::Server => record.read(),
+            };
+        }
+        Ok(self.status)
+    }
+
+    /// Wait until the child ends or `deadline` passes.
+    pub(crate) fn wait(&mut self, record: &ExitRecord, deadline: Deadline) -> Result<Option<ExitStatus>, ProcessError> {
+        let mut ready = Vec::with_capacity(1);
+        let mut gone_since: Option<std::time::Instant> = None;
+        loop {
+            if let Some(s) = self.try_wait(record)? {
+                return Ok(Some(s));
+            }
+            if deadline.passed() {
+                return Ok(None);
+            }
+            match self.reaper {
+                Reaper::Us => {
+                    let t = deadline.remaining().map(|r| r.max(Duration::from_millis(1)));
+                    os::poll_readable(&[self.pidfd()], t, &mut ready).map_err(|e| ProcessError::os("poll", e))?;
+                }
+                Reaper::Server => {
+                    futex::wait(&record.state, RECORD_EMPTY, deadline, Some(Duration::from_millis(50)));
+                    // The child is gone but no record came: is the server alive to write it?
+                    os::poll_readable(&[self.pidfd()], Some(Duration::ZERO), &mut ready)
+                        .map_err(|e| ProcessError::os("poll", e))?;
+                    if ready.first() == Some(&true) && record.read().is_none() {
+                        let since = *gone_since.get_or_insert_with(std::time::Instant::now);
+                        if since.elapsed() > Duration::from_secs(2) {
+                            return Err(ProcessError::ForkServerDied {
+                                reason: format!("process {} ended but the server never reported how", self.pid),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Send `sig` (through the pidfd: never to a reused pid). A child that already ended is not an error.
+    pub(crate) fn signal(&self, sig: libc::c_int) -> Result<(), ProcessError> {
+        if self.status.is_some() {
+            return Ok(());
+        }
+        match os::pidfd_send_signal(self.pidfd.as_fd(), sig) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+            Err(e) => Err(ProcessError::os("pidfd_send_signal", e)),
+        }
+    }
+
+    /// SIGKILL the child if it still runs and wait (bounded) until it is reaped.
+    pub(crate) fn kill_and_reap(&mut self, record: &ExitRecord) {
+        if self.status.is_some() {
+            return;
+        }
+        let _ = self.signal(libc::SIGKILL);
+        let _ = self.wait(record, Deadline::after(Duration::from_secs(5)));
+    }
+}
