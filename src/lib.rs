@@ -33,6 +33,8 @@ compile_error!(
      memfd_create, futexes and robust process-shared pthread mutexes."
 );
 
+pub mod channel;
+pub mod pool;
 pub mod process;
 pub mod segment;
 pub mod shared;
@@ -42,7 +44,11 @@ pub mod sys;
 
 pub use segment::{Segment, SegmentError, SegmentOptions};
 pub use shared::{ClaimError, Element, SharedArray, SharedAtomic, SharedValue};
-pub use sync::LockError;
+pub use shared::SharedObject;
+pub use sync::{
+    AcquireError, Barrier, Condvar, Event, LockError, Mutex, MutexGuard, OwnerDied, RobustSemaphore, RwLock, Semaphore,
+    ShmSafe,
+};
 
 /// Any shmkit error, for callers who mix areas and use `?`.
 #[non_exhaustive]

@@ -21,10 +21,8 @@ mod handle;
 pub(crate) mod os;
 
 pub use child::StartMethod;
-#[allow(unused_imports)] // used by the pool
-pub(crate) use child::{Child, EXIT_PANICKED, EXIT_RECORD_LEN, Entry, ExitRecord, Method, spawn};
+pub(crate) use child::{Child, EXIT_RECORD_LEN, ExitRecord, Method, spawn};
 pub use error::ProcessError;
-#[allow(unused_imports)]
 pub(crate) use handle::truncate_utf8;
 pub use handle::{Process, ProcessBuilder};
 pub use os::{ExitStatus, signal_name, thread_count};

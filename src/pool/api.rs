@@ -1,0 +1,437 @@
+//! `Pool`, its builder, and `AsyncResult`.
+
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytemuck::Pod;
+
+use super::PoolError;
+use super::core::{Batch, Callback, Cell, Core, Job, Sink};
+use super::layout::{INIT_ARG_CAP, Shape};
+use super::task::{InitTramp, Tramp, init0_tramp, init1_tramp, map_tramp, star2_tramp, tramp_addr};
+use crate::process::StartMethod;
+use crate::sys::Deadline;
+
+/// Options for a [`Pool`], like the arguments of Python's `multiprocessing.Pool`.
+///
+/// ```
+/// use shmkit::pool::Pool;
+/// fn setup() { /* runs once in every worker */ }
+/// let pool = Pool::builder().processes(2).initializer(setup).max_tasks_per_child(1000).build()?;
+/// assert_eq!(pool.map(|x: u32| x + 1, [1, 2, 3])?, [2, 3, 4]);
+/// # Ok::<(), shmkit::pool::PoolError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct PoolBuilder {
+    processes: Option<usize>,
+    method: StartMethod,
+    init: Option<(u64, u64, Vec<u8>)>,
+    max_tasks: u64,
+    msg: usize,
+    depth: usize,
+}
+
+impl Default for PoolBuilder {
+    fn default() -> Self {
+        PoolBuilder { processes: None, method: StartMethod::Auto, init: None, max_tasks: 0, msg: 1024, depth: 64 }
+    }
+}
+
+impl PoolBuilder {
+    /// Defaults: one worker per available core, [`StartMethod::Auto`], no initializer,
+    /// workers never recycled, 1 KiB task messages, 64 queued entries per worker.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of worker processes (default: `std::thread::available_parallelism`).
+    pub fn processes(mut self, n: usize) -> Self {
+        self.processes = Some(n.max(1));
+        self
+    }
+
+    /// How the pool starts its manager process (which forks the workers); see [`StartMethod`].
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.method = method;
+        self
+    }
+
+    /// Run `f()` once in every worker before it takes tasks (and in every replacement).
+    /// If it panics the pool is broken and calls return [`PoolError::InitializerFailed`].
+    pub fn initializer(mut self, f: fn()) -> Self {
+        self.init = Some((tramp_addr!(InitTramp, init0_tramp), f as usize as u64, Vec::new()));
+        self
+    }
+
+    /// Like [`initializer`](Self::initializer), with an argument (at most 256 bytes).
+    pub fn initializer_with<A: Pod>(mut self, f: fn(A), arg: A) -> Self {
+        let tramp = tramp_addr!(InitTramp, init1_tramp::<A>);
+        self.init = Some((tramp, f as usize as u64, bytemuck::bytes_of(&arg).to_vec()));
+        self
+    }
+
+    /// Replace a worker by a fresh process after it ran `n` tasks (0: never, the default).
+    pub fn max_tasks_per_child(mut self, n: u64) -> Self {
+        self.max_tasks = n;
+        self
+    }
+
+    /// Bytes available for one task's arguments, and again for its results (default 1024).
+    /// Chunks of `map` are cut to fit.
+    pub fn message_size(mut self, bytes: usize) -> Self {
+        self.msg = bytes.clamp(64, 1 << 24);
+        self
+    }
+
+    /// Entries queued per worker (default 64).
+    pub fn queue_depth(mut self, n: usize) -> Self {
+        self.depth = n.clamp(1, 1 << 16);
+        self
+    }
+
+    /// Start the pool: one manager process, which forks the workers.
+    pub fn build(self) -> Result<Pool, PoolError> {
+        let workers = self.processes.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let method = self.method.resolve()?;
+        let shape = Shape { workers, depth: self.depth, msg: self.msg };
+        if let Some((_, _, arg)) = &self.init
+            && arg.len() > INIT_ARG_CAP
+        {
+            return Err(PoolError::MessageTooLarge {
+                what: "initializer argument",
+                size: arg.len(),
+                limit: INIT_ARG_CAP,
+            });
+        }
+        let core = Core::start(method, shape, |h| {
+            // SAFETY: `h` is the header of the fresh segment that no other process maps yet.
+            unsafe {
+                (*h).max_tasks = self.max_tasks;
+                if let Some((tramp, f, arg)) = &self.init {
+                    (*h).init_tramp = *tramp;
+                    (*h).init_fn = *f;
+                    (*h).init_arg_len = arg.len() as u64;
+                    let dst = std::ptr::addr_of_mut!((*h).init_arg).cast::<u8>();
+                    std::ptr::copy_nonoverlapping(arg.as_ptr(), dst, arg.len());
+                }
+            }
+        })?;
+        Ok(Pool { core: Arc::new(core) })
+    }
+}
+
+/// A pool of worker processes, like Python's `multiprocessing.Pool`, that does not hang
+/// when a worker dies.
+///
+/// Tasks are plain `fn` items or non-capturing closures; arguments and results are
+/// `bytemuck::Pod` values that cross through a shared-memory mailbox per worker (no pipes,
+/// no pickling). Large data goes through a [`SharedArray`](crate::SharedArray) with
+/// [`map_chunks`](Self::map_chunks), zero copy.
+///
+/// - A panicking task returns [`PoolError::TaskPanicked`] with its message; the worker lives on.
+/// - A worker killed mid-task fails that task with [`PoolError::WorkerDied`] naming its pid
+///   and signal, at once; a replacement worker is forked and later calls succeed.
+/// - Dropping the pool terminates it (like Python's `with Pool() as p:`): workers and their
+///   manager are killed and reaped, nothing is orphaned. [`close`](Self::close) +
+///   [`join`](Self::join) let queued work finish first.
+///
+/// ```
+/// use shmkit::pool::{Pool, PoolError};
+/// let pool = Pool::new(2)?;
+/// assert_eq!(pool.map(|x: u64| x * x, 0..5)?, [0, 1, 4, 9, 16]);
+/// assert_eq!(pool.starmap(|a: u32, b: u32| a * b, [(2, 3), (4, 5)])?, [6, 20]);
+/// let handle = pool.apply_async(|x: f64| x.sqrt(), 2.0)?;
+/// assert!((handle.get()? - 1.4142).abs() < 1e-3);
+/// match pool.apply(|_: ()| -> u8 { panic!("boom") }, ()) {
+///     Err(PoolError::TaskPanicked { message, .. }) => assert!(message.contains("boom")),
+///     other => panic!("{other:?}"),
+/// }
+/// assert_eq!(pool.apply(|x: i32| x - 1, 1)?, 0); // still working
+/// # Ok::<(), PoolError>(())
+/// ```
+pub struct Pool {
+    pub(crate) core: Arc<Core>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("processes", &self.processes()).field("workers", &self.worker_pids()).finish()
+    }
+}
+
+pub(crate) fn per_entry<A, R>(chunksize: usize, msg: usize) -> Result<usize, PoolError> {
+    let (sa, sr) = (std::mem::size_of::<A>(), std::mem::size_of::<R>());
+    if sa > msg {
+        return Err(PoolError::MessageTooLarge { what: "an argument", size: sa, limit: msg });
+    }
+    if sr > msg {
+        return Err(PoolError::MessageTooLarge { what: "a result", size: sr, limit: msg });
+    }
+    Ok(chunksize.max(1).min(msg / sa.max(1)).min(msg / sr.max(1)).min(1 << 20))
+}
+
+/// `n` values of `R` from packed bytes.
+pub(crate) fn decode_vec<R: Pod>(bytes: &[u8], n: usize) -> Vec<R> {
+    let size = std::mem::size_of::<R>();
+    if size == 0 {
+        return vec![R::zeroed(); n];
+    }
+    bytes.chunks_exact(size).map(bytemuck::pod_read_unaligned).collect()
+}
+
+impl Pool {
+    /// A pool of `processes` workers with default options.
+    pub fn new(processes: usize) -> Result<Pool, PoolError> {
+        PoolBuilder::new().processes(processes).build()
+    }
+
+    /// Options; see [`PoolBuilder`].
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::new()
+    }
+
+    /// Number of workers.
+    pub fn processes(&self) -> usize {
+        self.core.shape().workers
+    }
+
+    /// The pids of the current workers (a replaced worker's successor appears here).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.core.worker_pids()
+    }
+
+    /// The pid of the manager process that forks and watches the workers.
+    pub fn manager_pid(&self) -> u32 {
+        self.core.manager_pid()
+    }
+
+    /// Run `f(arg)` in a worker and wait for the result.
+    pub fn apply<A: Pod, R: Pod>(&self, f: fn(A) -> R, arg: A) -> Result<R, PoolError> {
+        self.apply_async(f, arg)?.get()
+    }
+
+    /// Start `f(arg)` in a worker; the handle gives the result.
+    pub fn apply_async<A: Pod, R: Pod>(&self, f: fn(A) -> R, arg: A) -> Result<AsyncResult<R>, PoolError> {
+        self.submit_one(f, arg, None)
+    }
+
+    /// Like [`apply_async`](Self::apply_async), with callbacks run in this process (on a
+    /// helper thread, or on a thread waiting on the pool) when the task ends: `on_ok` with the
+    /// result, or `on_err` with the error. They run before the handle becomes ready.
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// let pool = shmkit::pool::Pool::new(1)?;
+    /// let (tx, rx) = mpsc::channel();
+    /// let tx2 = tx.clone();
+    /// pool.apply_async_with(|x: u8| x * 2, 21, move |r| tx.send(Ok(r)).unwrap(), move |e| tx2.send(Err(e.to_string())).unwrap())?;
+    /// assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap(), Ok(42));
+    /// # Ok::<(), shmkit::pool::PoolError>(())
+    /// ```
+    pub fn apply_async_with<A: Pod, R: Pod>(
+        &self,
+        f: fn(A) -> R,
+        arg: A,
+        on_ok: impl FnOnce(R) + Send + 'static,
+        on_err: impl FnOnce(&PoolError) + Send + 'static,
+    ) -> Result<AsyncResult<R>, PoolError> {
+        let cb: Callback = Box::new(move |r: Result<&[u8], &PoolError>| match r {
+            Ok(bytes) if bytes.len() == std::mem::size_of::<R>() => on_ok(bytemuck::pod_read_unaligned(bytes)),
+            Ok(_) => on_err(&PoolError::TaskFailed { message: "a worker returned a result of the wrong size".into() }),
+            Err(e) => on_err(e),
+        });
+        let handle = self.submit_one(f, arg, Some(cb))?;
+        self.core.callback_added();
+        Ok(handle)
+    }
+
+    fn submit_one<A: Pod, R: Pod>(
+        &self,
+        f: fn(A) -> R,
+        arg: A,
+        cb: Option<Callback>,
+    ) -> Result<AsyncResult<R>, PoolError> {
+        per_entry::<A, R>(1, self.core.shape().msg)?;
+        let cell = Arc::new(Cell::with_callback(cb));
+        let bytes = [bytemuck::bytes_of(&arg)];
+        let job = Job { tramp: tramp_addr!(Tramp, map_tramp::<A, R>), func: f as usize as u64, count: 1, args: &bytes };
+        self.core.drive(Deadline::never(), |core, d| {
+            Ok(core.try_submit(d, &job, Sink::Cell(Arc::clone(&cell)))?.then_some(()))
+        })?;
+        Ok(AsyncResult { core: Arc::clone(&self.core), cell, spent: Mutex::new(None), _r: PhantomData })
+    }
+
+    /// `f` over every item, results in order. Chunks as Python does (about four chunks per
+    /// worker); see [`map_chunksize`](Self::map_chunksize).
+    pub fn map<A: Pod, R: Pod>(&self, f: fn(A) -> R, items: impl IntoIterator<Item = A>) -> Result<Vec<R>, PoolError> {
+        let items: Vec<A> = items.into_iter().collect();
+        let per = items.len().div_ceil(self.processes() * 4).max(1);
+        self.map_slice(f, &items, per)
+    }
+
+    /// `f` over every item, `chunksize` items per task message (cut to fit the message size).
+    pub fn map_chunksize<A: Pod, R: Pod>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+        chunksize: usize,
+    ) -> Result<Vec<R>, PoolError> {
+        let items: Vec<A> = items.into_iter().collect();
+        self.map_slice(f, &items, chunksize)
+    }
+
+    fn map_slice<A: Pod, R: Pod>(&self, f: fn(A) -> R, items: &[A], chunksize: usize) -> Result<Vec<R>, PoolError> {
+        let bytes: &[u8] = bytemuck::cast_slice(items);
+        let per = per_entry::<A, R>(chunksize, self.core.shape().msg)?;
+        let (tramp, func) = (tramp_addr!(Tramp, map_tramp::<A, R>), f as usize as u64);
+        let out =
+            self.run_batch(items.len(), std::mem::size_of::<A>(), bytes, per, tramp, func, std::mem::size_of::<R>())?;
+        Ok(decode_vec(&out, items.len()))
+    }
+
+    /// `f(a, b)` over every pair, results in order (Python's `starmap`).
+    pub fn starmap<A: Pod, B: Pod, R: Pod>(
+        &self,
+        f: fn(A, B) -> R,
+        items: impl IntoIterator<Item = (A, B)>,
+    ) -> Result<Vec<R>, PoolError> {
+        let mut packed = Vec::new();
+        let mut n = 0usize;
+        for (a, b) in items {
+            packed.extend_from_slice(bytemuck::bytes_of(&a));
+            packed.extend_from_slice(bytemuck::bytes_of(&b));
+            n += 1;
+        }
+        let step = std::mem::size_of::<A>() + std::mem::size_of::<B>();
+        let msg = self.core.shape().msg;
+        if step > msg {
+            return Err(PoolError::MessageTooLarge { what: "an argument pair", size: step, limit: msg });
+        }
+        let per = per_entry::<(), R>(n.div_ceil(self.processes() * 4), msg)?.min(msg / step.max(1));
+        let tramp = tramp_addr!(Tramp, star2_tramp::<A, B, R>);
+        let out = self.run_batch(n, step, &packed, per, tramp, f as usize as u64, std::mem::size_of::<R>())?;
+        Ok(decode_vec(&out, n))
+    }
+
+    /// Submit `n` items of `step` bytes each in entries of `per` items; wait for all.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn run_batch(
+        &self,
+        n: usize,
+        step: usize,
+        bytes: &[u8],
+        per: usize,
+        tramp: u64,
+        func: u64,
+        res_size: usize,
+    ) -> Result<Vec<u8>, PoolError> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let batch = Arc::new(Batch::new(n, res_size));
+        let mut next = 0;
+        self.core.drive(Deadline::never(), |core, d| {
+            while next < n {
+                let count = per.min(n - next);
+                let part = [&bytes[next * step..(next + count) * step]];
+                let job = Job { tramp, func, count: count as u32, args: &part };
+                let sink = Sink::Batch { batch: Arc::clone(&batch), first: next, count };
+                if !core.try_submit(d, &job, sink)? {
+                    break;
+                }
+                next += count;
+            }
+            Ok((next == n && batch.is_done()).then_some(()))
+        })?;
+        batch.finish()
+    }
+
+    /// Stop accepting tasks; queued ones still run. Then [`join`](Self::join).
+    pub fn close(&self) {
+        self.core.lock().closed = true;
+    }
+
+    /// After [`close`](Self::close): wait for queued tasks, then for the workers to exit.
+    pub fn join(&self) -> Result<(), PoolError> {
+        self.join_until(Deadline::never())
+    }
+
+    /// Like [`join`](Self::join), giving up with [`PoolError::Timeout`] after `timeout`.
+    pub fn join_timeout(&self, timeout: Duration) -> Result<(), PoolError> {
+        self.join_until(Deadline::after(timeout))
+    }
+
+    fn join_until(&self, deadline: Deadline) -> Result<(), PoolError> {
+        if !self.core.lock().closed {
+            return Err(PoolError::TaskFailed { message: "join() needs close() first (as in Python)".into() });
+        }
+        if !self.core.is_dead() {
+            self.core.drive(deadline, |_, d| Ok((d.outstanding() == 0).then_some(())))?;
+            self.core.stop_gracefully(deadline.remaining().unwrap_or(Duration::from_secs(10)));
+        }
+        Ok(())
+    }
+
+    /// Stop at once: kill the workers; outstanding tasks fail with [`PoolError::Terminated`].
+    pub fn terminate(&self) {
+        self.core.lock().closed = true;
+        self.core.terminate();
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.core.terminate();
+    }
+}
+
+/// The pending result of [`Pool::apply_async`].
+pub struct AsyncResult<R: Pod> {
+    core: Arc<Core>,
+    cell: Arc<Cell>,
+    spent: Mutex<Option<Result<R, String>>>,
+    _r: PhantomData<fn() -> R>,
+}
+
+impl<R: Pod> std::fmt::Debug for AsyncResult<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncResult").field("ready", &self.ready()).finish()
+    }
+}
+
+impl<R: Pod> AsyncResult<R> {
+    /// Whether the task has ended (successfully or not).
+    pub fn ready(&self) -> bool {
+        self.cell.is_done() || self.spent.lock().unwrap_or_else(PoisonError::into_inner).is_some()
+    }
+
+    /// Wait for the result.
+    pub fn get(self) -> Result<R, PoolError> {
+        self.wait_take(Deadline::never())
+    }
+
+    /// Wait at most `timeout`: [`PoolError::Timeout`] if the task still runs (then ask again).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<R, PoolError> {
+        self.wait_take(Deadline::after(timeout))
+    }
+
+    fn wait_take(&self, deadline: Deadline) -> Result<R, PoolError> {
+        let mut spent = self.spent.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(s) = spent.as_ref() {
+            return s.clone().map_err(|message| PoolError::TaskFailed { message });
+        }
+        let cell = &self.cell;
+        let r = self.core.drive(deadline, |_, _| Ok(cell.is_done().then(|| cell.take())))?;
+        let r = match r {
+            Some(Ok(bytes)) if bytes.len() == std::mem::size_of::<R>() => Ok(bytemuck::pod_read_unaligned(&bytes)),
+            Some(Ok(_)) => {
+                Err(PoolError::TaskFailed { message: "a worker returned a result of the wrong size".into() })
+            }
+            Some(Err(e)) => Err(e),
+            None => Err(PoolError::TaskFailed { message: "the result was taken already".into() }),
+        };
+        *spent = Some(r.as_ref().map(|v| *v).map_err(ToString::to_string));
+        r
+    }
+}

@@ -1,0 +1,273 @@
+//! The pool's shared segment: a header, one mailbox per worker, and each mailbox's ring of
+//! task entries.
+//!
+//! ```text
+//! payload: | ExitRecord (64) | Header (960) | Mailbox 0 (256) | entries 0 … | Mailbox 1 | …
+//! entry:   | EntryHead (64) | argument bytes (msg) | result bytes (msg) |
+//! ```
+//!
+//! # Mailbox protocol (one producer: the pool process; one consumer: the worker)
+//!
+//! - The pool writes entry `h` (slot `h % depth`, only when `h - harvested < depth`), then
+//!   stores `head = h + 1` (SeqCst) and, if the worker announced `sleeping`, bumps
+//!   `doorbell` and futex-wakes it.
+//! - The worker runs entry `t = tail` when `head > t`: it stores `running = t + 1`, runs the
+//!   task, writes the outcome and result bytes, then stores `tail = t + 1` (SeqCst) and, if the
+//!   pool announced `sleepers`, bumps `completions` and futex-wakes it.
+//! - The pool reads entries below `tail` (Acquire) and then advances its private `harvested`.
+//! - When a worker dies, the manager (its parent) reaps it; if `running == tail + 1` the entry
+//!   at `tail` was in flight: the manager writes outcome `DIED` with pid and signal, stores
+//!   `tail + 1` and wakes the pool, then forks a replacement that continues at `tail`.
+//!
+//! Every word two processes share is an atomic; entry bodies are handed over by the
+//! Release/Acquire pairs above and never accessed by two processes at once.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crate::process::{EXIT_RECORD_LEN, ExitRecord};
+use crate::segment::Segment;
+
+pub(crate) const HEADER_LEN: usize = 960;
+pub(crate) const MAILBOX_LEN: usize = 256;
+pub(crate) const ENTRY_HEAD_LEN: usize = 64;
+pub(crate) const INIT_ARG_CAP: usize = 256;
+pub(crate) const REASON_CAP: usize = 256;
+
+/// Pool state word values.
+pub(crate) const RUN: u32 = 0;
+pub(crate) const STOP: u32 = 1;
+pub(crate) const KILL: u32 = 2;
+
+/// Manager state word values.
+pub(crate) const MGR_STARTING: u32 = 0;
+pub(crate) const MGR_READY: u32 = 1;
+pub(crate) const MGR_BROKEN: u32 = 2;
+
+/// Entry outcomes.
+pub(crate) const OUT_NONE: u32 = 0;
+pub(crate) const OUT_OK: u32 = 1;
+pub(crate) const OUT_PANIC: u32 = 2;
+pub(crate) const OUT_ERROR: u32 = 3;
+pub(crate) const OUT_DIED: u32 = 4;
+
+/// Configuration and pool-wide words, after the exit record.
+#[repr(C)]
+pub(crate) struct Header {
+    // Written once before the manager starts.
+    pub pool_pid: u64,
+    pub workers: u64,
+    pub depth: u64,
+    pub msg: u64,
+    pub max_tasks: u64,
+    pub init_tramp: u64,
+    pub init_fn: u64,
+    pub init_arg_len: u64,
+    pub direct_fork: u64,
+    // Pool-wide words.
+    pub state: AtomicU32,
+    pub manager: AtomicU32,
+    pub completions: AtomicU32,
+    pub sleepers: AtomicU32,
+    pub reason_len: AtomicU32,
+    _pad: [u32; 7],
+    pub init_arg: [u8; INIT_ARG_CAP],
+    pub reason: [u8; REASON_CAP],
+}
+
+const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_LEN);
+
+/// One worker's mailbox. Pool-written words, worker-written words and manager-written words
+/// sit on separate cache lines.
+#[repr(C)]
+pub(crate) struct Mailbox {
+    // Written by the pool.
+    pub head: AtomicU32,
+    pub doorbell: AtomicU32,
+    _p0: [u32; 14],
+    // Written by the worker (and by the manager once the worker is dead).
+    pub tail: AtomicU32,
+    pub running: AtomicU32,
+    pub sleeping: AtomicU32,
+    _p1: [u32; 13],
+    // Written by the manager.
+    pub pid: AtomicU32,
+    pub generation: AtomicU32,
+    pub deaths: AtomicU32,
+    _p2: [u32; 13],
+    // Written by a worker whose initializer failed.
+    pub init_error_len: AtomicU32,
+    pub init_error: [u8; 60],
+}
+
+const _: () = assert!(std::mem::size_of::<Mailbox>() == MAILBOX_LEN);
+
+/// The fixed part of a task entry.
+#[repr(C)]
+pub(crate) struct EntryHead {
+    pub tramp: AtomicU64,
+    pub func: AtomicU64,
+    pub count: AtomicU32,
+    pub arg_len: AtomicU32,
+    pub outcome: AtomicU32,
+    pub res_len: AtomicU32,
+    pub died_pid: AtomicU32,
+    pub died_signal: AtomicU32,
+    _pad: [u32; 6],
+}
+
+const _: () = assert!(std::mem::size_of::<EntryHead>() == ENTRY_HEAD_LEN);
+
+/// Sizes of a pool segment.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Shape {
+    pub workers: usize,
+    pub depth: usize,
+    pub msg: usize,
+}
+
+impl Shape {
+    pub fn entry_len(&self) -> usize {
+        ENTRY_HEAD_LEN + 2 * self.msg
+    }
+
+    fn worker_len(&self) -> usize {
+        MAILBOX_LEN + self.depth * self.entry_len()
+    }
+
+    pub fn total(&self) -> usize {
+        EXIT_RECORD_LEN + HEADER_LEN + self.workers * self.worker_len()
+    }
+}
+
+/// Typed views over a mapped pool segment. All views are shared references to atomics or
+/// raw pointers to entry bodies; see the module docs for who may touch what, and when.
+#[derive(Clone, Copy)]
+pub(crate) struct View<'a> {
+    seg: &'a Segment,
+    shape: Shape,
+}
+
+impl<'a> View<'a> {
+    /// A view with the shape recorded in the header.
+    pub fn new(seg: &'a Segment) -> View<'a> {
+        let h = Self::header_of(seg);
+        let shape = Shape { workers: h.workers as usize, depth: h.depth as usize, msg: h.msg as usize };
+        View { seg, shape }
+    }
+
+    /// A view with a known shape (the creator's).
+    pub fn with_shape(seg: &'a Segment, shape: Shape) -> View<'a> {
+        View { seg, shape }
+    }
+
+    fn header_of(seg: &Segment) -> &Header {
+        // SAFETY: pool segments are created with at least EXIT_RECORD_LEN + HEADER_LEN bytes,
+        // page aligned; Header's config fields are plain integers written before any other
+        // process exists, the rest are atomics.
+        unsafe { &*seg.as_ptr().add(EXIT_RECORD_LEN).cast::<Header>() }
+    }
+
+    pub fn shape(&self) -> Shape {
+        self.shape
+    }
+
+    pub fn exit_record(&self) -> &'a ExitRecord {
+        ExitRecord::of(self.seg)
+    }
+
+    pub fn header(&self) -> &'a Header {
+        Self::header_of(self.seg)
+    }
+
+    /// Raw pointer to the header, for initialisation before any other process exists.
+    pub fn header_ptr(&self) -> *mut Header {
+        self.seg.as_ptr().wrapping_add(EXIT_RECORD_LEN).cast()
+    }
+
+    fn worker_base(&self, w: usize) -> *mut u8 {
+        assert!(w < self.shape.workers, "worker index out of range");
+        self.seg.as_ptr().wrapping_add(EXIT_RECORD_LEN + HEADER_LEN + w * self.shape.worker_len())
+    }
+
+    /// The broken-pool reason text area (`REASON_CAP` bytes), as a raw pointer: it is written
+    /// by the manager and read by the pool, ordered by `reason_len`.
+    pub fn reason_area(&self) -> *mut u8 {
+        // SAFETY: only computes a field address inside the mapped header.
+        unsafe { std::ptr::addr_of_mut!((*self.header_ptr()).reason).cast() }
+    }
+
+    /// Worker `w`'s initializer-error text area (60 bytes), as a raw pointer.
+    pub fn init_error_area(&self, w: usize) -> *mut u8 {
+        let mb = self.worker_base(w).cast::<Mailbox>();
+        // SAFETY: only computes a field address inside the mapped mailbox.
+        unsafe { std::ptr::addr_of_mut!((*mb).init_error).cast() }
+    }
+
+    pub fn mailbox(&self, w: usize) -> &'a Mailbox {
+        // SAFETY: in bounds (index checked, shape matches the segment), 64-aligned, atomics
+        // and padding only.
+        unsafe { &*self.worker_base(w).cast::<Mailbox>() }
+    }
+
+    /// The entry slot that ring index `i` of worker `w` uses.
+    pub fn entry(&self, w: usize, i: u32) -> Entry<'a> {
+        let slot = i as usize % self.shape.depth;
+        let base = self.worker_base(w).wrapping_add(MAILBOX_LEN + slot * self.shape.entry_len());
+        // SAFETY: in bounds and 64-aligned; EntryHead is atomics and padding only.
+        let head = unsafe { &*base.cast::<EntryHead>() };
+        Entry { head, body: base.wrapping_add(ENTRY_HEAD_LEN), msg: self.shape.msg }
+    }
+}
+
+/// One task entry: its head, and raw access to its argument and result areas.
+#[derive(Clone, Copy)]
+pub(crate) struct Entry<'a> {
+    pub head: &'a EntryHead,
+    body: *mut u8,
+    msg: usize,
+}
+
+impl Entry<'_> {
+    pub fn arg_ptr(&self) -> *mut u8 {
+        self.body
+    }
+
+    pub fn res_ptr(&self) -> *mut u8 {
+        self.body.wrapping_add(self.msg)
+    }
+
+    pub fn msg(&self) -> usize {
+        self.msg
+    }
+
+    /// Record an outcome with a text (panic or error message) as the result bytes.
+    ///
+    /// # Safety
+    ///
+    /// The caller must own the entry's result area (the worker running it, or the manager
+    /// after the worker died), per the mailbox protocol.
+    pub unsafe fn set_message(&self, outcome: u32, text: &str) {
+        let bytes = crate::process::truncate_utf8(text, self.msg);
+        // SAFETY: at most `msg` bytes into the result area, which the caller owns.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.res_ptr(), bytes.len()) };
+        self.head.res_len.store(bytes.len() as u32, Ordering::Relaxed);
+        self.head.outcome.store(outcome, Ordering::Relaxed);
+    }
+}
+
+/// Copy a short text into a fixed area and publish its length (Release).
+pub(crate) fn write_text(area: *mut u8, cap: usize, len_word: &AtomicU32, text: &str) {
+    let bytes = crate::process::truncate_utf8(text, cap);
+    // SAFETY: `area` has `cap` writable bytes (callers pass a field of a mapped struct) and
+    // the text is read only after the length is published.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), area, bytes.len()) };
+    len_word.store(bytes.len() as u32, Ordering::Release);
+}
+
+/// Read a text written by [`write_text`].
+pub(crate) fn read_text(area: *const u8, cap: usize, len_word: &AtomicU32) -> String {
+    let len = (len_word.load(Ordering::Acquire) as usize).min(cap);
+    // SAFETY: `area` has `cap` readable bytes and was written before the length was published.
+    let bytes = unsafe { std::slice::from_raw_parts(area, len) };
+    String::from_utf8_lossy(bytes).into_owned()
+}

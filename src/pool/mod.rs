@@ -1,0 +1,41 @@
+//! A process pool like Python's `multiprocessing.Pool` — `map`, `imap`, `imap_unordered`,
+//! `starmap`, `apply`, `apply_async` with callbacks — whose tasks cross through shared
+//! memory, which hands each worker its own slice of a [`SharedArray`](crate::SharedArray)
+//! without copying ([`Pool::map_chunks`]), and which does not hang when a worker dies.
+//!
+//! # Architecture
+//!
+//! ```text
+//!  your process (any threads)          manager (1 thread)            workers
+//!  Pool ── mailboxes in a sealed memfd ───────────────────────────── worker 0, 1, …
+//!     └── eventfd, pidfd ──────────── forks, reaps (pidfd), replaces ─┘
+//! ```
+//!
+//! - Each worker has a mailbox: a ring of task entries (function address, argument bytes,
+//!   result bytes) and futex words. The calling thread writes entries and harvests results
+//!   itself, spinning briefly and then parking on a futex: no pipes, no dispatcher thread.
+//! - A single-threaded *manager* process forks the workers, so replacing a dead worker never
+//!   forks from your (possibly multi-threaded) process. It watches each worker's pidfd; when
+//!   one dies mid-task it fails that task with [`PoolError::WorkerDied`] (pid and signal)
+//!   at once and forks a replacement that continues with the queued entries.
+//! - The manager itself is forked from your process ([`StartMethod::Fork`], when it is
+//!   single-threaded) or by the fork server ([`StartMethod::ForkServer`]); see
+//!   [`StartMethod`] for when each applies. It exits when your process does (pidfd), and
+//!   the workers die with the manager (`PR_SET_PDEATHSIG`).
+//!
+//! [`StartMethod`]: crate::process::StartMethod
+//! [`StartMethod::Fork`]: crate::process::StartMethod::Fork
+//! [`StartMethod::ForkServer`]: crate::process::StartMethod::ForkServer
+
+mod api;
+mod core;
+mod error;
+mod imap;
+mod layout;
+mod manager;
+mod task;
+mod worker;
+
+pub use api::{AsyncResult, Pool, PoolBuilder};
+pub use error::PoolError;
+pub use imap::Imap;
