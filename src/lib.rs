@@ -43,11 +43,7 @@ pub mod sys;
 
 pub use segment::{Segment, SegmentError, SegmentOptions};
 pub use shared::{ClaimError, Element, SharedArray, SharedAtomic, SharedValue};
-pub use shared::SharedObject;
-pub use sync::{
-    AcquireError, Barrier, Condvar, Event, LockError, Mutex, MutexGuard, OwnerDied, RobustSemaphore, RwLock, Semaphore,
-    ShmSafe,
-};
+pub use sync::LockError;
 
 /// Any shmkit error, for callers who mix areas and use `?`.
 #[non_exhaustive]
