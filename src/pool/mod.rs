@@ -28,6 +28,7 @@
 //! [`StartMethod::ForkServer`]: crate::process::StartMethod::ForkServer
 
 mod api;
+mod chunks;
 mod core;
 mod error;
 mod imap;
