@@ -42,8 +42,11 @@ pub mod sync;
 pub mod sys;
 
 pub use segment::{Segment, SegmentError, SegmentOptions};
-pub use shared::{ClaimError, Element, SharedArray, SharedAtomic, SharedValue};
-pub use sync::LockError;
+pub use shared::{ClaimError, Element, SharedArray, SharedAtomic, SharedObject, SharedValue};
+pub use sync::{
+    AcquireError, Barrier, Condvar, Event, LockError, Mutex, MutexGuard, OwnerDied, RobustSemaphore, RwLock, Semaphore,
+    ShmSafe,
+};
 
 /// Any shmkit error, for callers who mix areas and use `?`.
 #[non_exhaustive]

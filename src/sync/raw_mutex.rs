@@ -71,6 +71,15 @@ impl RawMutex {
         }
     }
 
+    /// All-zero bytes: *not* a usable robust mutex until [`RawMutex::init`] ran on it
+    /// (glibc would take zero bytes for a plain, private, non-robust mutex). Used by
+    /// [`LazyRawMutex`](super::LazyRawMutex), which initialises it on first use.
+    pub(crate) const fn zeroed() -> Self {
+        // SAFETY: `pthread_mutex_t` is a C union of integers and arrays of integers, for
+        // which the all-zero bit pattern is a valid value.
+        Self { inner: UnsafeCell::new(unsafe { std::mem::zeroed() }) }
+    }
+
     fn ptr(&self) -> *mut libc::pthread_mutex_t {
         self.inner.get()
     }
@@ -102,7 +111,46 @@ impl RawMutex {
     /// Acquire only if free now.
     pub fn try_lock(&self) -> Result<Acquired, LockError> {
         // SAFETY: as in `lock`.
-        Self::outcome(unsafe { libc::pthread_mutex_trylock(self.ptr()) })
+        let r = unsafe { libc::pthread_mutex_trylock(self.ptr()) };
+        if r == libc::ENOTRECOVERABLE {
+            self.undo_notrecoverable_trylock();
+        }
+        Self::outcome(r)
+    }
+
+    /// Work around a glibc bug (present through at least 2.36): `pthread_mutex_trylock`
+    /// on a robust mutex that is not recoverable takes the lock word (`__lock = tid`),
+    /// returns `ENOTRECOVERABLE`, and never gives the word back (its `oldval == id`
+    /// test compares against the CAS's old value, 0). Every later `pthread_mutex_lock` of
+    /// another thread would then sleep for ever on a lock nobody holds. We give the word
+    /// back and wake its sleepers, who then see `ENOTRECOVERABLE` themselves.
+    #[cold]
+    fn undo_notrecoverable_trylock(&self) {
+        const FUTEX_WAITERS: u32 = 0x8000_0000;
+        const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() } as u32;
+        // SAFETY: `__lock`, the futex word, is the first `int` of glibc's
+        // `struct __pthread_mutex_s` on every architecture (it is ABI); the mutex is live
+        // for `&self`, 4-aligned, and glibc itself only accesses `__lock` atomically.
+        let word = unsafe { &*self.ptr().cast::<std::sync::atomic::AtomicU32>() };
+        let mut cur = word.load(std::sync::atomic::Ordering::Relaxed);
+        while cur & FUTEX_TID_MASK == tid {
+            match word.compare_exchange(
+                cur,
+                0,
+                std::sync::atomic::Ordering::Release,
+                std::sync::atomic::Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    if cur & FUTEX_WAITERS != 0 {
+                        sys::futex::wake_all(word);
+                    }
+                    return;
+                }
+                Err(now) => cur = now,
+            }
+        }
     }
 
     /// Block until acquired or `deadline` (CLOCK_MONOTONIC) passes.
