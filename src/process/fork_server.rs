@@ -17,7 +17,7 @@
 //! with it. Children start from the server's memory snapshot, taken when it was started:
 //! pass everything they need as arguments.
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -29,6 +29,7 @@ use crate::segment::Segment;
 struct Conn {
     sock: OwnedFd,
     pidfd: OwnedFd,
+    pid: libc::pid_t,
     /// The process that started the server; forks of it must not use the connection.
     owner: libc::pid_t,
 }
@@ -92,8 +93,25 @@ fn start_unchecked() -> Result<(), ProcessError> {
     }
     drop(theirs);
     let pidfd = os::pidfd_open(pid).map_err(|e| ProcessError::os("pidfd_open", e))?;
-    *guard = Some(Conn { sock: ours, pidfd, owner: me });
+    *guard = Some(Conn { sock: ours, pidfd, pid, owner: me });
+    // SAFETY: registering a plain `extern "C" fn()` with atexit has no preconditions.
+    unsafe { libc::atexit(stop_at_exit) };
     Ok(())
+}
+
+/// At exit: close our end (the server then kills and reaps its children and exits), and
+/// reap the server, so that no process of ours outlives us as a zombie.
+extern "C" fn stop_at_exit() {
+    let Ok(mut guard) = SERVER.try_lock() else { return };
+    let Some(conn) = guard.take().filter(|c| c.owner == os::getpid()) else { return };
+    drop(conn.sock);
+    let mut ready = Vec::new();
+    let _ = os::poll_readable(&[conn.pidfd.as_raw_fd()], Some(Duration::from_secs(2)), &mut ready);
+    if ready.first() != Some(&true) {
+        // SAFETY: our own unreaped child; the pid cannot have been reused.
+        unsafe { libc::kill(conn.pid, libc::SIGKILL) };
+    }
+    let _ = os::reap_blocking(conn.pid);
 }
 
 /// Start the fork server before `main` runs, from an ELF constructor in your binary.
@@ -168,6 +186,10 @@ struct Kid {
 /// The server loop (in the server process; never returns).
 fn serve(sock: OwnedFd) -> ! {
     let me = os::getpid();
+    // Orphans of our children (workers whose manager was killed) come to us, not to init,
+    // and are reaped below.
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let mut kids: Vec<Kid> = Vec::new();
     let mut ready = Vec::new();
     let mut fds = Vec::new();
@@ -175,9 +197,10 @@ fn serve(sock: OwnedFd) -> ! {
         fds.clear();
         fds.push(sock.as_raw_fd());
         fds.extend(kids.iter().map(|k| k.pidfd.as_raw_fd()));
-        if os::poll_readable(&fds, None, &mut ready).is_err() {
+        if os::poll_readable(&fds, Some(Duration::from_secs(1)), &mut ready).is_err() {
             os::exit_now(1);
         }
+        reap_orphans(&kids);
         // Children first, so their pidfds are gone before we fork again.
         let mut i = kids.len();
         while i > 0 {
@@ -192,7 +215,16 @@ fn serve(sock: OwnedFd) -> ! {
         if ready.first() == Some(&true) {
             let mut req = [0u8; REQ_LEN];
             match os::recv_with_fds(sock.as_raw_fd(), &mut req) {
-                Ok((0, _)) | Err(_) => os::exit_now(0), // the client process is gone
+                Ok((0, _)) | Err(_) => {
+                    // The client process is exiting or gone: take our children with us.
+                    for k in &kids {
+                        let _ = os::pidfd_send_signal(k.pidfd.as_fd(), libc::SIGKILL);
+                    }
+                    for k in &kids {
+                        let _ = os::reap_blocking(k.pid);
+                    }
+                    os::exit_now(0)
+                }
                 Ok((n, got)) if n == REQ_LEN && !got.is_empty() && got.len() <= MAX_FDS => {
                     let reply = serve_one(me, &sock, &kids, &req, got);
                     let (errno, kid) = match reply {
@@ -214,6 +246,22 @@ fn serve(sock: OwnedFd) -> ! {
                 }
             }
         }
+    }
+}
+
+/// Reap ended processes that are not children we forked (reparented orphans).
+fn reap_orphans(kids: &[Kid]) {
+    loop {
+        // SAFETY: an all-zero siginfo_t is a valid out-buffer.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is a valid out-pointer; WNOWAIT leaves the child reapable.
+        let r = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT) };
+        // SAFETY: waitid filled `info` (si_pid is 0 when nothing has ended).
+        let pid = unsafe { info.si_pid() };
+        if r != 0 || pid == 0 || kids.iter().any(|k| k.pid == pid) {
+            return;
+        }
+        let _ = os::try_reap(pid);
     }
 }
 
