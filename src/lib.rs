@@ -33,6 +33,7 @@ compile_error!(
      memfd_create, futexes and robust process-shared pthread mutexes."
 );
 
+pub mod channel;
 pub mod pool;
 pub mod process;
 pub mod segment;

@@ -1,0 +1,293 @@
+//! `ByteQueue`: variable-size messages, one per slot, framed by a length word.
+
+use std::time::Duration;
+
+use super::error::{GetError, PutError};
+use super::layout::{self, RawRing, Shape};
+use super::ops::{PutStop, Wait};
+use super::park::DEFAULT_SPIN;
+use super::queue::{attach_ring, check_capacity, create_segment};
+use crate::segment::{Expect, Kind, Layout, Segment, SegmentError, SegmentOptions, Target, TypeInfo};
+
+/// Bytes before each message in its slot: the message length (`u64`).
+pub(crate) const LEN_PREFIX: usize = 8;
+/// Element type name of byte-queue segments.
+pub(crate) const BYTES_TYPE: &str = "shmkit.bytes";
+
+/// Slot stride for messages of up to `max` bytes: length word plus data, 64-byte multiple.
+pub(crate) fn byte_stride(max: usize) -> Result<u64, SegmentError> {
+    let too_large =
+        || SegmentError::TooLarge { requested: max as u64, capacity: isize::MAX as u64, where_: "a queue slot" };
+    let raw = max.checked_add(LEN_PREFIX).ok_or_else(too_large)?;
+    Ok(raw.checked_next_multiple_of(64).ok_or_else(too_large)? as u64)
+}
+
+/// Copy `msg` into a slot (`p`: slot data, at least `LEN_PREFIX + msg.len()` bytes).
+pub(crate) fn write_framed(p: *mut u8, msg: &[u8]) {
+    // SAFETY: the caller's ring hands us a slot of `stride >= LEN_PREFIX + max_msg` bytes,
+    // ours alone until published, 8-byte aligned (payload and stride are multiples of 64);
+    // `msg.len() <= max_msg` was checked before the put.
+    unsafe {
+        p.cast::<u64>().write(msg.len() as u64);
+        std::ptr::copy_nonoverlapping(msg.as_ptr(), p.add(LEN_PREFIX), msg.len());
+    }
+}
+
+/// Look at a slot's message in place; `Err` when its length word is corrupt.
+pub(crate) fn read_framed<R>(p: *const u8, max: usize, f: impl FnOnce(&[u8]) -> R) -> Result<R, GetError> {
+    // SAFETY: the slot is ours until we release it (ring protocol), aligned as in
+    // `write_framed`; the length comes from shared memory and is checked before use.
+    let len = unsafe { p.cast::<u64>().read() };
+    if len > max as u64 {
+        return Err(GetError::Corrupt("a message's length word exceeds the slot size"));
+    }
+    // SAFETY: `len <= max_msg`, so the bytes lie inside the slot; nobody writes the slot
+    // while we hold it, so the shared slice is not mutated during `f`.
+    Ok(f(unsafe { std::slice::from_raw_parts(p.add(LEN_PREFIX), len as usize) }))
+}
+
+/// A bounded MPMC queue of byte messages of up to `max_message` bytes each, in shared
+/// memory. Each message takes one slot (`capacity × max_message` bytes in all); a larger
+/// message is refused with [`PutError::TooLarge`], never truncated.
+///
+/// ```
+/// use shmkit::channel::ByteQueue;
+/// let q = ByteQueue::create(None, 8, 1024)?;
+/// let peer = ByteQueue::open(q.name().unwrap())?;
+/// q.put(b"hello").unwrap();
+/// q.put(&[0u8; 1000]).unwrap();
+/// assert_eq!(peer.get().unwrap(), b"hello");
+/// // Borrowed receive: look at the message in its slot, no copy.
+/// assert_eq!(peer.get_with(|m| m.len()).unwrap(), 1000);
+/// assert!(q.put(&[0u8; 1025]).is_err()); // too large: an error, not truncation
+/// # Ok::<(), shmkit::SegmentError>(())
+/// ```
+pub struct ByteQueue {
+    seg: Segment,
+    ring: RawRing,
+    spin: Duration,
+}
+
+impl std::fmt::Debug for ByteQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ByteQueue")
+            .field("name", &self.seg.name())
+            .field("capacity", &self.capacity())
+            .field("max_message", &self.max_message())
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+impl ByteQueue {
+    /// Create a named queue of `capacity` messages of up to `max_message` bytes.
+    pub fn create(name: Option<&str>, capacity: usize, max_message: usize) -> Result<Self, SegmentError> {
+        Self::create_with(&SegmentOptions::default(), Target::Named(name), capacity, max_message)
+    }
+
+    /// Create an anonymous queue, shared with forked children.
+    pub fn anonymous(capacity: usize, max_message: usize) -> Result<Self, SegmentError> {
+        Self::create_with(&SegmentOptions::default(), Target::Anonymous, capacity, max_message)
+    }
+
+    /// Create a named queue with explicit segment options.
+    pub fn create_named_with(
+        opts: &SegmentOptions,
+        name: Option<&str>,
+        capacity: usize,
+        max_message: usize,
+    ) -> Result<Self, SegmentError> {
+        Self::create_with(opts, Target::Named(name), capacity, max_message)
+    }
+
+    fn create_with(
+        opts: &SegmentOptions,
+        target: Target<'_>,
+        capacity: usize,
+        max_message: usize,
+    ) -> Result<Self, SegmentError> {
+        check_capacity(capacity, 1)?;
+        let stride = byte_stride(max_message)?;
+        let shape = Shape { capacity: capacity as u64, stride, max_msg: max_message as u64, data_offset: 0 };
+        let layout = Layout {
+            kind: Kind::Queue,
+            elem: TypeInfo { size: stride, align: 8, name: BYTES_TYPE.into() },
+            elem_count: capacity as u64,
+            control_len: layout::ring_len(capacity),
+            payload_align: if stride >= 4096 { 4096 } else { 64 },
+        };
+        Self::wrap(create_segment(opts, target, &layout, 0, &[shape])?)
+    }
+
+    /// Open a named byte queue.
+    pub fn open(name: &str) -> Result<Self, SegmentError> {
+        Self::open_with(&SegmentOptions::default(), name)
+    }
+
+    /// Open with explicit segment options.
+    pub fn open_with(opts: &SegmentOptions, name: &str) -> Result<Self, SegmentError> {
+        let expect = Expect { kind: Some(Kind::Queue), elem: None, min_control_len: layout::ring_len(1) };
+        let seg = Segment::open_typed(opts, name, &expect)?;
+        if let Some(h) = seg.header()
+            && (h.elem.name != BYTES_TYPE || h.elem.align != 8)
+        {
+            let expected = TypeInfo { size: h.elem.size, align: 8, name: BYTES_TYPE.into() };
+            return Err(SegmentError::TypeMismatch { name: name.to_owned(), expected, found: h.elem.clone() });
+        }
+        Self::wrap(seg)
+    }
+
+    fn wrap(seg: Segment) -> Result<Self, SegmentError> {
+        let (count, stride) = seg.header().map_or((0, 0), |h| (h.elem_count, h.elem.size));
+        let expect = Shape { capacity: count, stride, max_msg: u64::MAX, data_offset: 0 };
+        let ring = attach_ring(&seg, 0, &[], expect)?;
+        Ok(ByteQueue { seg, ring, spin: DEFAULT_SPIN })
+    }
+
+    /// Put a copy of `msg`, waiting while the queue is full.
+    pub fn put<'m>(&self, msg: &'m [u8]) -> Result<(), PutError<&'m [u8]>> {
+        self.put_wait(msg, Wait::forever())
+    }
+
+    /// Put a copy of `msg` if there is room now.
+    pub fn try_put<'m>(&self, msg: &'m [u8]) -> Result<(), PutError<&'m [u8]>> {
+        self.put_wait(msg, Wait::No)
+    }
+
+    /// Put a copy of `msg`, waiting at most `timeout` for room.
+    pub fn put_timeout<'m>(&self, msg: &'m [u8], timeout: Duration) -> Result<(), PutError<&'m [u8]>> {
+        self.put_wait(msg, Wait::timeout(timeout))
+    }
+
+    fn put_wait<'m>(&self, msg: &'m [u8], wait: Wait) -> Result<(), PutError<&'m [u8]>> {
+        put_bytes(&self.ring, self.spin, wait, || false, msg).map_err(|e| e.into_error(msg))
+    }
+
+    /// Take the oldest message, waiting while the queue is empty.
+    pub fn get(&self) -> Result<Vec<u8>, GetError> {
+        self.get_with_wait(Wait::forever(), <[u8]>::to_vec)?
+    }
+
+    /// Take the oldest message if there is one now.
+    pub fn try_get(&self) -> Result<Vec<u8>, GetError> {
+        self.get_with_wait(Wait::No, <[u8]>::to_vec)?
+    }
+
+    /// Take the oldest message, waiting at most `timeout`.
+    pub fn get_timeout(&self, timeout: Duration) -> Result<Vec<u8>, GetError> {
+        self.get_with_wait(Wait::timeout(timeout), <[u8]>::to_vec)?
+    }
+
+    /// Take the oldest message into `buf` (cleared first, its allocation reused); returns
+    /// the message length.
+    pub fn get_into(&self, buf: &mut Vec<u8>) -> Result<usize, GetError> {
+        self.get_with_wait(Wait::forever(), |m| {
+            buf.clear();
+            buf.extend_from_slice(m);
+            m.len()
+        })?
+    }
+
+    /// Borrowed receive: take the oldest message and run `f` on it *in its slot*, without
+    /// copying; the slot is released when `f` returns. If `f` panics the message is lost
+    /// (counted in [`abandoned`](Self::abandoned) when the slot is reused).
+    pub fn get_with<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, GetError> {
+        self.get_with_wait(Wait::forever(), f)?
+    }
+
+    /// [`get_with`](Self::get_with) if a message is there now.
+    pub fn try_get_with<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, GetError> {
+        self.get_with_wait(Wait::No, f)?
+    }
+
+    fn get_with_wait<R>(&self, wait: Wait, f: impl FnOnce(&[u8]) -> R) -> Result<Result<R, GetError>, GetError> {
+        get_bytes(&self.ring, self.spin, wait, || false, GetError::Closed, f)
+    }
+
+    /// Close the queue (see [`Queue::close`](super::Queue::close)).
+    pub fn close(&self) -> bool {
+        let ring = self.ring.ring();
+        let first = ring.close();
+        super::park::wake_all(&ring.hdr.consumers.0);
+        super::park::wake_all(&ring.hdr.producers.0);
+        first
+    }
+
+    /// Whether the queue is closed.
+    pub fn is_closed(&self) -> bool {
+        self.ring.ring().is_closed()
+    }
+
+    /// Messages in the queue now.
+    pub fn len(&self) -> usize {
+        self.ring.ring().len()
+    }
+
+    /// Whether the queue holds no message now.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The most messages the queue holds.
+    pub fn capacity(&self) -> usize {
+        self.ring.shape.capacity as usize
+    }
+
+    /// The largest message, in bytes.
+    pub fn max_message(&self) -> usize {
+        self.ring.shape.max_msg as usize
+    }
+
+    /// Messages lost since creation because a process died inside `put` or `get`.
+    pub fn abandoned(&self) -> u64 {
+        self.ring.ring().abandoned()
+    }
+
+    /// How long blocking calls spin before they park (default 20 µs; zero: park at once).
+    pub fn set_spin(&mut self, spin: Duration) {
+        self.spin = spin;
+    }
+
+    /// The queue's name, `None` when anonymous.
+    pub fn name(&self) -> Option<&str> {
+        self.seg.name()
+    }
+
+    /// The underlying segment.
+    pub fn segment(&self) -> &Segment {
+        &self.seg
+    }
+}
+
+/// Put a framed message on a byte ring (refusing one larger than its slots).
+pub(crate) fn put_bytes(
+    ring: &RawRing,
+    spin: Duration,
+    wait: Wait,
+    gone: impl FnMut() -> bool,
+    msg: &[u8],
+) -> Result<(), PutStop> {
+    let max = ring.shape.max_msg as usize;
+    if msg.len() > max {
+        return Err(PutStop::TooLarge { len: msg.len(), max });
+    }
+    ring.put(spin, wait, gone, |p| write_framed(p, msg))
+}
+
+/// Get a framed message from a byte ring and run `f` on it in place.
+pub(crate) fn get_bytes<R>(
+    ring: &RawRing,
+    spin: Duration,
+    wait: Wait,
+    gone: impl FnMut() -> bool,
+    closed: GetError,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Result<Result<R, GetError>, GetError> {
+    let max = ring.shape.max_msg as usize;
+    let mut f = Some(f);
+    let r = ring.get(spin, wait, gone, closed, |p| match f.take() {
+        Some(f) => read_framed(p, max, f),
+        None => Err(GetError::Corrupt("internal: message read twice")),
+    })?;
+    Ok(r)
+}

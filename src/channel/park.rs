@@ -1,0 +1,128 @@
+//! Spin-then-park waiting on a ring's [`Waiters`] words, and the test hook that stops a
+//! process inside an operation.
+
+use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
+use std::sync::atomic::{AtomicU32, fence};
+use std::time::{Duration, Instant};
+
+use super::ring::{Hook, Point, Waiters};
+use crate::sys::{Deadline, futex};
+
+/// A parked thread re-checks at least this often: the other side's death sends no wake-up,
+/// so this bounds how long a dead peer's abandoned slot can go unnoticed.
+pub(crate) const PARK_CAP: Duration = Duration::from_millis(10);
+
+/// Default time a blocking call spins before it parks.
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(20);
+
+/// One non-blocking attempt: finished (with a result or an error), or come back later.
+pub(crate) enum Step<R> {
+    Done(R),
+    Retry,
+}
+
+/// Why [`wait`] stopped without a result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// The deadline passed.
+    Timeout,
+    /// `gone` said the peer is gone.
+    Gone,
+}
+
+/// Run `attempt` until it is done: first spinning for `spin`, then parked on `w` (futex),
+/// re-checking after every wake-up and at least every [`PARK_CAP`]. Before each park,
+/// `gone()` may end the wait (a pipe's peer died).
+pub(crate) fn wait<R>(
+    w: &Waiters,
+    spin: Duration,
+    deadline: Deadline,
+    mut gone: impl FnMut() -> bool,
+    mut attempt: impl FnMut() -> Step<R>,
+) -> Result<R, Stop> {
+    if let Step::Done(r) = attempt() {
+        return Ok(r);
+    }
+    if !spin.is_zero() {
+        let start = Instant::now();
+        loop {
+            for _ in 0..32 {
+                std::hint::spin_loop();
+            }
+            if let Step::Done(r) = attempt() {
+                return Ok(r);
+            }
+            if start.elapsed() >= spin || deadline.passed() {
+                break;
+            }
+        }
+    }
+    loop {
+        let seq = w.seq.load(Acquire);
+        w.count.fetch_add(1, SeqCst);
+        // Pairs with the fence in `ring::notify` (store-then-load on both sides).
+        fence(SeqCst);
+        let step = attempt();
+        if let Step::Done(r) = step {
+            leave(w, false);
+            return Ok(r);
+        }
+        if deadline.passed() {
+            leave(w, true);
+            return Err(Stop::Timeout);
+        }
+        if gone() {
+            leave(w, true);
+            // One last look: the peer may have sent before it went.
+            return match attempt() {
+                Step::Done(r) => Ok(r),
+                Step::Retry => Err(Stop::Gone),
+            };
+        }
+        let timed_out = futex::wait(&w.seq, seq, deadline, Some(PARK_CAP)) == futex::Wait::TimedOut;
+        leave(w, timed_out && deadline.passed());
+    }
+}
+
+/// Unregister a waiter. One that gives up may have swallowed a wake-up meant for another:
+/// pass it on.
+fn leave(w: &Waiters, giving_up: bool) {
+    w.count.fetch_sub(1, SeqCst);
+    if giving_up && w.count.load(Relaxed) != 0 {
+        w.seq.fetch_add(1, SeqCst);
+        futex::wake(&w.seq, 1);
+    }
+}
+
+/// Wake every parked thread of `w` (after close, or a peer's hang-up).
+pub(crate) fn wake_all(w: &Waiters) {
+    w.seq.fetch_add(1, SeqCst);
+    futex::wake_all(&w.seq);
+}
+
+static PAUSE_AT: AtomicU32 = AtomicU32::new(0);
+
+/// Test hook: make every later queue operation of *this process* stop itself with
+/// `SIGSTOP` when it reaches `point` (`None`: never, the default), so that a test can
+/// `SIGKILL` it mid-operation. The cost when unset is one relaxed load per point.
+#[doc(hidden)]
+pub fn pause_at(point: Option<Point>) {
+    PAUSE_AT.store(point.map_or(0, |p| p as u32), SeqCst);
+}
+
+/// The hook real queues run: stop at the configured point (see [`pause_at`]).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct ProcessHook;
+
+impl Hook for ProcessHook {
+    #[inline]
+    fn reach(&self, point: Point) -> bool {
+        if PAUSE_AT.load(Relaxed) == point as u32 {
+            loop {
+                // SAFETY: raise has no memory-safety preconditions.
+                unsafe { libc::raise(libc::SIGSTOP) };
+            }
+        }
+        false
+    }
+}

@@ -1,0 +1,308 @@
+//! `Pipe`: a duplex pair of message ends, like `multiprocessing.Pipe()`.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
+use std::sync::atomic::Ordering::{Acquire, SeqCst};
+use std::time::Duration;
+
+use super::bytes::{BYTES_TYPE, byte_stride, get_bytes, put_bytes};
+use super::error::{GetError, PutError};
+use super::layout::{self, RawRing, Shape};
+use super::ops::{PutStop, Wait};
+use super::park::{DEFAULT_SPIN, wake_all};
+use super::queue::{attach_ring, check_capacity, create_segment};
+use super::token::{Token, is_held};
+use crate::segment::{Expect, Kind, Layout, Segment, SegmentError, SegmentOptions, Target, TypeInfo};
+
+/// Element type name of pipe segments.
+const PIPE_TYPE: &str = "shmkit.pipe";
+const _: () = assert!(!PIPE_TYPE.is_empty() && !BYTES_TYPE.is_empty());
+
+/// Words before the two rings: which ends have ever connected.
+#[repr(C, align(64))]
+struct PipeHeader {
+    /// `opened[k] == 1` once end `k` holds its token (it never goes back to 0).
+    opened: [AtomicU32; 2],
+}
+
+const PIPE_HEADER: usize = std::mem::size_of::<PipeHeader>();
+
+/// Why a pipe end could not be made.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum PipeError {
+    /// Creating or opening the segment failed.
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+    /// The end asked for is connected already (or was, and hung up: pipes connect once).
+    #[error("the second end of pipe {name} is taken (pipes connect exactly two ends, once): create a new pipe")]
+    EndTaken {
+        /// The pipe's name.
+        name: String,
+    },
+    /// Taking the liveness token failed.
+    #[error("could not take the pipe end's liveness lock: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Constructors of pipes: [`Pipe::anonymous`] for a parent and its forked children,
+/// [`Pipe::create`] / [`Pipe::open`] for unrelated processes.
+///
+/// Each end sends on its own ring and receives on the other's: `capacity` messages of up
+/// to `max_message` bytes per direction. An end is *hung up* when every copy of it is gone
+/// — dropped, in every process that inherited it by `fork`, or its processes died — as
+/// with Python's `Connection`: close the end you do not use in a forked child. A receive
+/// then returns what was sent and then [`GetError::Disconnected`]; a send that has to wait
+/// for room returns [`PutError::Disconnected`]. A send that fits is not checked.
+///
+/// ```
+/// use shmkit::channel::{GetError, Pipe};
+/// let (a, b) = Pipe::anonymous(4, 256)?;
+/// a.send(b"ping").unwrap();
+/// assert_eq!(b.recv().unwrap(), b"ping");
+/// b.send(b"pong").unwrap();
+/// assert_eq!(a.recv().unwrap(), b"pong");
+/// drop(b);
+/// assert_eq!(a.recv(), Err(GetError::Disconnected));
+/// # Ok::<(), shmkit::channel::PipeError>(())
+/// ```
+#[derive(Debug)]
+pub struct Pipe;
+
+/// One end of a [`Pipe`].
+pub struct PipeEnd {
+    seg: Arc<Segment>,
+    me: u32,
+    tx: RawRing,
+    rx: RawRing,
+    /// `Some` until drop, which closes it before waking the peer.
+    token: Option<Token>,
+    spin: Duration,
+}
+
+impl std::fmt::Debug for PipeEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipeEnd").field("name", &self.seg.name()).field("end", &self.me).finish()
+    }
+}
+
+fn shapes(capacity: u64, stride: u64, max_msg: u64) -> [Shape; 2] {
+    [
+        Shape { capacity, stride, max_msg, data_offset: 0 },
+        Shape { capacity, stride, max_msg, data_offset: capacity * stride },
+    ]
+}
+
+impl Pipe {
+    /// A connected pair of ends in an anonymous segment, for this process and the children
+    /// it forks.
+    pub fn anonymous(capacity: usize, max_message: usize) -> Result<(PipeEnd, PipeEnd), PipeError> {
+        let seg = Arc::new(Self::make(&SegmentOptions::default(), Target::Anonymous, capacity, max_message)?);
+        let a = PipeEnd::attach(Arc::clone(&seg), 0)?.ok_or_else(|| PipeError::EndTaken { name: String::new() })?;
+        let b = PipeEnd::attach(seg, 1)?.ok_or_else(|| PipeError::EndTaken { name: String::new() })?;
+        Ok((a, b))
+    }
+
+    /// Create a named pipe and return its first end; another process takes the second
+    /// with [`Pipe::open`].
+    ///
+    /// ```
+    /// use shmkit::channel::Pipe;
+    /// let a = Pipe::create(None, 4, 64)?;
+    /// let b = Pipe::open(a.name().unwrap())?; // in another process, usually
+    /// b.send(b"hi").unwrap();
+    /// assert_eq!(a.recv().unwrap(), b"hi");
+    /// assert!(Pipe::open(a.name().unwrap()).is_err()); // two ends only
+    /// # Ok::<(), shmkit::channel::PipeError>(())
+    /// ```
+    pub fn create(name: Option<&str>, capacity: usize, max_message: usize) -> Result<PipeEnd, PipeError> {
+        let seg = Self::make(&SegmentOptions::default(), Target::Named(name), capacity, max_message)?;
+        let label = seg.name().unwrap_or("").to_owned();
+        PipeEnd::attach(Arc::new(seg), 0)?.ok_or(PipeError::EndTaken { name: label })
+    }
+
+    /// Open the second end of a named pipe.
+    pub fn open(name: &str) -> Result<PipeEnd, PipeError> {
+        let expect =
+            Expect { kind: Some(Kind::Queue), elem: None, min_control_len: PIPE_HEADER + 2 * layout::ring_len(1) };
+        let seg = Segment::open_typed(&SegmentOptions::default(), name, &expect)?;
+        if let Some(h) = seg.header()
+            && (h.elem.name != PIPE_TYPE || h.elem.align != 8)
+        {
+            let expected = TypeInfo { size: h.elem.size, align: 8, name: PIPE_TYPE.into() };
+            return Err(SegmentError::TypeMismatch { name: name.to_owned(), expected, found: h.elem.clone() }.into());
+        }
+        PipeEnd::attach(Arc::new(seg), 1)?.ok_or_else(|| PipeError::EndTaken { name: name.to_owned() })
+    }
+
+    fn make(opts: &SegmentOptions, target: Target<'_>, capacity: usize, max: usize) -> Result<Segment, SegmentError> {
+        check_capacity(capacity, 2)?;
+        let stride = byte_stride(max)?;
+        let layout = Layout {
+            kind: Kind::Queue,
+            elem: TypeInfo { size: stride, align: 8, name: PIPE_TYPE.into() },
+            elem_count: 2 * capacity as u64,
+            control_len: PIPE_HEADER + 2 * layout::ring_len(capacity),
+            payload_align: if stride >= 4096 { 4096 } else { 64 },
+        };
+        // The pipe header is zero-filled by the fresh segment: nobody has connected.
+        create_segment(opts, target, &layout, PIPE_HEADER, &shapes(capacity as u64, stride, max as u64))
+    }
+}
+
+impl PipeEnd {
+    /// Take end `me` of a published pipe segment: its token, then mark it opened.
+    fn attach(seg: Arc<Segment>, me: u32) -> Result<Option<PipeEnd>, PipeError> {
+        let (count, stride) = seg.header().map_or((0, 0), |h| (h.elem_count, h.elem.size));
+        let cap = count / 2;
+        let corrupt =
+            |reason: &str| SegmentError::Corrupt { name: seg.name().unwrap_or("").into(), reason: reason.into() };
+        if count % 2 != 0 {
+            return Err(corrupt("a pipe has an even number of slots").into());
+        }
+        let [s0, s1] = shapes(cap, stride, u64::MAX);
+        let r0 = attach_ring(&seg, PIPE_HEADER, &[], s0)?;
+        let r1 = attach_ring(&seg, PIPE_HEADER, &[r0.shape], s1)?;
+        if r0.shape.max_msg != r1.shape.max_msg {
+            return Err(corrupt("the two directions disagree on the message size").into());
+        }
+        let Some(token) = Token::acquire(seg.fd(), me)? else { return Ok(None) };
+        let end = PipeEnd {
+            me,
+            tx: if me == 0 { r0 } else { r1 },
+            rx: if me == 0 { r1 } else { r0 },
+            token: Some(token),
+            spin: DEFAULT_SPIN,
+            seg,
+        };
+        if end.header().opened[me as usize].compare_exchange(0, 1, SeqCst, SeqCst).is_err() {
+            return Ok(None); // connected before and hung up since: pipes connect once
+        }
+        Ok(Some(end))
+    }
+
+    fn header(&self) -> &PipeHeader {
+        // SAFETY: the control block starts with the 64-byte pipe header (validated segment:
+        // `attach_ring` checked the rings after it fit); its words are atomics.
+        unsafe { &*self.seg.control_ptr().cast::<PipeHeader>() }
+    }
+
+    fn peer(&self) -> u32 {
+        1 - self.me
+    }
+
+    /// Whether the other end is connected now: it has been opened, and some copy of it is
+    /// still held by a live process. `false` before the peer first connects.
+    pub fn peer_connected(&self) -> bool {
+        self.header().opened[self.peer() as usize].load(Acquire) == 1
+            && is_held(self.seg.fd(), self.peer()).unwrap_or(true)
+    }
+
+    fn peer_gone(&self) -> bool {
+        self.header().opened[self.peer() as usize].load(Acquire) == 1
+            && !is_held(self.seg.fd(), self.peer()).unwrap_or(true)
+    }
+
+    /// Send a copy of `msg`, waiting while the peer's inbox is full.
+    pub fn send<'m>(&self, msg: &'m [u8]) -> Result<(), PutError<&'m [u8]>> {
+        self.send_wait(msg, Wait::forever())
+    }
+
+    /// Send if there is room now.
+    pub fn try_send<'m>(&self, msg: &'m [u8]) -> Result<(), PutError<&'m [u8]>> {
+        self.send_wait(msg, Wait::No)
+    }
+
+    /// Send, waiting at most `timeout` for room.
+    pub fn send_timeout<'m>(&self, msg: &'m [u8], timeout: Duration) -> Result<(), PutError<&'m [u8]>> {
+        self.send_wait(msg, Wait::timeout(timeout))
+    }
+
+    fn send_wait<'m>(&self, msg: &'m [u8], wait: Wait) -> Result<(), PutError<&'m [u8]>> {
+        match put_bytes(&self.tx, self.spin, wait, || self.peer_gone(), msg) {
+            Ok(()) => Ok(()),
+            Err(PutStop::Full) if self.peer_gone() => Err(PutError::Disconnected(msg)),
+            Err(PutStop::Closed) => Err(PutError::Disconnected(msg)),
+            Err(e) => Err(e.into_error(msg)),
+        }
+    }
+
+    /// Receive the next message, waiting for one; [`GetError::Disconnected`] once the peer
+    /// hung up and everything it sent has been received.
+    pub fn recv(&self) -> Result<Vec<u8>, GetError> {
+        self.recv_wait(Wait::forever(), <[u8]>::to_vec)
+    }
+
+    /// Receive a message if one is there now.
+    pub fn try_recv(&self) -> Result<Vec<u8>, GetError> {
+        self.recv_wait(Wait::No, <[u8]>::to_vec)
+    }
+
+    /// Receive, waiting at most `timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Vec<u8>, GetError> {
+        self.recv_wait(Wait::timeout(timeout), <[u8]>::to_vec)
+    }
+
+    /// Receive into `buf` (cleared, allocation reused); returns the length.
+    pub fn recv_into(&self, buf: &mut Vec<u8>) -> Result<usize, GetError> {
+        self.recv_wait(Wait::forever(), |m| {
+            buf.clear();
+            buf.extend_from_slice(m);
+            m.len()
+        })
+    }
+
+    /// Borrowed receive: run `f` on the next message in its slot, without copying.
+    pub fn recv_with<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Result<R, GetError> {
+        self.recv_wait(Wait::forever(), f)
+    }
+
+    fn recv_wait<R>(&self, wait: Wait, f: impl FnOnce(&[u8]) -> R) -> Result<R, GetError> {
+        let mut f = Some(f);
+        let mut once = |m: &[u8]| f.take().map(|f| f(m));
+        let got = match get_bytes(&self.rx, self.spin, wait, || self.peer_gone(), GetError::Disconnected, &mut once) {
+            Err(GetError::Empty) if self.peer_gone() => {
+                // One last look: the peer may have sent just before it went.
+                match get_bytes(&self.rx, self.spin, Wait::No, || true, GetError::Disconnected, &mut once) {
+                    Err(GetError::Empty) => Err(GetError::Disconnected),
+                    other => other,
+                }
+            }
+            other => other,
+        };
+        got?.and_then(|r| r.ok_or(GetError::Corrupt("internal: a message was read twice")))
+    }
+
+    /// How long blocking calls spin before they park (default 20 µs; zero: park at once).
+    pub fn set_spin(&mut self, spin: Duration) {
+        self.spin = spin;
+    }
+
+    /// The largest message, in bytes.
+    pub fn max_message(&self) -> usize {
+        self.tx.shape.max_msg as usize
+    }
+
+    /// The pipe's name, `None` when anonymous.
+    pub fn name(&self) -> Option<&str> {
+        self.seg.name()
+    }
+
+    /// Which end this is: 0 (the creator's) or 1.
+    pub fn end(&self) -> u32 {
+        self.me
+    }
+}
+
+impl Drop for PipeEnd {
+    fn drop(&mut self) {
+        // Close our description first: the token goes with it unless a forked copy of this
+        // end still holds it. Then wake the peer's parked calls so they look at once
+        // (while a copy lives they go back to sleep).
+        drop(self.token.take());
+        for ring in [self.tx.ring(), self.rx.ring()] {
+            wake_all(&ring.hdr.producers.0);
+            wake_all(&ring.hdr.consumers.0);
+        }
+    }
+}

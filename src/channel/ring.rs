@@ -1,0 +1,420 @@
+//! The bounded MPMC ring: per-slot stamps after Vyukov and crossbeam's `ArrayQueue`, plus
+//! a robust per-slot lock so that a process killed inside an operation is detected and its
+//! slot recovered. The slot-state table is in the [module docs](super).
+//!
+//! Everything here works on shared words only: positions (`head`, `tail`), stamps and slot
+//! locks. Payload bytes are moved by the caller's closure while this code holds the slot
+//! lock and the slot is claimed. Under `--cfg loom` the atomics are loom's and the slot
+//! lock is a model of a robust mutex, so `tests/loom_queue.rs` checks this very code.
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, fence};
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, fence};
+
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+
+/// Bit of `tail` that marks the ring closed: producers' claims (a CAS on `tail`) fail
+/// from then on, atomically with the position consumers compare against.
+pub(crate) const CLOSED: u64 = 1 << 63;
+/// Positions stay below this (stamps are `2 * position (+1)`), i.e. 4.6e18 messages.
+pub(crate) const MAX_POS: u64 = 1 << 62;
+/// How often an attempt re-reads a slot a peer holds before it reports the slot busy.
+const BUSY_SPINS: u32 = 64;
+/// Re-reads of an inconsistent (stale) snapshot before it is reported as corrupt.
+const STALE_RETRIES: u32 = 1 << 16;
+
+/// Stamp of a slot that waits for the message of position `p`.
+#[inline]
+pub(crate) const fn free(p: u64) -> u64 {
+    p << 1
+}
+
+/// Stamp of a slot that holds the message of position `p`.
+#[inline]
+pub(crate) const fn full(p: u64) -> u64 {
+    (p << 1) | 1
+}
+
+/// A cache line of its own, so producers and consumers do not slow each other down.
+#[repr(C, align(64))]
+pub(crate) struct Line<T>(pub(crate) T);
+
+/// A futex word and the number of threads parked on it (anywhere, in any process).
+#[repr(C)]
+pub(crate) struct Waiters {
+    /// Bumped (then woken) by the other side when it made progress and `count != 0`.
+    pub(crate) seq: AtomicU32,
+    /// Threads between registering and leaving a wait.
+    pub(crate) count: AtomicU32,
+}
+
+/// Fixed facts about a ring, written before the segment is published.
+#[repr(C)]
+pub(crate) struct RingInfo {
+    /// [`RING_FORMAT`](super::layout::RING_FORMAT).
+    pub(crate) format: AtomicU32,
+    /// Reserved, 0.
+    pub(crate) flags: AtomicU32,
+    /// Number of slots.
+    pub(crate) capacity: AtomicU64,
+    /// Bytes between the starts of two slots' data.
+    pub(crate) stride: AtomicU64,
+    /// Largest message in bytes (fixed-size queues: the element size).
+    pub(crate) max_msg: AtomicU64,
+    /// Offset of slot 0's data in the segment payload.
+    pub(crate) data_offset: AtomicU64,
+    /// Messages lost because their writer or reader died inside an operation.
+    pub(crate) abandoned: AtomicU64,
+}
+
+/// The shared words of one ring, `#[repr(C)]`, valid for any bit pattern.
+#[repr(C)]
+pub(crate) struct RingHeader {
+    pub(crate) info: Line<RingInfo>,
+    /// Next position to consume.
+    pub(crate) head: Line<AtomicU64>,
+    /// Next position to produce, with the [`CLOSED`] bit.
+    pub(crate) tail: Line<AtomicU64>,
+    /// Consumers parked until a message is published.
+    pub(crate) consumers: Line<Waiters>,
+    /// Producers parked until a slot is freed.
+    pub(crate) producers: Line<Waiters>,
+}
+
+/// One slot's stamp and its liveness lock.
+#[repr(C, align(64))]
+pub(crate) struct SlotMeta<L> {
+    pub(crate) stamp: AtomicU64,
+    pub(crate) lock: L,
+}
+
+/// Outcome of trying a slot lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Lock {
+    /// Held now by this thread (a dead previous owner has been forgiven: every step of the
+    /// protocol leaves the shared words consistent, and the caller re-reads them).
+    Acquired,
+    /// A live thread holds it.
+    Busy,
+    /// The lock word is unusable (corrupt bytes).
+    Broken,
+}
+
+/// A lock whose holder's death is visible to the next locker (robust pthread mutex in
+/// shared memory; a model of one under loom).
+pub(crate) trait SlotLock {
+    /// Take the lock if it is free or its holder died.
+    fn try_acquire(&self) -> Lock;
+    /// Release it.
+    ///
+    /// # Safety
+    ///
+    /// The calling thread holds the lock (a successful `try_acquire`).
+    unsafe fn release(&self);
+}
+
+/// Where a process may be stopped inside an operation (test hooks, loom's dying threads).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Point {
+    /// A producer holds the slot lock and has not claimed the position yet.
+    PutLocked = 1,
+    /// A producer claimed its position and has not written the message.
+    PutClaimed = 2,
+    /// A producer wrote the message and has not published it.
+    PutWritten = 3,
+    /// A consumer holds the slot lock and has not claimed the position yet.
+    GetLocked = 4,
+    /// A consumer claimed its position and has not read the message.
+    GetClaimed = 5,
+    /// A consumer read the message and has not released the slot.
+    GetRead = 6,
+}
+
+/// Called at each [`Point`]; returning `true` makes the operation stop right there,
+/// leaving the slot lock held, as if the thread had died (loom models only).
+pub(crate) trait Hook {
+    fn reach(&self, point: Point) -> bool;
+}
+
+/// Why a non-blocking put did not happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PutFail {
+    /// Every slot holds an unconsumed message.
+    Full,
+    /// The next slot is still being read by a live consumer.
+    Busy,
+    /// The ring is closed.
+    Closed,
+    /// The shared words contradict each other.
+    Corrupt(&'static str),
+    /// The hook stopped the operation.
+    Died,
+}
+
+/// Why a non-blocking get did not happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum GetFail {
+    /// No message is claimed or published.
+    Empty,
+    /// The next message is being written (or taken) by a live peer.
+    Pending,
+    /// The ring is closed and drained.
+    Closed,
+    /// The shared words contradict each other.
+    Corrupt(&'static str),
+    /// The hook stopped the operation.
+    Died,
+}
+
+/// A view of one ring: its shared header and slots, and the capacity validated at attach
+/// time (never re-read from shared memory, so every slot index is in bounds).
+pub(crate) struct Ring<'a, L, H> {
+    pub(crate) hdr: &'a RingHeader,
+    pub(crate) slots: &'a [SlotMeta<L>],
+    pub(crate) hook: H,
+}
+
+/// Releases a slot lock on every path out of an operation.
+struct Held<'a, L: SlotLock>(&'a L);
+
+impl<L: SlotLock> Drop for Held<'_, L> {
+    fn drop(&mut self) {
+        // SAFETY: `Held` is built only right after a successful `try_acquire` on this thread.
+        unsafe { self.0.release() }
+    }
+}
+
+fn acquire<L: SlotLock>(lock: &L) -> Result<Option<Held<'_, L>>, &'static str> {
+    match lock.try_acquire() {
+        Lock::Acquired => Ok(Some(Held(lock))),
+        Lock::Busy => Ok(None),
+        Lock::Broken => Err("a slot lock is unusable"),
+    }
+}
+
+impl<'a, L: SlotLock, H: Hook> Ring<'a, L, H> {
+    #[inline]
+    fn cap(&self) -> u64 {
+        self.slots.len() as u64
+    }
+
+    #[inline]
+    fn slot(&self, pos: u64) -> &'a SlotMeta<L> {
+        let cap = self.cap();
+        let i = if cap.is_power_of_two() { pos & (cap - 1) } else { pos % cap };
+        &self.slots[i as usize]
+    }
+
+    #[inline]
+    fn index(&self, pos: u64) -> usize {
+        let cap = self.cap();
+        (if cap.is_power_of_two() { pos & (cap - 1) } else { pos % cap }) as usize
+    }
+
+    /// Messages claimed by producers and not yet claimed by consumers (at most capacity).
+    pub(crate) fn len(&self) -> usize {
+        let tail = self.hdr.tail.0.load(Acquire) & !CLOSED;
+        let head = self.hdr.head.0.load(Acquire);
+        tail.saturating_sub(head).min(self.cap()) as usize
+    }
+
+    /// Whether the ring is closed.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.hdr.tail.0.load(Acquire) & CLOSED != 0
+    }
+
+    /// Close: later claims by producers fail; consumers drain, then see `Closed`.
+    /// Returns whether this call closed it.
+    pub(crate) fn close(&self) -> bool {
+        self.hdr.tail.0.fetch_or(CLOSED, SeqCst) & CLOSED == 0
+    }
+
+    /// Messages lost to processes that died inside an operation.
+    pub(crate) fn abandoned(&self) -> u64 {
+        self.hdr.info.0.abandoned.load(Relaxed)
+    }
+
+    /// Try once to put a message; `write(i)` fills slot `i`'s data while the slot is ours.
+    pub(crate) fn try_put(&self, write: impl FnOnce(usize)) -> Result<(), PutFail> {
+        let mut busy = 0u32;
+        let mut stale = 0u32;
+        loop {
+            let tail = self.hdr.tail.0.load(Acquire);
+            if tail & CLOSED != 0 {
+                return Err(PutFail::Closed);
+            }
+            if tail >= MAX_POS {
+                return Err(PutFail::Corrupt("the tail position is out of range"));
+            }
+            let slot = self.slot(tail);
+            let stamp = slot.stamp.load(Acquire);
+            if stamp == free(tail) {
+                let Some(held) = acquire(&slot.lock).map_err(PutFail::Corrupt)? else {
+                    busy += 1;
+                    if busy > BUSY_SPINS {
+                        return Err(PutFail::Busy);
+                    }
+                    std::hint::spin_loop();
+                    continue;
+                };
+                if self.hook.reach(Point::PutLocked) {
+                    std::mem::forget(held);
+                    return Err(PutFail::Died);
+                }
+                if slot.stamp.load(Acquire) != free(tail)
+                    || self.hdr.tail.0.compare_exchange(tail, tail + 1, SeqCst, Relaxed).is_err()
+                {
+                    continue; // another producer won position `tail`; `held` unlocks
+                }
+                if self.hook.reach(Point::PutClaimed) {
+                    std::mem::forget(held);
+                    return Err(PutFail::Died);
+                }
+                write(self.index(tail));
+                if self.hook.reach(Point::PutWritten) {
+                    std::mem::forget(held);
+                    return Err(PutFail::Died);
+                }
+                slot.stamp.store(full(tail), Release);
+                drop(held);
+                notify(&self.hdr.consumers.0, 1);
+                return Ok(());
+            }
+            // Compare with a fresh `tail`: equal means `stamp` was read while the tail was
+            // `tail` (it only grows), so it belongs to position `tail - cap` or is corrupt.
+            if self.hdr.tail.0.load(Acquire) != tail {
+                continue;
+            }
+            match tail.checked_sub(self.cap()) {
+                Some(prev) if stamp == free(prev) || stamp == full(prev) => {
+                    if self.hdr.head.0.load(Acquire) <= prev {
+                        return Err(PutFail::Full);
+                    }
+                    // A consumer claimed `prev` and has not released the slot yet.
+                    let Some(held) = acquire(&slot.lock).map_err(PutFail::Corrupt)? else {
+                        return Err(PutFail::Busy);
+                    };
+                    let now = slot.stamp.load(Acquire);
+                    if (now == free(prev) || now == full(prev)) && self.hdr.head.0.load(Acquire) > prev {
+                        // Its consumer died between claiming and releasing: the message
+                        // of `prev` went with it. Free the slot for `tail`.
+                        slot.stamp.store(free(tail), Release);
+                        self.hdr.info.0.abandoned.fetch_add(1, Relaxed);
+                    }
+                    drop(held);
+                }
+                _ => {
+                    stale += 1;
+                    if stale > STALE_RETRIES {
+                        return Err(PutFail::Corrupt("a slot stamp does not match the tail position"));
+                    }
+                    std::hint::spin_loop();
+                }
+            }
+        }
+    }
+
+    /// Try once to get a message; `read(i)` copies slot `i`'s data while the slot is ours.
+    pub(crate) fn try_get<R>(&self, read: impl FnOnce(usize) -> R) -> Result<R, GetFail> {
+        let mut busy = 0u32;
+        let mut stale = 0u32;
+        loop {
+            let head = self.hdr.head.0.load(Acquire);
+            if head >= MAX_POS {
+                return Err(GetFail::Corrupt("the head position is out of range"));
+            }
+            let slot = self.slot(head);
+            let stamp = slot.stamp.load(Acquire);
+            if stamp == full(head) {
+                let Some(held) = acquire(&slot.lock).map_err(GetFail::Corrupt)? else {
+                    busy += 1;
+                    if busy > BUSY_SPINS {
+                        return Err(GetFail::Pending);
+                    }
+                    std::hint::spin_loop();
+                    continue;
+                };
+                if self.hook.reach(Point::GetLocked) {
+                    std::mem::forget(held);
+                    return Err(GetFail::Died);
+                }
+                if slot.stamp.load(Acquire) != full(head)
+                    || self.hdr.head.0.compare_exchange(head, head + 1, SeqCst, Relaxed).is_err()
+                {
+                    continue;
+                }
+                if self.hook.reach(Point::GetClaimed) {
+                    std::mem::forget(held);
+                    return Err(GetFail::Died);
+                }
+                let r = read(self.index(head));
+                if self.hook.reach(Point::GetRead) {
+                    std::mem::forget(held);
+                    return Err(GetFail::Died);
+                }
+                slot.stamp.store(free(head + self.cap()), Release);
+                drop(held);
+                notify(&self.hdr.producers.0, 1);
+                return Ok(r);
+            }
+            if self.hdr.head.0.load(Acquire) != head {
+                continue;
+            }
+            let tail = self.hdr.tail.0.load(Acquire);
+            if (tail & !CLOSED) <= head {
+                return Err(if tail & CLOSED != 0 { GetFail::Closed } else { GetFail::Empty });
+            }
+            if stamp != free(head) {
+                // The previous lap's consumer has not released the slot, yet the position
+                // is claimed: a stale read (retry) or corrupt words.
+                stale += 1;
+                if stale > STALE_RETRIES {
+                    return Err(GetFail::Corrupt("a slot stamp does not match the head position"));
+                }
+                std::hint::spin_loop();
+                continue;
+            }
+            // Position `head` is claimed by a producer and not yet published.
+            let Some(held) = acquire(&slot.lock).map_err(GetFail::Corrupt)? else {
+                return Err(GetFail::Pending); // the producer is alive, writing
+            };
+            if slot.stamp.load(Acquire) == free(head)
+                && self.hdr.head.0.load(Acquire) == head
+                && (self.hdr.tail.0.load(Acquire) & !CLOSED) > head
+            {
+                // Claimed, unpublished, and nobody holds the slot: its producer died after
+                // claiming. Skip the position.
+                if self.hdr.head.0.compare_exchange(head, head + 1, SeqCst, Relaxed).is_ok() {
+                    slot.stamp.store(free(head + self.cap()), Release);
+                    self.hdr.info.0.abandoned.fetch_add(1, Relaxed);
+                    drop(held);
+                    notify(&self.hdr.producers.0, 1);
+                    continue;
+                }
+            }
+            drop(held);
+        }
+    }
+}
+
+/// Tell parked threads of the other side that something changed (only when there are any:
+/// the uncontended path makes no system call).
+#[inline]
+pub(crate) fn notify(w: &Waiters, n: u32) {
+    // Pairs with the fence in `park`: either the waiter sees our stamp, or we see it counted.
+    fence(SeqCst);
+    if w.count.load(Relaxed) != 0 {
+        w.seq.fetch_add(1, Release);
+        wake(&w.seq, n);
+    }
+}
+
+#[cfg(not(loom))]
+fn wake(word: &AtomicU32, n: u32) {
+    crate::sys::futex::wake(word, n);
+}
+
+#[cfg(loom)]
+fn wake(_word: &AtomicU32, _n: u32) {}
