@@ -23,7 +23,30 @@
 //!   [`StartMethod`] for when each applies. It exits when your process does (pidfd), and
 //!   the workers die with the manager (`PR_SET_PDEATHSIG`).
 //!
+//! # Fork safety: which start method when
+//!
+//! Forking a process that has threads copies only the forking thread; a lock another thread
+//! held at that instant (stdout, the allocator of a non-glibc malloc, your own mutexes) stays
+//! locked for ever in the child. So the pool forks from your process only when that is safe:
+//!
+//! - **Single-threaded process** (a plain `main` that has not started threads, a benchmark
+//!   harness): [`StartMethod::Auto`] forks the manager directly. Fastest start; the workers
+//!   see your process's memory as it was when the pool was created.
+//! - **Process with threads** (test harnesses, async runtimes, GUIs, programs that create a pool
+//!   late): start the fork server while still single-threaded —
+//!   [`fork_server::start()`](crate::process::fork_server::start) first thing in `main`, or
+//!   [`fork_server_at_load!()`](crate::fork_server_at_load) in the binary, which runs before
+//!   `main` — and `Auto` uses it. Workers then start from the server's early snapshot: pass
+//!   everything they need as task arguments or in shared memory, not in globals set later.
+//! - Neither: `Auto` returns [`ProcessError::ThreadsExist`](crate::process::ProcessError)
+//!   with these instructions. [`StartMethod::Fork`] forces a direct fork if you know that no
+//!   other thread holds a lock the workers will need.
+//!
+//! Replacement workers are always forked by the single-threaded manager, so a pool stays
+//! fork-safe however many threads your process starts after creating it.
+//!
 //! [`StartMethod`]: crate::process::StartMethod
+//! [`StartMethod::Auto`]: crate::process::StartMethod::Auto
 //! [`StartMethod::Fork`]: crate::process::StartMethod::Fork
 //! [`StartMethod::ForkServer`]: crate::process::StartMethod::ForkServer
 

@@ -10,7 +10,7 @@
 //! `PR_SET_PDEATHSIG(SIGKILL)` (checking `getppid` for the race), runs `entry(segment, arg,
 //! extra_fds)` and `_exit`s with its result. The server replies `[errno: i32, pid: i32]` plus the
 //! child's pidfd, watches the child's pidfd, reaps it when it ends and writes its wait status
-//! into the segment's [`ExitRecord`](super::child::ExitRecord) (then wakes futex waiters).
+//! into the exit record at the start of the segment (then wakes futex waiters).
 //!
 //! The server dies with this process (`PR_SET_PDEATHSIG` on the thread that started it, which
 //! must therefore live as long as the process: `main`, or before `main`), and its children die
