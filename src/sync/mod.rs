@@ -45,13 +45,16 @@
 //! - No guard hands out `&T` to data another process may write at the same time.
 //!
 //! The futex-based algorithms (semaphore, event, barrier, the condvar's sequence word)
-//! run under [loom](https://docs.rs/loom) too; see `tests/loom_sync.rs`.
+//! run under [loom](https://docs.rs/loom) too:
+//! `RUSTFLAGS="--cfg loom" cargo test --release --lib loom` (see `src/sync/loom_tests.rs`).
 
 mod barrier;
 mod condvar;
 mod error;
 mod event;
 mod lazy_mutex;
+#[cfg(all(test, loom))]
+mod loom_tests;
 mod mutex;
 mod park;
 mod raw_mutex;

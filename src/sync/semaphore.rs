@@ -16,8 +16,8 @@
 //!
 //! Registration, taking and releasing are read-modify-writes of the same word, so a
 //! release either sees a sleeper (and wakes it) or happened before the sleeper
-//! registered (which then sees the permit). The loom models in `tests/loom_sync.rs`
-//! check this.
+//! registered (which then sees the permit). The loom models in `loom_tests.rs` check
+//! this.
 //!
 //! # When a process dies
 //!
