@@ -475,3 +475,20 @@ fn raw_mutex_trylock_on_not_recoverable_does_not_strand_other_lockers() {
         });
     });
 }
+
+#[test]
+fn lock_whose_initialiser_died_mid_init_reports_init_stalled_not_a_hang() {
+    use shmkit::sync::{INIT_STALL, LazyRawMutex};
+    let obj = SharedObject::<LazyRawMutex>::anonymous(|_| {}).unwrap();
+    // Simulate a process killed between claiming the one-time initialisation (state word
+    // 0 -> 1, the first field) and publishing it.
+    // SAFETY: the state word is the first, 4-aligned u32 of the object, and only ever
+    // accessed atomically.
+    let state = unsafe { &*obj.segment().as_ptr().cast::<AtomicU32>() };
+    state.store(1, Ordering::SeqCst);
+    let t = Instant::now();
+    assert!(matches!(obj.lock(), Err(LockError::InitStalled)));
+    assert!(t.elapsed() >= INIT_STALL && t.elapsed() < INIT_STALL * 3, "{:?}", t.elapsed());
+    state.store(77, Ordering::SeqCst);
+    assert!(matches!(obj.try_lock(), Err(LockError::Corrupt)));
+}

@@ -96,7 +96,8 @@ impl<const N: usize> RobustSemaphore<N> {
                     }
                     return Ok(Some(Permit { sem: self, index: i, recovered, _not_send: PhantomData }));
                 }
-                Err(LockError::WouldBlock) => {}
+                // Held, or unusable (only if marking a recovered slot ever failed).
+                Err(LockError::WouldBlock | LockError::NotRecoverable) => {}
                 Err(LockError::WouldDeadlock) => mine += 1,
                 Err(e) => return Err(e),
             }

@@ -170,12 +170,17 @@ impl<T, const R: usize> RwLock<T, R> {
                     if how == Acquired::OwnerDied {
                         // A reader died holding this slot; readers change nothing.
                         // SAFETY: we hold the slot mutex.
-                        unsafe { slot.owner.mark_consistent() }?;
+                        if let Err(e) = unsafe { slot.owner.mark_consistent() } {
+                            // SAFETY: as above; give it back before reporting.
+                            unsafe { slot.owner.unlock() };
+                            return Err(e);
+                        }
                     }
                     slot.active.store(1, Ordering::Relaxed);
                     return Ok(Some(i));
                 }
-                Err(LockError::WouldBlock) | Err(LockError::WouldDeadlock) => {}
+                // Busy, ours, or unusable (a slot left not recoverable): try the next.
+                Err(LockError::WouldBlock | LockError::WouldDeadlock | LockError::NotRecoverable) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -191,11 +196,16 @@ impl<T, const R: usize> RwLock<T, R> {
             }
             match slot.owner.try_lock() {
                 Err(LockError::WouldBlock) => busy = true,
+                // Nobody can hold a not-recoverable slot: it is not a live reader.
+                Err(LockError::NotRecoverable) => slot.active.store(0, Ordering::Relaxed),
                 Err(e) => return Err(e),
                 Ok(how) => {
                     if how == Acquired::OwnerDied {
+                        // A reader died while reading: nothing to repair. Should marking
+                        // fail, unlocking makes the slot not recoverable, and `take_slot`
+                        // skips it from then on.
                         // SAFETY: we hold the slot mutex.
-                        unsafe { slot.owner.mark_consistent() }?;
+                        let _ = unsafe { slot.owner.mark_consistent() };
                     }
                     slot.active.store(0, Ordering::Relaxed);
                     // SAFETY: we hold the slot mutex.

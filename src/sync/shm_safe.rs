@@ -77,6 +77,7 @@ unsafe impl ShmSafe for super::LazyRawMutex {}
 
 // SAFETY: `#[repr(C)]` gate mutex, reader slots of lazy mutexes and atomics, and a `Pod`
 // value written only by the writer holding the gate with all readers drained.
+#[cfg(not(loom))]
 unsafe impl<T: bytemuck::Pod + Send + Sync, const R: usize> ShmSafe for super::RwLock<T, R> {}
 
 // SAFETY (for each of the following): `#[repr(C)]` structs of atomics (and lazy
