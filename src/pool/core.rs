@@ -267,7 +267,8 @@ impl Core {
             }
         }
         let Some((w, _)) = best else { return Ok(false) };
-        d.next = (w + 1) % n;
+        // Ties go to the worker used last: it is likely still spinning, not parked.
+        d.next = w;
         let view = self.view();
         let side = &mut d.sides[w];
         let entry = view.entry(w, side.head);
