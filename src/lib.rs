@@ -34,6 +34,9 @@ compile_error!(
 );
 
 pub mod channel;
+pub mod manager;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 pub mod pool;
 pub mod process;
 pub mod segment;
@@ -42,6 +45,7 @@ pub mod sync;
 #[doc(hidden)]
 pub mod sys;
 
+pub use manager::{ManagerError, SharedDict, SharedList};
 pub use segment::{Segment, SegmentError, SegmentOptions};
 pub use shared::{ClaimError, Element, SharedArray, SharedAtomic, SharedObject, SharedValue};
 pub use sync::{
@@ -62,4 +66,7 @@ pub enum Error {
     /// A lock operation failed.
     #[error(transparent)]
     Lock(#[from] LockError),
+    /// A shared dict or list operation failed.
+    #[error(transparent)]
+    Manager(#[from] ManagerError),
 }

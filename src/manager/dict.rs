@@ -1,0 +1,573 @@
+//! `SharedDict<K, V>`: a fixed-capacity hash map in shared memory with atomic updates.
+
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use super::error::ManagerError;
+use super::key::{DictKey, key_hash};
+use super::layout::{Geometry, MetaFixed, STRIPES_OFF, StripeHead};
+use super::stripe::{StripeGuard, Table};
+use crate::segment::header::HEADER_SIZE;
+use crate::segment::{Expect, Kind, Layout, Segment, SegmentError, SegmentOptions, Target};
+use crate::shared::{Element, type_info};
+use crate::sync::RawMutex;
+use crate::sys::Deadline;
+
+/// Default maximum length of `str` / `[u8]` keys, in bytes.
+pub const DEFAULT_MAX_KEY_LEN: usize = 64;
+
+/// How a [`SharedDict`] is created or opened: maximum key length, stripes, segment options,
+/// lock timeout.
+///
+/// ```
+/// use shmkit::manager::{DictOptions, SharedDict};
+/// use std::time::Duration;
+/// let d: SharedDict<str, u64> = DictOptions::new()
+///     .max_key_len(16)
+///     .stripes(8)
+///     .timeout(Some(Duration::from_secs(1)))
+///     .anonymous(1000)?;
+/// assert_eq!((d.max_key_len(), d.stripes(), d.capacity()), (16, 8, 1000));
+/// # Ok::<(), shmkit::manager::ManagerError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct DictOptions {
+    max_key_len: usize,
+    stripes: Option<u32>,
+    segment: SegmentOptions,
+    timeout: Option<Duration>,
+}
+
+impl Default for DictOptions {
+    fn default() -> Self {
+        DictOptions {
+            max_key_len: DEFAULT_MAX_KEY_LEN,
+            stripes: None,
+            segment: SegmentOptions::default(),
+            timeout: None,
+        }
+    }
+}
+
+impl DictOptions {
+    /// Keys up to 64 bytes, stripes chosen from the capacity, default segment options, no
+    /// lock timeout.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Longest `str` / `[u8]` key, in bytes (default 64, at most 4096). Every entry reserves
+    /// this much; fixed-size keys ignore it.
+    pub fn max_key_len(mut self, bytes: usize) -> Self {
+        self.max_key_len = bytes;
+        self
+    }
+
+    /// Number of lock stripes (1 to 1024; default: up to 64, about 16 entries or more each).
+    /// More stripes let more processes update different keys at the same time.
+    pub fn stripes(mut self, stripes: u32) -> Self {
+        self.stripes = Some(stripes);
+        self
+    }
+
+    /// Segment options (permissions, memory reservation, open timeout).
+    pub fn segment(mut self, opts: SegmentOptions) -> Self {
+        self.segment = opts;
+        self
+    }
+
+    /// How long an operation waits for a stripe lock before failing with
+    /// [`LockError::Timeout`](crate::LockError::Timeout) (default `None`: as long as it takes).
+    pub fn timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Create a named dict for `capacity` entries (`None`: a random `/shmkit-…` name).
+    pub fn create<K: DictKey + ?Sized, V: Element>(
+        &self,
+        name: Option<&str>,
+        capacity: usize,
+    ) -> Result<SharedDict<K, V>, ManagerError> {
+        SharedDict::build(self, Target::Named(name), capacity)
+    }
+
+    /// Create an anonymous dict (a sealed memfd), shared with forked children.
+    pub fn anonymous<K: DictKey + ?Sized, V: Element>(
+        &self,
+        capacity: usize,
+    ) -> Result<SharedDict<K, V>, ManagerError> {
+        SharedDict::build(self, Target::Anonymous, capacity)
+    }
+
+    /// Open a named dict; its key and value types must be `K` and `V`.
+    pub fn open<K: DictKey + ?Sized, V: Element>(&self, name: &str) -> Result<SharedDict<K, V>, ManagerError> {
+        SharedDict::open_with(self, name)
+    }
+}
+
+/// Ties a dict to its key and value types while staying `Send + Sync` for any of them.
+type Marker<K, V> = PhantomData<(fn(&K), fn() -> V)>;
+
+/// A hash map in shared memory, like `multiprocessing.Manager().dict()` without the manager
+/// process: every process maps the table and works on it directly.
+///
+/// Keys are short strings or byte strings (at most [`max_key_len`](Self::max_key_len) bytes) or
+/// fixed-size Pod values ([`DictKey`]); values are any [`Element`]. The capacity is fixed at
+/// creation; an insert beyond it fails with [`ManagerError::Full`]. Every operation locks one
+/// of the dict's stripes, so processes working on different keys rarely wait for each other,
+/// and [`update`](Self::update) is an atomic read-modify-write, the fix for Python's
+/// `d[k] += 1` race. A process killed inside an operation leaves the dict as if the operation
+/// had not started (or had completed); the next user repairs it (see [the protocol](super)).
+///
+/// Values are copied in and out; no reference into the shared table is ever handed out.
+///
+/// ```
+/// use shmkit::manager::SharedDict;
+/// let d = SharedDict::<str, u64>::create(None, 1000)?;
+/// d.insert("apples", 3)?;
+/// let peer = SharedDict::<str, u64>::open(d.name().unwrap())?; // any process, by name
+/// peer.update("apples", 0, |n| n + 2)?;                     // atomic read-modify-write
+/// peer.update("pears", 0, |n| n + 1)?;                      // absent: starts from the default
+/// assert_eq!(d.get("apples")?, Some(5));
+/// assert_eq!(d.remove("pears")?, Some(1));
+/// assert_eq!(d.snapshot()?, vec![("apples".to_string(), 5)]);
+/// # Ok::<(), shmkit::manager::ManagerError>(())
+/// ```
+pub struct SharedDict<K: DictKey + ?Sized, V: Element> {
+    seg: Segment,
+    geom: Geometry,
+    timeout: Option<Duration>,
+    _kv: Marker<K, V>,
+}
+
+impl<K: DictKey + ?Sized, V: Element> std::fmt::Debug for SharedDict<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedDict")
+            .field("name", &self.seg.name())
+            .field("key", &K::key_type_name())
+            .field("value", &V::TYPE_NAME)
+            .field("capacity", &self.geom.capacity)
+            .field("stripes", &self.geom.stripes)
+            .finish()
+    }
+}
+
+/// Recovery counters of a dict (for tests and monitoring).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DictStats {
+    /// Stripe locks acquired from a dead holder.
+    pub owner_died: u64,
+    /// Half-done operations rolled back.
+    pub rollbacks: u64,
+}
+
+impl<K: DictKey + ?Sized, V: Element> SharedDict<K, V> {
+    /// Create a named dict for `capacity` entries (`None`: a random `/shmkit-…` name), with
+    /// [`DictOptions::new`]'s defaults.
+    pub fn create(name: Option<&str>, capacity: usize) -> Result<Self, ManagerError> {
+        DictOptions::new().create(name, capacity)
+    }
+
+    /// Create an anonymous dict for `capacity` entries, shared with forked children.
+    ///
+    /// ```
+    /// let d = shmkit::manager::SharedDict::<u32, f64>::anonymous(10)?;
+    /// d.insert(&1, 0.5)?;
+    /// assert_eq!(d.len()?, 1);
+    /// # Ok::<(), shmkit::manager::ManagerError>(())
+    /// ```
+    pub fn anonymous(capacity: usize) -> Result<Self, ManagerError> {
+        DictOptions::new().anonymous(capacity)
+    }
+
+    /// Open a named dict created with key type `K` and value type `V`.
+    ///
+    /// ```
+    /// use shmkit::manager::{ManagerError, SharedDict};
+    /// let d = SharedDict::<str, u64>::create(None, 10)?;
+    /// let name = d.name().unwrap();
+    /// assert!(matches!(SharedDict::<u64, u64>::open(name), Err(ManagerError::KeyTypeMismatch { .. })));
+    /// assert!(matches!(SharedDict::<str, f64>::open(name), Err(ManagerError::Segment(_))));
+    /// # Ok::<(), ManagerError>(())
+    /// ```
+    pub fn open(name: &str) -> Result<Self, ManagerError> {
+        DictOptions::new().open(name)
+    }
+
+    fn build(opts: &DictOptions, target: Target<'_>, capacity: usize) -> Result<Self, ManagerError> {
+        let key_cap = K::FIXED_LEN.unwrap_or(opts.max_key_len);
+        let key_cap = u32::try_from(key_cap)
+            .map_err(|_| ManagerError::Invalid { what: "max_key_len", reason: format!("{key_cap} bytes") })?;
+        let geom = Geometry::plan(
+            capacity as u64,
+            opts.stripes,
+            K::FIXED_LEN.is_some(),
+            key_cap,
+            std::mem::size_of::<V>(),
+            std::mem::align_of::<V>(),
+        )
+        .map_err(|reason| ManagerError::Invalid { what: "dict shape", reason })?;
+        let layout = Layout {
+            kind: Kind::Dict,
+            elem: type_info::<V>(),
+            elem_count: geom.total_nodes(),
+            control_len: geom.control_len,
+            payload_align: 64,
+        };
+        let meta = geom.meta(&K::key_type_name());
+        let seg = Segment::create_typed(&opts.segment, target, &layout, |seg| {
+            let ctl = seg.control_ptr();
+            // SAFETY: the control block holds `control_len` bytes, 64-aligned, of a segment that
+            // nobody else can see yet; it is zero-filled, which is the empty dict except for
+            // the record written here and the stripe mutexes initialised below.
+            unsafe {
+                std::ptr::write(ctl.cast::<MetaFixed>(), meta);
+                for s in 0..geom.stripes as usize {
+                    let head = ctl.add(STRIPES_OFF + s * geom.stripe_stride).cast::<StripeHead>();
+                    RawMutex::init(std::ptr::addr_of_mut!((*head).lock)).map_err(|e| {
+                        SegmentError::io("pthread_mutex_init", seg.name().unwrap_or(""), std::io::Error::other(e))
+                    })?;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(SharedDict { seg, geom, timeout: opts.timeout, _kv: PhantomData })
+    }
+
+    fn open_with(opts: &DictOptions, name: &str) -> Result<Self, ManagerError> {
+        let expect = Expect { kind: Some(Kind::Dict), elem: Some(type_info::<V>()), min_control_len: STRIPES_OFF };
+        let seg = Segment::open_typed(&opts.segment, name, &expect)?;
+        let label = seg.name().unwrap_or("").to_owned();
+        let h = seg.header().ok_or_else(|| SegmentError::NotShmkit { name: label.clone() })?;
+        let avail = h.payload_offset as usize - HEADER_SIZE;
+        // SAFETY: the control block holds at least STRIPES_OFF >= 128 bytes (checked by
+        // `open_typed`), 8-aligned; MetaFixed is Pod. A copy, validated below, never trusted
+        // in place.
+        let meta: MetaFixed = unsafe { std::ptr::read_volatile(seg.control_ptr().cast::<MetaFixed>()) };
+        let geom = Geometry::from_meta(&meta).map_err(ManagerError::corrupt_dict)?;
+        if geom.control_len > avail || geom.total_nodes() != h.elem_count {
+            return Err(ManagerError::corrupt_dict(format!(
+                "its shape needs {} control bytes and {} values, the segment has {avail} and {}",
+                geom.control_len,
+                geom.total_nodes(),
+                h.elem_count
+            )));
+        }
+        let found = Geometry::key_name(&meta);
+        let fits = match K::FIXED_LEN {
+            Some(n) => geom.key_fixed && geom.key_cap as usize == n,
+            None => !geom.key_fixed,
+        };
+        if !fits || found != K::key_type_name() {
+            return Err(ManagerError::KeyTypeMismatch { name: label, expected: K::key_type_name().into(), found });
+        }
+        Ok(SharedDict { seg, geom, timeout: opts.timeout, _kv: PhantomData })
+    }
+
+    fn table(&self) -> Table<'_> {
+        // SAFETY: the geometry was validated against this segment's control block and payload
+        // (`build` / `open_with`); the mapping lives as long as `self`.
+        unsafe { Table::new(self.seg.control_ptr(), self.seg.as_ptr(), &self.geom) }
+    }
+
+    fn deadline(&self) -> Deadline {
+        Deadline::from_timeout(self.timeout)
+    }
+
+    /// The key's bytes, hash and stripe, or `KeyTooLong`.
+    fn place<'k>(&self, key: &'k K) -> Result<(&'k [u8], u64, usize), ManagerError> {
+        let bytes = key.key_bytes();
+        if bytes.len() > self.geom.key_cap as usize {
+            return Err(ManagerError::KeyTooLong { len: bytes.len(), max: self.geom.key_cap as usize });
+        }
+        let h = key_hash(bytes);
+        Ok((bytes, h, self.geom.stripe_of(h)))
+    }
+
+    /// Copy out the value for `key`.
+    pub fn get(&self, key: &K) -> Result<Option<V>, ManagerError> {
+        let (bytes, h, s) = self.place(key)?;
+        let guard = self.table().lock(s, self.deadline())?;
+        match guard.find(bytes, h)? {
+            Some(f) => Ok(Some(guard.read(f.node)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether `key` is present.
+    pub fn contains_key(&self, key: &K) -> Result<bool, ManagerError> {
+        let (bytes, h, s) = self.place(key)?;
+        let guard = self.table().lock(s, self.deadline())?;
+        Ok(guard.find(bytes, h)?.is_some())
+    }
+
+    /// Set `key` to `value`; returns the value it replaced.
+    ///
+    /// ```
+    /// let d = shmkit::manager::SharedDict::<str, i32>::anonymous(4)?;
+    /// assert_eq!(d.insert("k", 1)?, None);
+    /// assert_eq!(d.insert("k", 2)?, Some(1));
+    /// # Ok::<(), shmkit::manager::ManagerError>(())
+    /// ```
+    pub fn insert(&self, key: &K, value: V) -> Result<Option<V>, ManagerError> {
+        let mut old = None;
+        self.upsert(key, |cur| {
+            old = cur;
+            value
+        })?;
+        Ok(old)
+    }
+
+    /// Atomically replace the value of `key` with `f(value)`, starting from `default` when the
+    /// key is absent, and return the new value: Python's `d[k] = f(d.get(k, default))` without
+    /// the race. `f` runs while the key's stripe is locked: keep it short, and do not use this
+    /// dict inside it. If `f` panics, the dict is unchanged.
+    ///
+    /// ```
+    /// let d = shmkit::manager::SharedDict::<str, u64>::anonymous(4)?;
+    /// for _ in 0..3 {
+    ///     d.update("count", 0, |n| n + 1)?;
+    /// }
+    /// assert_eq!(d.get("count")?, Some(3));
+    /// # Ok::<(), shmkit::manager::ManagerError>(())
+    /// ```
+    pub fn update(&self, key: &K, default: V, f: impl FnOnce(V) -> V) -> Result<V, ManagerError> {
+        self.upsert(key, |cur| f(cur.unwrap_or(default)))
+    }
+
+    /// Lock the key's stripe and store `f(current)`; inserts when absent.
+    fn upsert(&self, key: &K, f: impl FnOnce(Option<V>) -> V) -> Result<V, ManagerError> {
+        let (bytes, h, s) = self.place(key)?;
+        let table = self.table();
+        let mut f = Some(f);
+        let mut recounted = false;
+        loop {
+            let guard = table.lock(s, self.deadline())?;
+            if let Some(found) = guard.find(bytes, h)? {
+                let cur = guard.read(found.node)?;
+                let new = f.take().map(|f| f(Some(cur))).ok_or_else(|| ManagerError::corrupt_dict("retried"))?;
+                guard.write(found.node, new)?;
+                return Ok(new);
+            }
+            if !self.reserve(&table) {
+                if !recounted && table.live().needs_recount.load(Ordering::Acquire) != 0 {
+                    // The count may still hold reservations of a dead process: fix it and retry.
+                    drop(guard);
+                    self.recount()?;
+                    recounted = true;
+                    continue;
+                }
+                return Err(ManagerError::Full { what: "dict", capacity: self.geom.capacity });
+            }
+            if !guard.has_free_node() {
+                self.unreserve(&table);
+                return Err(ManagerError::StripeFull {
+                    stripe: s,
+                    nodes: self.geom.nodes,
+                    len: table.live().total.load(Ordering::Relaxed),
+                    capacity: self.geom.capacity,
+                });
+            }
+            let new = match f.take() {
+                Some(f) => f(None),
+                None => {
+                    self.unreserve(&table);
+                    return Err(ManagerError::corrupt_dict("retried"));
+                }
+            };
+            return match guard.insert_new(bytes, h, new) {
+                Ok(()) => Ok(new),
+                Err(e) => {
+                    self.unreserve(&table);
+                    Err(e)
+                }
+            };
+        }
+    }
+
+    /// Count one more entry, unless the dict is full. Called with the stripe locked, so the
+    /// count is never below the entries present (see the module docs).
+    fn reserve(&self, table: &Table<'_>) -> bool {
+        let total = &table.live().total;
+        if total.fetch_add(1, Ordering::Relaxed) >= self.geom.capacity {
+            total.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    fn unreserve(&self, table: &Table<'_>) {
+        table.live().total.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Remove `key`; returns its value.
+    pub fn remove(&self, key: &K) -> Result<Option<V>, ManagerError> {
+        let (bytes, h, s) = self.place(key)?;
+        let table = self.table();
+        let guard = table.lock(s, self.deadline())?;
+        let Some(found) = guard.find(bytes, h)? else {
+            return Ok(None);
+        };
+        let old = guard.read(found.node)?;
+        guard.remove(found)?;
+        // After the entry is gone, still under the stripe lock (count >= entries).
+        self.unreserve(&table);
+        Ok(Some(old))
+    }
+
+    /// Number of entries. Exact when no other process is changing the dict; an insert in
+    /// flight may already be counted.
+    pub fn len(&self) -> Result<usize, ManagerError> {
+        let live = self.table().live();
+        if live.needs_recount.load(Ordering::Acquire) != 0 {
+            return self.recount().map(|n| n as usize);
+        }
+        Ok(live.total.load(Ordering::Relaxed).min(self.geom.capacity) as usize)
+    }
+
+    /// Whether the dict is empty (see [`len`](Self::len)).
+    pub fn is_empty(&self) -> Result<bool, ManagerError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Lock every stripe, in index order (the only order in which more than one is held).
+    fn lock_all(&self) -> Result<Vec<StripeGuard<'_>>, ManagerError> {
+        let table = self.table();
+        let deadline = self.deadline();
+        (0..self.geom.stripes as usize).map(|s| table.lock(s, deadline)).collect()
+    }
+
+    /// Recount the entries under every stripe lock and store the count.
+    fn recount(&self) -> Result<u64, ManagerError> {
+        let guards = self.lock_all()?;
+        let mut sum = 0u64;
+        for g in &guards {
+            sum += u64::from(g.len()?);
+        }
+        self.store_count(sum);
+        Ok(sum)
+    }
+
+    fn store_count(&self, sum: u64) {
+        let live = self.table().live();
+        live.total.store(sum, Ordering::Relaxed);
+        live.needs_recount.store(0, Ordering::Release);
+    }
+
+    /// Every entry, copied out at one instant: all stripes are locked while copying, so no
+    /// update is half-seen. In no particular order.
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// let d = shmkit::manager::SharedDict::<u16, u8>::anonymous(100)?;
+    /// for k in 0..10u16 {
+    ///     d.insert(&k, k as u8 * 2)?;
+    /// }
+    /// let m: HashMap<u16, u8> = d.snapshot()?.into_iter().collect();
+    /// assert_eq!((m.len(), m[&7]), (10, 14));
+    /// # Ok::<(), shmkit::manager::ManagerError>(())
+    /// ```
+    pub fn snapshot(&self) -> Result<Vec<(K::Owned, V)>, ManagerError> {
+        let guards = self.lock_all()?;
+        let mut out = Vec::new();
+        let mut sum = 0u64;
+        let mut bad_key = false;
+        for g in &guards {
+            sum += u64::from(g.len()?);
+            g.for_each::<V>(|k, v| match K::from_key_bytes(k) {
+                Some(k) => out.push((k, v)),
+                None => bad_key = true,
+            })?;
+        }
+        if bad_key {
+            return Err(ManagerError::corrupt_dict(format!("a stored key is not a valid {}", K::key_type_name())));
+        }
+        if out.len() as u64 != sum {
+            return Err(ManagerError::corrupt_dict(format!("the stripes count {sum} entries but hold {}", out.len())));
+        }
+        self.store_count(sum);
+        Ok(out)
+    }
+
+    /// The capacity chosen at creation.
+    pub fn capacity(&self) -> usize {
+        self.geom.capacity as usize
+    }
+
+    /// The longest key, in bytes (the key size for fixed-size keys).
+    pub fn max_key_len(&self) -> usize {
+        self.geom.key_cap as usize
+    }
+
+    /// Number of lock stripes.
+    pub fn stripes(&self) -> usize {
+        self.geom.stripes as usize
+    }
+
+    /// The lock timeout of this handle (`None`: wait as long as it takes).
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// Set this handle's lock timeout; operations then fail with
+    /// [`LockError::Timeout`](crate::LockError::Timeout) instead of waiting longer.
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) {
+        self.timeout = timeout;
+    }
+
+    /// The segment's name, `None` when anonymous.
+    pub fn name(&self) -> Option<&str> {
+        self.seg.name()
+    }
+
+    /// The underlying segment.
+    pub fn segment(&self) -> &Segment {
+        &self.seg
+    }
+
+    /// Keep the name after this (creating) handle drops.
+    pub fn persist(&mut self) {
+        self.seg.persist();
+    }
+
+    /// Recovery counters.
+    #[doc(hidden)]
+    pub fn stats(&self) -> DictStats {
+        let live = self.table().live();
+        DictStats {
+            owner_died: live.owner_died.load(Ordering::Relaxed),
+            rollbacks: live.rollbacks.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether the stripe of `key` has a free node (to tell `StripeFull` from a bug).
+    #[doc(hidden)]
+    pub fn stripe_has_room(&self, key: &K) -> Result<bool, ManagerError> {
+        let (_, _, s) = self.place(key)?;
+        Ok(self.table().lock(s, self.deadline())?.has_free_node())
+    }
+
+    /// Overwrite byte `offset % control_len` of the control block with `byte`, unless it lies
+    /// in a mutex; returns whether it wrote. For fuzzing hostile bytes.
+    ///
+    /// # Safety
+    ///
+    /// No other thread or process may use the dict while this runs.
+    #[doc(hidden)]
+    pub unsafe fn scribble(&self, offset: usize, byte: u8) -> bool {
+        let at = offset % self.geom.control_len;
+        if at >= STRIPES_OFF && at < self.geom.off_buckets {
+            let within = (at - STRIPES_OFF) % self.geom.stripe_stride;
+            if within < std::mem::size_of::<RawMutex>() {
+                return false;
+            }
+        }
+        // SAFETY: `at` is inside the control block; a byte store is always aligned; per the
+        // contract nobody else accesses the dict now.
+        unsafe { AtomicU8::from_ptr(self.seg.control_ptr().add(at)).store(byte, Ordering::Relaxed) };
+        true
+    }
+}
