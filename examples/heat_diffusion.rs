@@ -48,7 +48,7 @@ fn initial(n: usize) -> Vec<f64> {
     g
 }
 
-fn reference(n: usize, steps: usize) -> Vec<f64> {
+pub fn reference(n: usize, steps: usize) -> Vec<f64> {
     let (mut a, mut b) = (initial(n), vec![0.0; n * n]);
     for _ in 0..steps {
         step_rows(&a, 0, &mut b, 0, n, n);
@@ -101,7 +101,7 @@ fn run_band(band: Band) -> u64 {
     band.steps
 }
 
-fn run_pool(workers: usize, n: usize, steps: usize) -> (Vec<f64>, Duration) {
+pub fn run_pool(workers: usize, n: usize, steps: usize) -> (Vec<f64>, Duration) {
     let pool = Pool::new(workers).expect("start pool");
     let grids = [SharedArray::<f64>::create(None, n * n).unwrap(), SharedArray::<f64>::create(None, n * n).unwrap()];
     grids[0].copy_from_slice(0, &initial(n)).unwrap();
