@@ -5,6 +5,7 @@
 //! (SIGBUS, SIGSEGV) is a bug in shmkit, or a broken invariant.
 
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -134,10 +135,13 @@ fn check_validate(bytes: &[u8], file_len: u64) {
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
-/// A uniquely named file in `/dev/shm`, removed on drop.
+/// A uniquely named file in `/dev/shm`, removed on drop. It holds the shared `flock` of
+/// the liveness protocol, so a concurrent `shmkit::segment::gc()` (another test, another
+/// tool) never removes it from under the check, even when its bytes look like a segment.
 pub struct ShmFile {
     /// The POSIX name, with its leading `/`.
     pub name: String,
+    _live: Option<std::fs::File>,
 }
 
 impl ShmFile {
@@ -146,14 +150,16 @@ impl ShmFile {
     pub fn new(data: &[u8]) -> ShmFile {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let name = format!("/fuzz-shmkit-{}-{n}", std::process::id());
-        let file = ShmFile { name };
+        let mut file = ShmFile { name, _live: None };
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(file.path())
             .expect("create the fuzz file in /dev/shm");
+        shmkit::sys::fd::flock(f.as_fd(), shmkit::sys::fd::Flock::Shared).expect("flock the fuzz file");
         f.write_all(data).expect("write the fuzz file");
+        file._live = Some(f);
         file
     }
 
@@ -171,6 +177,7 @@ impl Drop for ShmFile {
 /// Target `open_file`: the fuzz bytes become a real `/dev/shm` file, which every open path
 /// must reject with an error or accept consistently, never panic or fault.
 pub fn check_open_file(data: &[u8]) {
+    let data = &tame_claim_init(data);
     let file = ShmFile::new(data);
     let name = file.name.as_str();
     let file_len = data.len() as u64;
@@ -236,6 +243,29 @@ pub fn check_open_file(data: &[u8]) {
         }
         Err(e) => assert!(file_len == 0, "open_raw refused a {file_len}-byte file: {e}"),
     }
+}
+
+/// Offset of the claim table's `init` word: the first word of the control block, right
+/// after the header (a layout other languages rely on, see `shared/claims.rs`).
+const CLAIM_INIT_AT: usize = HEADER_SIZE;
+/// `init` value of an initialised claim table ("CLM1").
+const CLAIM_TABLE_READY: u32 = 0x434c_4d31;
+
+/// A claim table whose `init` word is neither 0 (never initialised) nor ready looks like one
+/// another process is initialising right now: opening it waits one second before taking
+/// over. That path is bounded and tested elsewhere; here it would only slow the fuzzer to a
+/// crawl, so such a word becomes 0 or ready (by its low bit), keeping both lazy
+/// initialisation and the ready path under fuzz.
+fn tame_claim_init(data: &[u8]) -> Vec<u8> {
+    let mut data = data.to_vec();
+    if let Some(word) = data.get_mut(CLAIM_INIT_AT..CLAIM_INIT_AT + 4) {
+        let init = u32::from_ne_bytes([word[0], word[1], word[2], word[3]]);
+        if init != 0 && init != CLAIM_TABLE_READY {
+            let tamed = if init & 1 == 1 { CLAIM_TABLE_READY } else { 0 };
+            word.copy_from_slice(&tamed.to_ne_bytes());
+        }
+    }
+    data
 }
 
 /// Read the first and last payload byte: faults (SIGBUS) if the mapping outruns the file.
