@@ -264,6 +264,9 @@ impl Pool {
 
     /// `f` over every item, results in order. Chunks as Python does (about four chunks per
     /// worker); see [`map_chunksize`](Self::map_chunksize).
+    ///
+    /// Fails fast: the first failed chunk (a panic, a dead worker) is returned as soon as it
+    /// is known; chunks already queued still run in the workers, their results are dropped.
     pub fn map<A: Pod, R: Pod>(&self, f: fn(A) -> R, items: impl IntoIterator<Item = A>) -> Result<Vec<R>, PoolError> {
         let items: Vec<A> = items.into_iter().collect();
         let per = items.len().div_ceil(self.processes() * 4).max(1);
@@ -332,6 +335,10 @@ impl Pool {
         let batch = Arc::new(Batch::new(n, res_size));
         let mut next = 0;
         self.core.drive(Deadline::never(), |core, d| {
+            if batch.failed() {
+                // Fail fast: the rest still runs in the workers, its results are dropped.
+                return Ok(Some(()));
+            }
             while next < n {
                 let count = per.min(n - next);
                 let part = [&bytes[next * step..(next + count) * step]];

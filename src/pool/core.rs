@@ -74,6 +74,11 @@ impl Batch {
         self.remaining.load(Ordering::Acquire) == 0
     }
 
+    /// Whether some item has failed already.
+    pub fn failed(&self) -> bool {
+        self.out.lock().unwrap_or_else(PoisonError::into_inner).1.is_some()
+    }
+
     /// The bytes, or the error of the lowest failed item.
     pub fn finish(&self) -> Result<Vec<u8>, PoolError> {
         let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
