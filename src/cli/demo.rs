@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use shmkit::SharedAtomic;
+use shmkit::shared::SharedObject;
+use shmkit::sync::Mutex;
 
 use super::{Args, CliError};
 
@@ -177,22 +179,22 @@ fn wait_all(children: &[libc::pid_t]) -> Result<(), CliError> {
     failed.map_or(Ok(()), |m| Err(CliError::Failed(m)))
 }
 
-/// The locked counter (temporary: SharedValue's lock until the Mutex lands).
-struct LockedCounter(shmkit::SharedValue<u64>);
+/// The locked counter: a robust process-shared `Mutex<u64>` alone in an anonymous segment.
+struct LockedCounter(SharedObject<Mutex<u64>>);
 
 impl LockedCounter {
     fn new() -> Result<Self, CliError> {
-        Ok(LockedCounter(shmkit::SharedValue::anonymous(0)?))
+        Ok(LockedCounter(SharedObject::anonymous(|_| {})?))
     }
 
     fn run(&self, increments: u64) -> Result<(), CliError> {
         for _ in 0..increments {
-            *self.0.lock()? += 1;
+            *self.0.lock().map_err(|e| CliError::Failed(e.to_string()))? += 1;
         }
         Ok(())
     }
 
     fn get(&self) -> Result<u64, CliError> {
-        Ok(self.0.get()?)
+        Ok(*self.0.lock().map_err(|e| CliError::Failed(e.to_string()))?)
     }
 }
