@@ -111,8 +111,8 @@ impl Barrier {
         self.parties as usize
     }
 
-    /// Parties currently waiting (0 while broken after a timeout is not guaranteed:
-    /// they stay counted until [`reset`](Self::reset)).
+    /// Parties that arrived in the current round. After a timeout or [`abort`](Self::abort)
+    /// they stay counted until [`reset`](Self::reset).
     pub fn n_waiting(&self) -> usize {
         (Half::Low.of(self.state.load(Ordering::Relaxed)) & ARRIVED_MASK) as usize
     }
