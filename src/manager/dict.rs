@@ -154,11 +154,11 @@ impl<K: DictKey + ?Sized, V: Element> std::fmt::Debug for SharedDict<K, V> {
     }
 }
 
-/// Recovery counters of a dict (for tests and monitoring).
+/// Recovery counters of a dict or list (for tests and monitoring).
 #[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DictStats {
-    /// Stripe locks acquired from a dead holder.
+pub struct RecoveryStats {
+    /// Locks acquired from a dead holder.
     pub owner_died: u64,
     /// Half-done operations rolled back.
     pub rollbacks: u64,
@@ -535,12 +535,18 @@ impl<K: DictKey + ?Sized, V: Element> SharedDict<K, V> {
 
     /// Recovery counters.
     #[doc(hidden)]
-    pub fn stats(&self) -> DictStats {
+    pub fn stats(&self) -> RecoveryStats {
         let live = self.table().live();
-        DictStats {
+        RecoveryStats {
             owner_died: live.owner_died.load(Ordering::Relaxed),
             rollbacks: live.rollbacks.load(Ordering::Relaxed),
         }
+    }
+
+    /// Whether a journal records an operation in flight (for tests that stop a process there).
+    #[doc(hidden)]
+    pub fn journal_in_flight(&self) -> bool {
+        self.table().in_flight()
     }
 
     /// Whether the stripe of `key` has a free node (to tell `StripeFull` from a bug).

@@ -45,6 +45,8 @@ struct ListHead {
     _pad: u32,
     len: AtomicU64,
     journal_index: AtomicU64,
+    owner_died: AtomicU64,
+    rollbacks: AtomicU64,
 }
 
 const HEAD_OFF: usize = 64;
@@ -171,6 +173,7 @@ impl<T: Element> Locked<'_, T> {
         }
         compiler_fence(Ordering::SeqCst);
         head.state.store(IDLE, Ordering::Release);
+        head.rollbacks.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -265,6 +268,9 @@ impl<T: Element> SharedList<T> {
         let how = head.lock.lock_until(Deadline::from_timeout(self.timeout))?;
         let locked = Locked { list: self, _not_send: PhantomData };
         let died = how == Acquired::OwnerDied;
+        if died {
+            head.owner_died.fetch_add(1, Ordering::Relaxed);
+        }
         let repaired = if died || head.state.load(Ordering::Acquire) != IDLE { locked.roll_back() } else { Ok(()) };
         if died {
             // SAFETY: we hold the lock.
@@ -362,6 +368,22 @@ impl<T: Element> SharedList<T> {
         let l = self.lock()?;
         let len = l.len()? as usize;
         Ok((0..len).map(|i| l.read(i)).collect())
+    }
+
+    /// Recovery counters.
+    #[doc(hidden)]
+    pub fn stats(&self) -> super::RecoveryStats {
+        let head = self.head();
+        super::RecoveryStats {
+            owner_died: head.owner_died.load(Ordering::Relaxed),
+            rollbacks: head.rollbacks.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether the journal records a `set` in flight (for tests that stop a process there).
+    #[doc(hidden)]
+    pub fn journal_in_flight(&self) -> bool {
+        self.head().state.load(Ordering::Relaxed) != IDLE
     }
 
     /// The fixed capacity.

@@ -91,7 +91,7 @@ mod layout;
 mod list;
 mod stripe;
 
-pub use dict::{DEFAULT_MAX_KEY_LEN, DictOptions, DictStats, SharedDict};
+pub use dict::{DEFAULT_MAX_KEY_LEN, DictOptions, RecoveryStats, SharedDict};
 pub use error::ManagerError;
 pub use key::{DictKey, key_hash};
 pub use layout::{MAX_CAPACITY, MAX_KEY_LEN, MAX_STRIPES};

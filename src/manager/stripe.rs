@@ -135,6 +135,12 @@ impl<'a> Table<'a> {
         Ok(self.values.wrapping_add(index * self.g.value_size))
     }
 
+    /// Whether some stripe's journal records an operation in flight (read without locks;
+    /// meaningful only while the processes using the dict are stopped).
+    pub(crate) fn in_flight(&self) -> bool {
+        (0..self.g.stripes as usize).any(|s| self.head(s).state.load(Ordering::Relaxed) != IDLE)
+    }
+
     /// Lock stripe `s`, repairing it first if its previous holder died in mid-operation.
     pub(crate) fn lock(&self, s: usize, deadline: Deadline) -> Result<StripeGuard<'a>, ManagerError> {
         let head = self.head(s);
