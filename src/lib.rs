@@ -35,6 +35,8 @@ compile_error!(
 
 pub mod channel;
 pub mod manager;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 pub mod pool;
 pub mod process;
 pub mod segment;
