@@ -22,7 +22,7 @@ pub(crate) const MAX_POS: u64 = 1 << 62;
 /// How often an attempt re-reads a slot a peer holds before it reports the slot busy.
 const BUSY_SPINS: u32 = 64;
 /// Re-reads of an inconsistent (stale) snapshot before it is reported as corrupt.
-const STALE_RETRIES: u32 = 1 << 16;
+const STALE_RETRIES: u32 = 1 << 10;
 
 /// Stamp of a slot that waits for the message of position `p`.
 #[inline]
@@ -296,8 +296,17 @@ impl<'a, L: SlotLock, H: Hook> Ring<'a, L, H> {
                     let Some(held) = acquire(&slot.lock).map_err(PutFail::Corrupt)? else {
                         return Err(PutFail::Busy);
                     };
+                    // While we hold slot(tail), neither `tail` (claimed only under this lock)
+                    // nor a consumer of `prev` can move.
+                    if self.hdr.tail.0.load(Acquire) != tail {
+                        continue;
+                    }
+                    let head = self.hdr.head.0.load(Acquire);
+                    if head > tail {
+                        return Err(PutFail::Corrupt("the head position is past the tail"));
+                    }
                     let now = slot.stamp.load(Acquire);
-                    if (now == free(prev) || now == full(prev)) && self.hdr.head.0.load(Acquire) > prev {
+                    if (now == free(prev) || now == full(prev)) && head > prev {
                         // Its consumer died between claiming and releasing: the message
                         // of `prev` went with it. Free the slot for `tail`.
                         slot.stamp.store(free(tail), Release);
@@ -380,10 +389,13 @@ impl<'a, L: SlotLock, H: Hook> Ring<'a, L, H> {
             let Some(held) = acquire(&slot.lock).map_err(GetFail::Corrupt)? else {
                 return Err(GetFail::Pending); // the producer is alive, writing
             };
-            if slot.stamp.load(Acquire) == free(head)
-                && self.hdr.head.0.load(Acquire) == head
-                && (self.hdr.tail.0.load(Acquire) & !CLOSED) > head
-            {
+            // While we hold slot(head), `head` cannot move (claimed only under this lock),
+            // and producers cannot be more than a lap ahead of it.
+            let tail = self.hdr.tail.0.load(Acquire) & !CLOSED;
+            if self.hdr.head.0.load(Acquire) == head && tail > head + self.cap() {
+                return Err(GetFail::Corrupt("the tail position is more than a lap past the head"));
+            }
+            if slot.stamp.load(Acquire) == free(head) && self.hdr.head.0.load(Acquire) == head && tail > head {
                 // Claimed, unpublished, and nobody holds the slot: its producer died after
                 // claiming. Skip the position.
                 if self.hdr.head.0.compare_exchange(head, head + 1, SeqCst, Relaxed).is_ok() {
