@@ -59,7 +59,7 @@ fn consume(q: &Queue<Msg>, seen: &SharedArray<u32>) -> i32 {
     loop {
         match q.get_timeout(LIMIT) {
             Ok(m) => {
-                if m.checksum != checksum(m.producer, m.seq, &m.payload) || m.producer >= PRODUCERS + 1 {
+                if m.checksum != checksum(m.producer, m.seq, &m.payload) || m.producer > PRODUCERS {
                     return 5;
                 }
                 let i = (m.producer * PER_PRODUCER + m.seq) as usize;
