@@ -129,7 +129,7 @@ impl SegmentOptions {
                 return Err(SegmentError::io("mmap", &name, e));
             }
         };
-        Ok(Segment::assemble(map, Some(name), None, 0, len, true))
+        Ok(Segment::assemble(map, Some(name), None, 0, len, Some(sysfd::getpid())))
     }
 
     /// Open a raw segment (any file in `/dev/shm`, for example one made by Python's
@@ -143,7 +143,7 @@ impl SegmentOptions {
             return Err(SegmentError::ZeroLength);
         }
         let map = Mapping::new(fd, len).map_err(|e| SegmentError::io("mmap", &name, e))?;
-        Ok(Segment::assemble(map, Some(name), None, 0, len, false))
+        Ok(Segment::assemble(map, Some(name), None, 0, len, None))
     }
 }
 
@@ -401,9 +401,9 @@ impl Segment {
         header: Option<HeaderInfo>,
         payload_offset: usize,
         payload_len: usize,
-        creator: bool,
+        unlink_in: Option<u32>,
     ) -> Segment {
-        Segment { map, name, header, payload_offset, payload_len, unlink_in: creator.then(sysfd::getpid) }
+        Segment { map, name, header, payload_offset, payload_len, unlink_in }
     }
 
     /// `shm_open(O_CREAT|O_EXCL)`, `LOCK_SH`, size and reserve. Unlinks on failure.
@@ -484,6 +484,8 @@ impl Segment {
         let mut guard = UnlinkGuard(name.as_deref());
         let label = name.as_deref().unwrap_or("");
         let map = Mapping::new(fd, total as usize).map_err(|e| SegmentError::io("mmap", label, e))?;
+        // One getpid (a real syscall) for both the header and the unlink-on-drop owner.
+        let pid = sysfd::getpid();
         let info = HeaderInfo {
             version: header::FORMAT_VERSION,
             kind: layout.kind,
@@ -491,7 +493,7 @@ impl Segment {
             payload_offset: offset,
             payload_len,
             elem_count: layout.elem_count,
-            creator_pid: sysfd::getpid(),
+            creator_pid: pid,
             created_unix_ns: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64),
         };
         let raw = header::build(&info);
@@ -503,8 +505,8 @@ impl Segment {
             std::ptr::write(base.cast::<RawHeader>(), raw);
             AtomicU64::from_ptr(base.cast::<u64>()).store(u64::from_ne_bytes(MAGIC), Ordering::Relaxed);
         }
-        let seg =
-            Segment::assemble(map, name.clone(), Some(info), offset as usize, payload_len as usize, name.is_some());
+        let unlink_in = name.is_some().then_some(pid);
+        let seg = Segment::assemble(map, name.clone(), Some(info), offset as usize, payload_len as usize, unlink_in);
         init(&seg)?;
         // SAFETY: offset 12 is the 4-aligned `state` word inside the mapped header.
         let state = unsafe { AtomicU32::from_ptr(base.add(12).cast::<u32>()) };
@@ -577,7 +579,7 @@ impl Segment {
             });
         }
         let (offset, len) = (info.payload_offset as usize, info.payload_len as usize);
-        Ok(Segment::assemble(map, name, Some(info), offset, len, false))
+        Ok(Segment::assemble(map, name, Some(info), offset, len, None))
     }
 
     /// Read `state` with Acquire, then snapshot and validate the header.

@@ -40,8 +40,10 @@ pub fn generate() -> Result<String, SegmentError> {
     })?;
     let mut s = String::with_capacity(DEFAULT_PREFIX.len() + 32);
     s.push_str(DEFAULT_PREFIX);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {
-        s.push_str(&format!("{b:02x}"));
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 0xf)]));
     }
     Ok(s)
 }
