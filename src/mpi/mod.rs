@@ -93,6 +93,14 @@ pub enum MpiError {
         /// The call.
         what: &'static str,
     },
+    /// The node's fence barrier failed (broken: only if something else aborted it).
+    #[error(
+        "the fence barrier of a NodeArray failed ({source}); every rank of the node must fence the array the same number of times"
+    )]
+    Fence {
+        /// The barrier's error.
+        source: crate::sync::LockError,
+    },
     /// The per-rank element counts of a [`HaloArray`] are unusable.
     #[error("bad HaloArray counts: {reason}; give one count per rank, each at least the halo width")]
     BadCounts {

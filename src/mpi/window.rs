@@ -6,18 +6,27 @@
 //! The array has two buffers, *front* and *back*, each a window of which every rank owns
 //! one part. During an epoch every rank may read every part of the front and write its own
 //! part of the back, and nothing else. [`NodeArray::fence`] ends the epoch: `MPI_Win_sync`
-//! (all of this rank's writes are visible), a barrier on a communicator private to this
-//! array, `MPI_Win_sync` again, then front and back swap. So:
+//! (all of this rank's writes are visible), a barrier private to this array, `MPI_Win_sync`
+//! again, then front and back swap. So:
 //!
 //! - no rank writes a buffer that another rank reads in the same epoch (front is read-only,
 //!   the back part is written by its owner only), and no two `&mut` overlap;
 //! - all ranks agree which buffer is the front: the `k`-th fence of one rank can only pass
-//!   once every rank of the node entered its own `k`-th fence (barriers on a communicator
-//!   match in call order, and nobody else uses this one), so while a rank runs epoch `k`, the
-//!   others run epoch `k` or wait in a fence next to it; the front of epoch `k` is buffer
-//!   `k % 2` for all of them;
+//!   once every rank of the node entered its own `k`-th fence (the barrier's rounds complete
+//!   in order, and nobody else uses it), so while a rank runs epoch `k`, the others run epoch
+//!   `k` or wait in a fence next to it; the front of epoch `k` is buffer `k % 2` for all;
 //! - views borrow the array and `fence` takes `&mut self`: safe code cannot hold a view
 //!   across a fence, so it cannot read a part that a neighbour writes in the next epoch.
+//!
+//! # The barrier
+//!
+//! The fence's barrier is shmkit's own process-shared [`Barrier`] (the one pool workers
+//! meet at), placed in a third, tiny shared window: it sleeps on a futex instead of
+//! spinning as `MPI_Barrier` does, so ranks that share cores with other work (or with each
+//! other) do not steal the CPU from the rank still computing. Its rounds are acquire/release
+//! synchronisation, so every write before the fence happens-before every read after it.
+//! Nodes of more than 65 535 ranks (the barrier's limit) use `MPI_Barrier` on a communicator
+//! private to the array instead.
 
 use std::marker::PhantomData;
 use std::ptr::NonNull;
@@ -28,6 +37,7 @@ use mpi::traits::{Communicator, CommunicatorCollectives};
 use super::sys::SharedWin;
 use super::{MpiError, Node};
 use crate::shared::Element;
+use crate::sync::Barrier;
 
 /// An array shared by the ranks of one [`Node`]: each rank owns a part (its own length),
 /// in two buffers. Made by [`NodeArray::new`] (collective over the node).
@@ -57,7 +67,10 @@ use crate::shared::Element;
 pub struct NodeArray<'n, T: Element> {
     node: &'n Node,
     comm: SimpleCommunicator,
-    wins: [SharedWin; 2],
+    /// Front/back buffers, then the window holding the barrier (on node rank 0).
+    wins: [SharedWin; 3],
+    /// The fence's futex barrier in `wins[2]`, or `None` to use `MPI_Barrier` on `comm`.
+    barrier: Option<NonNull<Barrier>>,
     /// Base of each node rank's part, per buffer.
     parts: [Vec<NonNull<T>>; 2],
     lens: Vec<usize>,
@@ -98,6 +111,10 @@ impl<'n, T: Element> NodeArray<'n, T> {
         let (w0, b0) = unsafe { SharedWin::allocate(&comm, bytes) }?;
         // SAFETY: as above, the next collective on `comm`.
         let (w1, b1) = unsafe { SharedWin::allocate(&comm, bytes) }?;
+        let parties = u16::try_from(node.node_size()).ok().filter(|&n| n > 1);
+        let barrier_bytes = if node.node_rank() == 0 { std::mem::size_of::<Barrier>() } else { 0 };
+        // SAFETY: as above, the next collective on `comm`.
+        let (w2, _) = unsafe { SharedWin::allocate(&comm, barrier_bytes) }?;
         for base in [b0, b1] {
             if len > 0 {
                 // SAFETY: MPI gave this rank `bytes` bytes at `base`; nobody reads them before
@@ -108,7 +125,8 @@ impl<'n, T: Element> NodeArray<'n, T> {
         let mut array = NodeArray {
             node,
             comm,
-            wins: [w0, w1],
+            wins: [w0, w1, w2],
+            barrier: None,
             parts: [Vec::new(), Vec::new()],
             lens: Vec::new(),
             epoch: 0,
@@ -117,7 +135,7 @@ impl<'n, T: Element> NodeArray<'n, T> {
         let mut lens = vec![0u64; node.node_size()];
         array.comm.all_gather_into(&(len as u64), &mut lens[..]);
         array.lens = lens.into_iter().map(|l| l as usize).collect();
-        for (buf, win) in array.wins.iter().enumerate() {
+        for (buf, win) in array.wins[..2].iter().enumerate() {
             for (rank, &want) in array.lens.iter().enumerate() {
                 // SAFETY: `rank` < node size = the window communicator's size.
                 let (got, base) = unsafe { win.query(rank) }?;
@@ -127,8 +145,21 @@ impl<'n, T: Element> NodeArray<'n, T> {
                 array.parts[buf].push(base.cast::<T>());
             }
         }
-        array.fence_only()?; // the zeroes are visible everywhere before anyone reads
-        array.epoch = 0;
+        // SAFETY: rank 0 is in the window's communicator.
+        let (got, base) = unsafe { array.wins[2].query(0) }?;
+        let barrier = base.cast::<Barrier>();
+        if got != std::mem::size_of::<Barrier>() || barrier.as_ptr().align_offset(std::mem::align_of::<Barrier>()) != 0
+        {
+            return Err(MpiError::BadWindow { rank: 0, bytes: got, expected: std::mem::size_of::<Barrier>() });
+        }
+        if let (Some(parties), 0) = (parties, node.node_rank()) {
+            // SAFETY: rank 0's part of the barrier window: in bounds and aligned (checked just
+            // above), and nobody else touches it before the MPI barrier in `fence_only` below.
+            unsafe { barrier.as_ptr().write(Barrier::new(parties)) };
+        }
+        // The zeroes and the barrier are visible to every rank before anyone reads them.
+        array.fence_only()?;
+        array.barrier = parties.map(|_| barrier);
         Ok(array)
     }
 
@@ -198,7 +229,14 @@ impl<'n, T: Element> NodeArray<'n, T> {
         for w in &self.wins {
             w.sync()?;
         }
-        self.comm.barrier();
+        match self.barrier {
+            // SAFETY: `ptr` is the Barrier that node rank 0 wrote into the barrier window
+            // before the MPI barrier at the end of `new`; the window stays mapped while `self`
+            // lives; a Barrier is made to be shared as `&Barrier` between processes (atomics
+            // only, ShmSafe), and nobody writes it by other means.
+            Some(ptr) => unsafe { ptr.as_ref() }.wait().map(drop).map_err(|source| MpiError::Fence { source })?,
+            None => self.comm.barrier(),
+        }
         for w in &self.wins {
             w.sync()?;
         }
@@ -207,7 +245,7 @@ impl<'n, T: Element> NodeArray<'n, T> {
 }
 
 impl<T: Element> Drop for NodeArray<'_, T> {
-    /// Frees both windows: collective over the node, like every MPI window free. While
+    /// Frees the windows: collective over the node, like every MPI window free. While
     /// panicking the windows are leaked instead (a collective call could hang on ranks that
     /// are not panicking; the job is going down anyway).
     fn drop(&mut self) {
