@@ -20,6 +20,17 @@ static ONE_JOB: Mutex<()> = Mutex::new(());
 /// Run `rank_test` on `ranks` ranks with `SHMKIT_MPI_SPLIT=split`; panic (with the job's
 /// output) unless every rank passes within [`DEADLINE`].
 fn mpiexec(ranks: usize, split: &str, rank_test: &str) {
+    match run_job(ranks, split, rank_test) {
+        (Some(s), _) if s.success() => {}
+        (Some(s), output) => panic!("{rank_test} on {ranks} ranks (split {split}) failed: {s}\n{output}"),
+        (None, output) => {
+            panic!("{rank_test} on {ranks} ranks (split {split}) did not finish within {DEADLINE:?}\n{output}")
+        }
+    }
+}
+
+/// Run the job; its exit status (`None`: killed at [`DEADLINE`]) and output.
+fn run_job(ranks: usize, split: &str, rank_test: &str) -> (Option<std::process::ExitStatus>, String) {
     let _one = ONE_JOB.lock().unwrap_or_else(|e| e.into_inner());
     let exe = std::env::current_exe().expect("test binary path");
     let log_path = std::env::temp_dir().join(format!("shmkit-mpi-test-{}-{rank_test}-{split}.log", std::process::id()));
@@ -48,11 +59,7 @@ fn mpiexec(ranks: usize, split: &str, rank_test: &str) {
     };
     let output = std::fs::read_to_string(&log_path).unwrap_or_default();
     let _ = std::fs::remove_file(&log_path);
-    match status {
-        Some(s) if s.success() => {}
-        Some(s) => panic!("{rank_test} on {ranks} ranks (split {split}) failed: {s}\n{output}"),
-        None => panic!("{rank_test} on {ranks} ranks (split {split}) did not finish within {DEADLINE:?}\n{output}"),
-    }
+    (status, output)
 }
 
 /// Initialise MPI for a rank test; a panic on any rank aborts the whole job at once (as
@@ -106,6 +113,32 @@ fn halo_array_matches_serial_three_ranks_mixed() {
 #[test]
 fn halo_array_rejects_bad_arguments() {
     mpiexec(2, "shared", "rank_halo_array_rejects_bad_arguments");
+}
+
+#[test]
+fn a_dead_rank_aborts_the_job() {
+    // Rank 1 is SIGKILLed while rank 0 waits for it in a fence: no per-rank recovery as in
+    // the pool, but no hang either: the process manager ends the whole job with an error.
+    let start = Instant::now();
+    let (status, output) = run_job(2, "shared", "rank_dies_before_fence");
+    let status = status.unwrap_or_else(|| panic!("the job hung after a rank died\n{output}"));
+    assert!(!status.success(), "a job with a dead rank must fail\n{output}");
+    assert!(start.elapsed() < Duration::from_secs(30), "took {:?}", start.elapsed());
+}
+
+#[test]
+#[ignore = "runs on every rank under mpiexec (see a_dead_rank_aborts_the_job)"]
+fn rank_dies_before_fence() {
+    let universe = init_rank();
+    let node = Node::new(&universe.world()).expect("node");
+    let mut a = NodeArray::<f64>::new(&node, 16).expect("allocate");
+    a.back_mut().fill(1.0);
+    if node.world_rank() == 1 {
+        // SAFETY: raise(2) has no memory-safety preconditions; SIGKILL ends this process.
+        unsafe { libc::raise(libc::SIGKILL) };
+    }
+    a.fence().expect("fence"); // rank 0 waits here for a rank that is gone
+    unreachable!("the fence cannot complete without rank 1");
 }
 
 #[test]
