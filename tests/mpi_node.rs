@@ -181,6 +181,15 @@ fn rank_node_array_epochs() {
         }
         a.fence().expect("fence");
     }
+
+    // A rank may own nothing.
+    let mut empty = NodeArray::<f64>::new(&node, if me == 0 { 4 } else { 0 }).expect("allocate");
+    assert_eq!(empty.is_empty(), me != 0);
+    empty.back_mut().fill(2.5);
+    empty.fence().expect("fence");
+    let front = empty.front();
+    assert_eq!(front.part(0).expect("part 0"), &[2.5; 4]);
+    assert!((1..front.len()).all(|r| front.part(r).expect("part").is_empty()));
 }
 
 /// A deterministic 1-D stencil over a distributed `u64` array with halo 3, checked against

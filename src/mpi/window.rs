@@ -78,13 +78,9 @@ pub struct NodeArray<'n, T: Element> {
     _t: PhantomData<T>,
 }
 
-// SAFETY: the raw part pointers point into window memory that stays mapped while the array
-// lives, and all access to it goes through `&self` / `&mut self` with the epoch rules above;
-// `T: Send + Sync` (Element). Moving the array or sharing `&NodeArray` between threads is as
-// sound as for a `Vec<T>` (MPI calls from several threads need the matching threading level,
-// which rsmpi's `initialize_with_threading` checks).
-unsafe impl<T: Element> Send for NodeArray<'_, T> {}
-// SAFETY: as above: `&NodeArray` only gives `&[T]` views of the front.
+// SAFETY: `&NodeArray` only gives `&[T]` views of the front (no MPI calls, no writes), and
+// `T: Sync` (Element); the raw part pointers point into window memory that stays mapped while
+// the array lives. (Not `Send`: its fence calls MPI, which rsmpi initialises for one thread.)
 unsafe impl<T: Element> Sync for NodeArray<'_, T> {}
 
 impl<T: Element> std::fmt::Debug for NodeArray<'_, T> {
@@ -139,10 +135,11 @@ impl<'n, T: Element> NodeArray<'n, T> {
             for (rank, &want) in array.lens.iter().enumerate() {
                 // SAFETY: `rank` < node size = the window communicator's size.
                 let (got, base) = unsafe { win.query(rank) }?;
-                if got != want * elem || base.as_ptr().align_offset(std::mem::align_of::<T>()) != 0 {
+                if got != want * elem || (want > 0 && base.as_ptr().align_offset(std::mem::align_of::<T>()) != 0) {
                     return Err(MpiError::BadWindow { rank, bytes: got, expected: want * elem });
                 }
-                array.parts[buf].push(base.cast::<T>());
+                // An empty part may have a null or unaligned base: never dereferenced.
+                array.parts[buf].push(if want == 0 { NonNull::dangling() } else { base.cast::<T>() });
             }
         }
         // SAFETY: rank 0 is in the window's communicator.
@@ -266,6 +263,12 @@ pub struct Front<'a, T> {
     lens: &'a [usize],
     own: usize,
 }
+
+// SAFETY: a `Front` is a set of `&[T]` views of memory nobody writes while it lives (module
+// docs); sending or sharing it is sending or sharing `&[T]`, sound for `T: Sync`.
+unsafe impl<T: Sync> Send for Front<'_, T> {}
+// SAFETY: as above.
+unsafe impl<T: Sync> Sync for Front<'_, T> {}
 
 impl<T> Clone for Front<'_, T> {
     fn clone(&self) -> Self {
