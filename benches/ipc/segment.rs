@@ -5,6 +5,7 @@
 //! | `segment_create_unlink_1mib`            | `SegmentOptions::new().reserve(false).create(None, 1 MiB)`, drop (unmap, close, unlink) |
 //! | `segment_create_unlink_1mib_reserved`   | the same with the default `reserve(true)` (`posix_fallocate`) |
 //! | `floor_shm_open_unlink_1mib`            | `shm_open(O_CREAT|O_EXCL)`, `ftruncate`, `mmap(MAP_SHARED)`, `munmap`, `close`, `shm_unlink` |
+//! | `floor_shm_open_touch_unlink_1mib`      | the same, plus one write to the first page (what writing any header costs: a page fault, a zeroed page) |
 //! | `segment_open_1mib`                     | `Segment::open` of an existing 1 MiB segment, drop            |
 //! | `floor_shm_open_map_1mib`               | `shm_open`, `fstat`, `mmap`, read the first word, `munmap`, `close` |
 
@@ -32,7 +33,12 @@ pub fn run(h: &mut Harness) {
 }
 
 fn create(h: &Harness) {
-    let names = ["segment_create_unlink_1mib", "segment_create_unlink_1mib_reserved", "floor_shm_open_unlink_1mib"];
+    let names = [
+        "segment_create_unlink_1mib",
+        "segment_create_unlink_1mib_reserved",
+        "floor_shm_open_unlink_1mib",
+        "floor_shm_open_touch_unlink_1mib",
+    ];
     if !h.wants_any(&names) {
         return;
     }
@@ -49,15 +55,29 @@ fn create(h: &Harness) {
         batch += 1;
         let names: Vec<CString> =
             (0..iters).map(|i| CString::new(format!("{}{batch}-{i}", floor_prefix())).expect("no NUL")).collect();
-        time_iters(iters, |i| floor_create_unlink(&names[i], MIB))
+        time_iters(iters, |i| floor_create_unlink(&names[i], MIB, false))
+    };
+    let mut touch_batch = 0usize;
+    let mut floor_touch = |iters: usize| {
+        touch_batch += 1;
+        let names: Vec<CString> = (0..iters)
+            .map(|i| CString::new(format!("{}t{touch_batch}-{i}", floor_prefix())).expect("no NUL"))
+            .collect();
+        time_iters(iters, |i| floor_create_unlink(&names[i], MIB, true))
     };
     let r = h.interleaved(
         ROUNDS,
         ITERS,
         "us",
-        &mut [(names[0], &mut ours), (names[1], &mut ours_reserved), (names[2], &mut floor)],
+        &mut [
+            (names[0], &mut ours),
+            (names[1], &mut ours_reserved),
+            (names[2], &mut floor),
+            (names[3], &mut floor_touch),
+        ],
     );
     h.ratio("segment_create_unlink_1mib_vs_floor", r[0], r[2]);
+    h.ratio("segment_create_unlink_1mib_vs_touch_floor", r[0], r[3]);
     h.ratio("segment_create_unlink_1mib_reserved_vs_floor", r[1], r[2]);
 }
 
@@ -84,8 +104,9 @@ fn check(ok: bool, what: &str) {
     assert!(ok, "{what}: {}", std::io::Error::last_os_error());
 }
 
-/// The least a creator can do: create exclusively, size, map shared; then tear it all down.
-fn floor_create_unlink(name: &CString, len: usize) {
+/// The least a creator can do: create exclusively, size, map shared (and, with `touch`,
+/// write the first word, as writing a header must); then tear it all down.
+fn floor_create_unlink(name: &CString, len: usize, touch: bool) {
     // SAFETY: plain libc calls on a NUL-terminated name, a descriptor we own and a
     // mapping we made; nothing else refers to them.
     unsafe {
@@ -94,6 +115,9 @@ fn floor_create_unlink(name: &CString, len: usize) {
         check(libc::ftruncate(fd, len as libc::off_t) == 0, "ftruncate");
         let p = libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0);
         check(p != libc::MAP_FAILED, "mmap");
+        if touch {
+            std::ptr::write_volatile(p.cast::<u64>(), 1);
+        }
         check(libc::munmap(p, len) == 0, "munmap");
         check(libc::close(fd) == 0, "close");
         check(libc::shm_unlink(name.as_ptr()) == 0, "shm_unlink");
