@@ -52,14 +52,17 @@ pub fn run(mut args: Args) -> Result<(), CliError> {
     let unsync = race(processes, increments, Way::Unsynchronized)?;
     let locked = race(processes, increments, Way::Locked)?;
     let atomic = race(processes, increments, Way::Atomic)?;
+    // The dict section (src/cli/demo_dict.rs).
+    let dict = super::demo_dict::race(processes, super::demo_dict::increments_for(increments))?;
     if json {
         let obj = |o: &Outcome| format!("{{\"final\":{},\"per_second\":{:.0}}}", o.final_count, o.per_second(expected));
         println!(
             "{{\"processes\":{processes},\"increments\":{increments},\"expected\":{expected},\
-             \"unsynchronized\":{},\"locked\":{},\"atomic\":{}}}",
+             \"unsynchronized\":{},\"locked\":{},\"atomic\":{},\"dict\":{}}}",
             obj(&unsync),
             obj(&locked),
-            obj(&atomic)
+            obj(&atomic),
+            dict.json()
         );
     } else {
         println!("{processes} processes x {increments} increments on one shared counter (expected {expected})\n");
@@ -72,7 +75,9 @@ pub fn run(mut args: Args) -> Result<(), CliError> {
             "\nload-then-store loses updates when processes interleave; the robust Mutex and the \
              atomic fetch_add are exact."
         );
+        dict.print_table();
     }
+    dict.check()?;
     if locked.final_count != expected || atomic.final_count != expected || unsync.final_count > expected {
         return Err(CliError::Failed("a synchronized counter is wrong: this is a bug in shmkit".into()));
     }
@@ -136,7 +141,7 @@ fn unsynchronized(counter: &AtomicU64, increments: u64) {
 }
 
 /// Fork a child that runs `work` and exits with its code.
-fn fork(work: &dyn Fn() -> i32) -> Result<libc::pid_t, CliError> {
+pub(super) fn fork(work: &dyn Fn() -> i32) -> Result<libc::pid_t, CliError> {
     // SAFETY: the command line is single-threaded, so the child inherits no lock held by
     // another thread; it runs `work` and leaves with `_exit`, never returning here.
     let pid = unsafe { libc::fork() };
@@ -152,7 +157,7 @@ fn fork(work: &dyn Fn() -> i32) -> Result<libc::pid_t, CliError> {
 }
 
 /// Reap every child; a child that fails or hangs past a generous limit is an error.
-fn wait_all(children: &[libc::pid_t]) -> Result<(), CliError> {
+pub(super) fn wait_all(children: &[libc::pid_t]) -> Result<(), CliError> {
     let limit = Instant::now() + Duration::from_secs(600);
     let mut failed = None;
     for &pid in children {

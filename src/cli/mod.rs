@@ -2,6 +2,7 @@
 
 mod args;
 mod demo;
+mod demo_dict;
 mod inspect;
 mod json;
 mod segments;
@@ -14,7 +15,8 @@ shmkit — shared memory for multi-process Rust
 USAGE:
     shmkit demo [--processes P] [--increments N] [--json]
         P processes x N increments on one shared counter: unsynchronized (lost updates),
-        under a robust Mutex, and with an atomic fetch_add.
+        under a robust Mutex, and with an atomic fetch_add; then P processes x min(N, 1M)
+        updates of one SharedDict key: get + insert (lost updates) and update() (exact).
     shmkit ls [--all] [--json]
         Every shmkit segment in /dev/shm: kind, element type, length, bytes, creator, whether
         any live process maps it. --all lists foreign files too.
