@@ -209,8 +209,11 @@ impl<'n, T: Element> HaloArray<'n, T> {
                 pending.push(p.immediate_receive_into_with_tag(scope, bytes_mut(ghost_upper), TAG_TO_LOWER));
                 pending.push(p.immediate_send_with_tag(scope, bytes(last), TAG_TO_UPPER));
             }
-            for request in pending {
-                request.wait();
+            let mut polls = 0u32;
+            while !pending.is_empty() {
+                pending = pending.into_iter().filter_map(|request| request.test().err()).collect();
+                polls = polls.saturating_add(1);
+                back_off(polls);
             }
         });
         self.local.fence()
@@ -246,6 +249,19 @@ impl<'n, T: Element> HaloArray<'n, T> {
             start += count;
         }
         Ok(Some(all))
+    }
+}
+
+/// Waiting for halo messages: spin first (a neighbour's edge usually arrives within
+/// microseconds), then yield, then sleep briefly, so a rank waiting for a slower neighbour
+/// leaves the CPU to it when ranks share cores (`MPI_Wait` would spin at full speed).
+fn back_off(polls: u32) {
+    if polls < 200 {
+        std::hint::spin_loop();
+    } else if polls < 2_000 {
+        std::thread::yield_now();
+    } else {
+        std::thread::sleep(std::time::Duration::from_micros(20));
     }
 }
 
