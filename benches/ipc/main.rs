@@ -8,13 +8,15 @@
 //! calls `h.group("<area>")` first and measures through [`util::Harness`], then list it in
 //! `GROUPS` below. The whole binary must finish well under 5 minutes.
 
+mod dict;
+mod queue;
 mod segment;
 mod util;
 
 use util::Harness;
 
 /// Every area's entry point, in run order.
-const GROUPS: &[fn(&mut Harness)] = &[segment::run];
+const GROUPS: &[fn(&mut Harness)] = &[segment::run, dict::run, queue::run];
 
 fn main() {
     let mut h = Harness::from_args();

@@ -153,10 +153,11 @@ pub fn check_queue_ops(data: &[u8]) {
                 if hostile {
                     continue;
                 }
-                let want = if closed {
-                    Err(PutError::Closed(()))
-                } else if bytes && len > MAX_MSG {
+                // The size is checked first, then closed, then room.
+                let want = if bytes && len > MAX_MSG {
                     Err(PutError::TooLarge { msg: (), len, max: MAX_MSG })
+                } else if closed {
+                    Err(PutError::Closed(()))
                 } else if model.len() == cap {
                     Err(if timed { PutError::Timeout(()) } else { PutError::Full(()) })
                 } else {

@@ -54,6 +54,10 @@
 
 pub(crate) mod ring;
 
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod model;
+
 #[cfg(not(loom))]
 mod bytes;
 #[cfg(not(loom))]

@@ -57,6 +57,9 @@ pub(crate) fn wait<R>(
             }
         }
     }
+    // The first park skips `gone()` (a system call for pipes): a peer that hangs up wakes
+    // us, and one that dies is noticed after the first PARK_CAP.
+    let mut parked = false;
     loop {
         let seq = w.seq.load(Acquire);
         w.count.fetch_add(1, SeqCst);
@@ -71,7 +74,7 @@ pub(crate) fn wait<R>(
             leave(w, true);
             return Err(Stop::Timeout);
         }
-        if gone() {
+        if parked && gone() {
             leave(w, true);
             // One last look: the peer may have sent before it went.
             return match attempt() {
@@ -79,6 +82,7 @@ pub(crate) fn wait<R>(
                 Step::Retry => Err(Stop::Gone),
             };
         }
+        parked = true;
         let timed_out = futex::wait(&w.seq, seq, deadline, Some(PARK_CAP)) == futex::Wait::TimedOut;
         leave(w, timed_out && deadline.passed());
     }

@@ -8,9 +8,9 @@
 //! lock is a model of a robust mutex, so `tests/loom_queue.rs` checks this very code.
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, fence};
+pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64};
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, fence};
+pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 
@@ -20,9 +20,22 @@ pub(crate) const CLOSED: u64 = 1 << 63;
 /// Positions stay below this (stamps are `2 * position (+1)`), i.e. 4.6e18 messages.
 pub(crate) const MAX_POS: u64 = 1 << 62;
 /// How often an attempt re-reads a slot a peer holds before it reports the slot busy.
+#[cfg(not(loom))]
 const BUSY_SPINS: u32 = 64;
-/// Re-reads of an inconsistent (stale) snapshot before it is reported as corrupt.
+#[cfg(loom)]
+const BUSY_SPINS: u32 = 1;
+/// Re-reads of an inconsistent (stale) snapshot before it is reported as corrupt. A stale
+/// snapshot is fixed by one re-read once the racing operation has moved on, so any larger
+/// count means the words are corrupt.
+#[cfg(not(loom))]
 const STALE_RETRIES: u32 = 1 << 10;
+#[cfg(loom)]
+const STALE_RETRIES: u32 = 8;
+
+#[cfg(loom)]
+use loom::hint::spin_loop;
+#[cfg(not(loom))]
+use std::hint::spin_loop;
 
 /// Stamp of a slot that waits for the message of position `p`.
 #[inline]
@@ -256,7 +269,7 @@ impl<'a, L: SlotLock, H: Hook> Ring<'a, L, H> {
                     if busy > BUSY_SPINS {
                         return Err(PutFail::Busy);
                     }
-                    std::hint::spin_loop();
+                    spin_loop();
                     continue;
                 };
                 if self.hook.reach(Point::PutLocked) {
@@ -277,7 +290,8 @@ impl<'a, L: SlotLock, H: Hook> Ring<'a, L, H> {
                     std::mem::forget(held);
                     return Err(PutFail::Died);
                 }
-                slot.stamp.store(full(tail), Release);
+                // SeqCst RMW: pairs with the waiter's SeqCst fence (see `notify`).
+                slot.stamp.swap(full(tail), SeqCst);
                 drop(held);
                 notify(&self.hdr.consumers.0, 1);
                 return Ok(());
@@ -319,7 +333,7 @@ impl<'a, L: SlotLock, H: Hook> Ring<'a, L, H> {
                     if stale > STALE_RETRIES {
                         return Err(PutFail::Corrupt("a slot stamp does not match the tail position"));
                     }
-                    std::hint::spin_loop();
+                    spin_loop();
                 }
             }
         }
@@ -342,7 +356,7 @@ impl<'a, L: SlotLock, H: Hook> Ring<'a, L, H> {
                     if busy > BUSY_SPINS {
                         return Err(GetFail::Pending);
                     }
-                    std::hint::spin_loop();
+                    spin_loop();
                     continue;
                 };
                 if self.hook.reach(Point::GetLocked) {
@@ -363,7 +377,7 @@ impl<'a, L: SlotLock, H: Hook> Ring<'a, L, H> {
                     std::mem::forget(held);
                     return Err(GetFail::Died);
                 }
-                slot.stamp.store(free(head + self.cap()), Release);
+                slot.stamp.swap(free(head + self.cap()), SeqCst);
                 drop(held);
                 notify(&self.hdr.producers.0, 1);
                 return Ok(r);
@@ -382,7 +396,7 @@ impl<'a, L: SlotLock, H: Hook> Ring<'a, L, H> {
                 if stale > STALE_RETRIES {
                     return Err(GetFail::Corrupt("a slot stamp does not match the head position"));
                 }
-                std::hint::spin_loop();
+                spin_loop();
                 continue;
             }
             // Position `head` is claimed by a producer and not yet published.
@@ -399,7 +413,7 @@ impl<'a, L: SlotLock, H: Hook> Ring<'a, L, H> {
                 // Claimed, unpublished, and nobody holds the slot: its producer died after
                 // claiming. Skip the position.
                 if self.hdr.head.0.compare_exchange(head, head + 1, SeqCst, Relaxed).is_ok() {
-                    slot.stamp.store(free(head + self.cap()), Release);
+                    slot.stamp.swap(free(head + self.cap()), SeqCst);
                     self.hdr.info.0.abandoned.fetch_add(1, Relaxed);
                     drop(held);
                     notify(&self.hdr.producers.0, 1);
@@ -413,11 +427,14 @@ impl<'a, L: SlotLock, H: Hook> Ring<'a, L, H> {
 
 /// Tell parked threads of the other side that something changed (only when there are any:
 /// the uncontended path makes no system call).
+///
+/// Called right after a SeqCst read-modify-write of a stamp. A waiter increments `count`
+/// (SeqCst), issues a SeqCst fence, then re-reads the stamps: in the single total order of
+/// SeqCst operations either our stamp RMW comes first (the waiter's re-read sees it) or its
+/// increment does (our SeqCst load of `count` sees it and we wake it).
 #[inline]
 pub(crate) fn notify(w: &Waiters, n: u32) {
-    // Pairs with the fence in `park`: either the waiter sees our stamp, or we see it counted.
-    fence(SeqCst);
-    if w.count.load(Relaxed) != 0 {
+    if w.count.load(SeqCst) != 0 {
         w.seq.fetch_add(1, Release);
         wake(&w.seq, n);
     }
