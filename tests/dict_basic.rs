@@ -284,3 +284,49 @@ fn a_timeout_reports_a_held_stripe() {
     d.set_timeout(Some(Duration::from_secs(10)));
     assert_eq!(d.get("k").unwrap(), None);
 }
+
+#[test]
+fn a_panicking_update_changes_nothing() {
+    let d = SharedDict::<str, u64>::anonymous(2).unwrap();
+    d.insert("a", 1).unwrap();
+    for key in ["a", "new"] {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| d.update(key, 0, |_| panic!("in f"))));
+        assert!(r.is_err());
+    }
+    assert_eq!(d.snapshot().unwrap(), vec![("a".to_string(), 1)]);
+    assert_eq!(d.len().unwrap(), 1);
+    d.insert("b", 2).unwrap(); // the panicking insert gave its place back
+    assert!(matches!(d.insert("c", 3), Err(ManagerError::Full { .. })));
+}
+
+#[test]
+fn using_the_dict_inside_update_is_an_error_not_a_deadlock() {
+    let d: SharedDict<str, u64> = DictOptions::new().stripes(1).anonymous(4).unwrap();
+    let mut inner = None;
+    d.update("k", 0, |v| {
+        inner = Some(d.get("k"));
+        v + 1
+    })
+    .unwrap();
+    assert!(matches!(inner, Some(Err(ManagerError::Lock(shmkit::LockError::WouldDeadlock)))), "{inner:?}");
+    assert_eq!(d.get("k").unwrap(), Some(1));
+}
+
+#[test]
+fn threads_share_a_handle() {
+    let d = SharedDict::<u32, u64>::anonymous(64).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4u32 {
+            let d = &d;
+            s.spawn(move || {
+                for i in 0..4800u32 {
+                    d.update(&(i % 16), 0, |v| v + 1).unwrap();
+                    d.update(&(100 + t), 0, |v| v + 1).unwrap();
+                }
+            });
+        }
+    });
+    let snap = d.snapshot().unwrap();
+    assert_eq!(snap.len(), 20);
+    assert!(snap.iter().all(|&(k, v)| if k < 16 { v == 4 * 4800 / 16 } else { v == 4800 }), "{snap:?}");
+}

@@ -7,105 +7,13 @@ use std::time::Duration;
 use super::error::ManagerError;
 use super::key::{DictKey, key_hash};
 use super::layout::{Geometry, MetaFixed, STRIPES_OFF, StripeHead};
+use super::options::DictOptions;
 use super::stripe::{StripeGuard, Table};
 use crate::segment::header::HEADER_SIZE;
-use crate::segment::{Expect, Kind, Layout, Segment, SegmentError, SegmentOptions, Target};
+use crate::segment::{Expect, Kind, Layout, Segment, SegmentError, Target};
 use crate::shared::{Element, type_info};
 use crate::sync::RawMutex;
 use crate::sys::Deadline;
-
-/// Default maximum length of `str` / `[u8]` keys, in bytes.
-pub const DEFAULT_MAX_KEY_LEN: usize = 64;
-
-/// How a [`SharedDict`] is created or opened: maximum key length, stripes, segment options,
-/// lock timeout.
-///
-/// ```
-/// use shmkit::manager::{DictOptions, SharedDict};
-/// use std::time::Duration;
-/// let d: SharedDict<str, u64> = DictOptions::new()
-///     .max_key_len(16)
-///     .stripes(8)
-///     .timeout(Some(Duration::from_secs(1)))
-///     .anonymous(1000)?;
-/// assert_eq!((d.max_key_len(), d.stripes(), d.capacity()), (16, 8, 1000));
-/// # Ok::<(), shmkit::manager::ManagerError>(())
-/// ```
-#[derive(Clone, Debug)]
-pub struct DictOptions {
-    max_key_len: usize,
-    stripes: Option<u32>,
-    segment: SegmentOptions,
-    timeout: Option<Duration>,
-}
-
-impl Default for DictOptions {
-    fn default() -> Self {
-        DictOptions {
-            max_key_len: DEFAULT_MAX_KEY_LEN,
-            stripes: None,
-            segment: SegmentOptions::default(),
-            timeout: None,
-        }
-    }
-}
-
-impl DictOptions {
-    /// Keys up to 64 bytes, stripes chosen from the capacity, default segment options, no
-    /// lock timeout.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Longest `str` / `[u8]` key, in bytes (default 64, at most 4096). Every entry reserves
-    /// this much; fixed-size keys ignore it.
-    pub fn max_key_len(mut self, bytes: usize) -> Self {
-        self.max_key_len = bytes;
-        self
-    }
-
-    /// Number of lock stripes (1 to 1024; default: up to 64, about 16 entries or more each).
-    /// More stripes let more processes update different keys at the same time.
-    pub fn stripes(mut self, stripes: u32) -> Self {
-        self.stripes = Some(stripes);
-        self
-    }
-
-    /// Segment options (permissions, memory reservation, open timeout).
-    pub fn segment(mut self, opts: SegmentOptions) -> Self {
-        self.segment = opts;
-        self
-    }
-
-    /// How long an operation waits for a stripe lock before failing with
-    /// [`LockError::Timeout`](crate::LockError::Timeout) (default `None`: as long as it takes).
-    pub fn timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Create a named dict for `capacity` entries (`None`: a random `/shmkit-…` name).
-    pub fn create<K: DictKey + ?Sized, V: Element>(
-        &self,
-        name: Option<&str>,
-        capacity: usize,
-    ) -> Result<SharedDict<K, V>, ManagerError> {
-        SharedDict::build(self, Target::Named(name), capacity)
-    }
-
-    /// Create an anonymous dict (a sealed memfd), shared with forked children.
-    pub fn anonymous<K: DictKey + ?Sized, V: Element>(
-        &self,
-        capacity: usize,
-    ) -> Result<SharedDict<K, V>, ManagerError> {
-        SharedDict::build(self, Target::Anonymous, capacity)
-    }
-
-    /// Open a named dict; its key and value types must be `K` and `V`.
-    pub fn open<K: DictKey + ?Sized, V: Element>(&self, name: &str) -> Result<SharedDict<K, V>, ManagerError> {
-        SharedDict::open_with(self, name)
-    }
-}
 
 /// Ties a dict to its key and value types while staying `Send + Sync` for any of them.
 type Marker<K, V> = PhantomData<(fn(&K), fn() -> V)>;
@@ -154,6 +62,36 @@ impl<K: DictKey + ?Sized, V: Element> std::fmt::Debug for SharedDict<K, V> {
     }
 }
 
+/// One place in the dict's count, taken before an insert (under the stripe lock, so the count
+/// is never below the entries present; see the module docs) and given back on drop unless
+/// the insert happened.
+struct Reservation<'t> {
+    total: &'t std::sync::atomic::AtomicU64,
+}
+
+impl<'t> Reservation<'t> {
+    /// Count one more entry, unless the dict holds `capacity`.
+    fn take(table: &Table<'t>, capacity: u64) -> Option<Self> {
+        let total = &table.live().total;
+        if total.fetch_add(1, Ordering::Relaxed) >= capacity {
+            total.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Reservation { total })
+    }
+
+    /// The entry was inserted: keep the place.
+    fn keep(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.total.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Recovery counters of a dict or list (for tests and monitoring).
 #[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,7 +135,7 @@ impl<K: DictKey + ?Sized, V: Element> SharedDict<K, V> {
         DictOptions::new().open(name)
     }
 
-    fn build(opts: &DictOptions, target: Target<'_>, capacity: usize) -> Result<Self, ManagerError> {
+    pub(super) fn build(opts: &DictOptions, target: Target<'_>, capacity: usize) -> Result<Self, ManagerError> {
         let key_cap = K::FIXED_LEN.unwrap_or(opts.max_key_len);
         let key_cap = u32::try_from(key_cap)
             .map_err(|_| ManagerError::Invalid { what: "max_key_len", reason: format!("{key_cap} bytes") })?;
@@ -237,7 +175,7 @@ impl<K: DictKey + ?Sized, V: Element> SharedDict<K, V> {
         Ok(SharedDict { seg, geom, timeout: opts.timeout, _kv: PhantomData })
     }
 
-    fn open_with(opts: &DictOptions, name: &str) -> Result<Self, ManagerError> {
+    pub(super) fn open_with(opts: &DictOptions, name: &str) -> Result<Self, ManagerError> {
         let expect = Expect { kind: Some(Kind::Dict), elem: Some(type_info::<V>()), min_control_len: STRIPES_OFF };
         let seg = Segment::open_typed(&opts.segment, name, &expect)?;
         let label = seg.name().unwrap_or("").to_owned();
@@ -352,7 +290,7 @@ impl<K: DictKey + ?Sized, V: Element> SharedDict<K, V> {
                 guard.write(found.node, new)?;
                 return Ok(new);
             }
-            if !self.reserve(&table) {
+            let Some(reservation) = Reservation::take(&table, self.geom.capacity) else {
                 if !recounted && table.live().needs_recount.load(Ordering::Acquire) != 0 {
                     // The count may still hold reservations of a dead process: fix it and retry.
                     drop(guard);
@@ -361,9 +299,8 @@ impl<K: DictKey + ?Sized, V: Element> SharedDict<K, V> {
                     continue;
                 }
                 return Err(ManagerError::Full { what: "dict", capacity: self.geom.capacity });
-            }
+            };
             if !guard.has_free_node() {
-                self.unreserve(&table);
                 return Err(ManagerError::StripeFull {
                     stripe: s,
                     nodes: self.geom.nodes,
@@ -371,39 +308,24 @@ impl<K: DictKey + ?Sized, V: Element> SharedDict<K, V> {
                     capacity: self.geom.capacity,
                 });
             }
-            let new = match f.take() {
-                Some(f) => f(None),
-                None => {
-                    self.unreserve(&table);
-                    return Err(ManagerError::corrupt_dict("retried"));
-                }
-            };
-            return match guard.insert_new(bytes, h, new) {
-                Ok(()) => Ok(new),
-                Err(e) => {
-                    self.unreserve(&table);
-                    Err(e)
-                }
-            };
+            // If `f` panics, the reservation is returned as the stack unwinds.
+            let new = f.take().map(|f| f(None)).ok_or_else(|| ManagerError::corrupt_dict("retried"))?;
+            guard.insert_new(bytes, h, new)?;
+            reservation.keep();
+            return Ok(new);
         }
-    }
-
-    /// Count one more entry, unless the dict is full. Called with the stripe locked, so the
-    /// count is never below the entries present (see the module docs).
-    fn reserve(&self, table: &Table<'_>) -> bool {
-        let total = &table.live().total;
-        if total.fetch_add(1, Ordering::Relaxed) >= self.geom.capacity {
-            total.fetch_sub(1, Ordering::Relaxed);
-            return false;
-        }
-        true
-    }
-
-    fn unreserve(&self, table: &Table<'_>) {
-        table.live().total.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Remove `key`; returns its value.
+    ///
+    /// ```
+    /// let d = shmkit::manager::SharedDict::<str, u8>::anonymous(4)?;
+    /// d.insert("k", 1)?;
+    /// assert_eq!(d.remove("k")?, Some(1));
+    /// assert_eq!(d.remove("k")?, None);
+    /// assert!(!d.contains_key("k")? && d.is_empty()?);
+    /// # Ok::<(), shmkit::manager::ManagerError>(())
+    /// ```
     pub fn remove(&self, key: &K) -> Result<Option<V>, ManagerError> {
         let (bytes, h, s) = self.place(key)?;
         let table = self.table();
@@ -414,7 +336,7 @@ impl<K: DictKey + ?Sized, V: Element> SharedDict<K, V> {
         let old = guard.read(found.node)?;
         guard.remove(found)?;
         // After the entry is gone, still under the stripe lock (count >= entries).
-        self.unreserve(&table);
+        table.live().total.fetch_sub(1, Ordering::Relaxed);
         Ok(Some(old))
     }
 

@@ -40,7 +40,7 @@
 //!
 //! # The dict's protocol
 //!
-//! **Layout** ([`layout`](self) module source): the segment header records kind `dict` and
+//! **Layout** (`src/manager/layout.rs`): the segment header records kind `dict` and
 //! the value type; the control block holds a record of the shape (key type, stripes, nodes,
 //! buckets), the entry count, `S` *stripes* and their chains; the payload holds the values.
 //! A key's bytes are hashed with the fixed [`key_hash`]; the top 32 bits pick its stripe, the
@@ -82,17 +82,19 @@
 //! and chains are walked at most `nodes` steps. Hostile bytes give [`ManagerError::Corrupt`],
 //! never a panic or an out-of-bounds access.
 //!
-//! Names and offsets are in the [`layout`](self) source; the format is version `DCT1`.
+//! The control block starts with the magic `DCT1`; a different layout gets a new magic.
 
 mod dict;
 mod error;
 mod key;
 mod layout;
 mod list;
+mod options;
 mod stripe;
 
-pub use dict::{DEFAULT_MAX_KEY_LEN, DictOptions, RecoveryStats, SharedDict};
+pub use dict::{RecoveryStats, SharedDict};
 pub use error::ManagerError;
 pub use key::{DictKey, key_hash};
 pub use layout::{MAX_CAPACITY, MAX_KEY_LEN, MAX_STRIPES};
 pub use list::SharedList;
+pub use options::{DEFAULT_MAX_KEY_LEN, DictOptions};
