@@ -6,7 +6,8 @@
 //! RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=/tmp/target-loom cargo test --release --test loom_queue
 //! ```
 //!
-//! The models check: every message is delivered exactly once and in order per producer;
+//! Each model runs every interleaving with up to three preemptions (`PREEMPTIONS`). The
+//! models check: every message is delivered exactly once and in order per producer;
 //! slot data is never touched by two threads at once (loom cells); a thread that dies at
 //! any point of `put` or `get` (its slot lock becomes owner-died, as the kernel makes a
 //! robust mutex) leaves the ring usable, losing at most its own message, counted in
@@ -38,6 +39,16 @@ fn get(q: &ModelRing) -> u64 {
     }
 }
 
+/// Explore the model with at most `PREEMPTIONS` forced preemptions per execution (the
+/// usual loom bound: most concurrency bugs need two or three), so the search finishes.
+const PREEMPTIONS: usize = 3;
+
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(PREEMPTIONS);
+    b.check(f);
+}
+
 fn spawn<T: Send + 'static>(id: u32, f: impl FnOnce() -> T + Send + 'static) -> thread::JoinHandle<T> {
     thread::spawn(move || {
         set_thread_id(id);
@@ -47,7 +58,7 @@ fn spawn<T: Send + 'static>(id: u32, f: impl FnOnce() -> T + Send + 'static) -> 
 
 #[test]
 fn two_producers_one_consumer() {
-    loom::model(|| {
+    model(|| {
         set_thread_id(100);
         let q = Arc::new(ModelRing::new(2));
         let p: Vec<_> = (1..=2u64)
@@ -68,7 +79,7 @@ fn two_producers_one_consumer() {
 
 #[test]
 fn one_slot_wraps_in_order() {
-    loom::model(|| {
+    model(|| {
         set_thread_id(100);
         let q = Arc::new(ModelRing::new(1));
         let q2 = Arc::clone(&q);
@@ -84,7 +95,7 @@ fn one_slot_wraps_in_order() {
 
 #[test]
 fn two_consumers_race_for_one_message() {
-    loom::model(|| {
+    model(|| {
         set_thread_id(100);
         let q = Arc::new(ModelRing::new(2));
         put(&q, 7);
@@ -102,7 +113,7 @@ fn two_consumers_race_for_one_message() {
 
 /// A producer dies at `point` while a consumer waits and another producer puts.
 fn producer_dies(point: Point) {
-    loom::model(move || {
+    model(move || {
         set_thread_id(100);
         let q = Arc::new(ModelRing::new(2));
         let q1 = Arc::clone(&q);
@@ -140,7 +151,7 @@ fn producer_dies_before_publish() {
 /// A consumer dies at `point` holding the only message while a producer wraps around onto
 /// its slot and another consumer waits.
 fn consumer_dies(point: Point) {
-    loom::model(move || {
+    model(move || {
         set_thread_id(100);
         let q = Arc::new(ModelRing::new(1));
         put(&q, 1);
@@ -179,7 +190,7 @@ fn consumer_dies_after_read() {
 
 #[test]
 fn close_races_put() {
-    loom::model(|| {
+    model(|| {
         set_thread_id(100);
         let q = Arc::new(ModelRing::new(2));
         let q1 = Arc::clone(&q);

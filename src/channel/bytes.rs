@@ -200,6 +200,11 @@ impl ByteQueue {
         self.get_with_wait(Wait::No, f)?
     }
 
+    /// [`get_with`](Self::get_with), waiting at most `timeout`.
+    pub fn get_with_timeout<R>(&self, timeout: Duration, f: impl FnOnce(&[u8]) -> R) -> Result<R, GetError> {
+        self.get_with_wait(Wait::timeout(timeout), f)?
+    }
+
     fn get_with_wait<R>(&self, wait: Wait, f: impl FnOnce(&[u8]) -> R) -> Result<Result<R, GetError>, GetError> {
         get_bytes(&self.ring, self.spin, wait, || false, GetError::Closed, f)
     }

@@ -40,6 +40,13 @@ pub enum PutError<T> {
         /// What is wrong.
         reason: &'static str,
     },
+    /// The value could not be encoded (serde queues).
+    Encode {
+        /// The value.
+        msg: T,
+        /// The encoder's error.
+        reason: String,
+    },
 }
 
 impl<T> PutError<T> {
@@ -47,7 +54,7 @@ impl<T> PutError<T> {
     pub fn into_inner(self) -> T {
         match self {
             PutError::Full(v) | PutError::Closed(v) | PutError::Timeout(v) | PutError::Disconnected(v) => v,
-            PutError::TooLarge { msg, .. } | PutError::Corrupt { msg, .. } => msg,
+            PutError::TooLarge { msg, .. } | PutError::Corrupt { msg, .. } | PutError::Encode { msg, .. } => msg,
         }
     }
 }
@@ -61,6 +68,7 @@ impl<T> fmt::Debug for PutError<T> {
             PutError::Disconnected(_) => "Disconnected",
             PutError::TooLarge { len, max, .. } => return write!(f, "TooLarge {{ len: {len}, max: {max}, .. }}"),
             PutError::Corrupt { reason, .. } => return write!(f, "Corrupt {{ reason: {reason:?}, .. }}"),
+            PutError::Encode { reason, .. } => return write!(f, "Encode {{ reason: {reason:?}, .. }}"),
         };
         write!(f, "{name}(..)")
     }
@@ -85,6 +93,9 @@ impl<T> fmt::Display for PutError<T> {
             PutError::Corrupt { reason, .. } => {
                 write!(f, "the queue's shared memory is corrupt ({reason}); recreate the queue")
             }
+            PutError::Encode { reason, .. } => {
+                write!(f, "the value cannot be encoded ({reason}): check its Serialize implementation")
+            }
         }
     }
 }
@@ -108,6 +119,10 @@ pub enum GetError {
     /// been received.
     #[error("the other end of the pipe hung up or its process died, and nothing is left to receive")]
     Disconnected,
+    /// A message's bytes do not decode as the expected type (serde queues): the processes
+    /// disagree on the type, or the encoding changed. The message is consumed.
+    #[error("a message does not decode as the expected type ({0}): do all processes use the same type?")]
+    Decode(String),
     /// The queue's shared words (or a message's length) are corrupt.
     #[error("the queue's shared memory is corrupt ({0}); recreate the queue")]
     Corrupt(&'static str),

@@ -5,7 +5,7 @@
 //! |-------------------------------------|-----------------------------------------------------|
 //! | `Queue(maxsize)` of small records   | [`Queue<T>`] (fixed-size `Pod` messages)            |
 //! | `Queue` of `bytes`                  | [`ByteQueue`] (`&[u8]` in, `Vec<u8>` or a borrowed slot out) |
-//! | `Queue` of pickled objects          | `SerdeQueue<T>` (cargo feature `serde`, postcard)   |
+//! | `Queue` of pickled objects          | `SerdeQueue<T>` (cargo feature `serde`, postcard)  |
 //! | `Pipe()` / `Connection.send/recv`   | [`Pipe`] ends: [`PipeEnd::send`] / [`PipeEnd::recv`] |
 //!
 //! Every blocking call has a `try_` and a `_timeout` variant (CLOCK_MONOTONIC). Blocking
@@ -72,6 +72,8 @@ mod park;
 mod pipe;
 #[cfg(not(loom))]
 mod queue;
+#[cfg(all(feature = "serde", not(loom)))]
+mod serde;
 #[cfg(not(loom))]
 mod token;
 
@@ -86,3 +88,5 @@ pub use pipe::{Pipe, PipeEnd, PipeError};
 #[cfg(not(loom))]
 pub use queue::Queue;
 pub use ring::Point;
+#[cfg(all(feature = "serde", not(loom)))]
+pub use serde::SerdeQueue;
