@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # MPI checks (feature `mpi`), run by .ci/run after the default-feature tests:
-#   - clippy on the MPI code with --features mpi;
+#   - clippy on every target with --features mpi;
 #   - tests/mpi_node.rs (each test re-runs itself under mpiexec);
 #   - examples/mpi_heat under `mpiexec -n 2` with shared windows and with every rank its own
 #     node (halos as MPI messages), plus a mixed 3-rank job; each run checks its final grid
@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo clippy --features mpi --lib --example mpi_heat --test mpi_node -- -D warnings
+cargo clippy --all-targets --features mpi -- -D warnings
 cargo test --features mpi --test mpi_node
 cargo build --features mpi --example mpi_heat
 heat="${CARGO_TARGET_DIR:-target}/debug/examples/mpi_heat"
