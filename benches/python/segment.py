@@ -14,6 +14,7 @@ from multiprocessing import shared_memory
 MIB = 1 << 20
 ROUNDS = 31
 ITERS = 100
+NAME = "python_shared_memory_create_unlink_1mib"
 
 
 def create_unlink(iters):
@@ -26,10 +27,14 @@ def create_unlink(iters):
 
 
 def main():
+    # Same selection as `cargo bench --bench ipc -- FILTER...`: substrings of `group/name`.
+    filters = [a for a in sys.argv[1:] if not a.startswith("-")]
+    if filters and not any(f in "segment/" + NAME for f in filters):
+        return 0
     # Warm-up: the first SharedMemory starts Python's resource tracker process.
     create_unlink(ITERS // 4)
     samples = [create_unlink(ITERS) for _ in range(ROUNDS)]
-    print(f"python_shared_memory_create_unlink_1mib: {statistics.median(samples) * 1e6:.2f} us")
+    print(f"{NAME}: {statistics.median(samples) * 1e6:.2f} us")
     return 0
 
 
