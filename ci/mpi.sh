@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # MPI checks (feature `mpi`), run by .ci/run after the default-feature tests:
 #   - clippy on every target with --features mpi;
-#   - tests/mpi_node.rs (each test re-runs itself under mpiexec);
+#   - tests/mpi_node.rs (each test re-runs itself under mpiexec) and the mpi doc examples;
 #   - examples/mpi_heat under `mpiexec -n 2` with shared windows and with every rank its own
 #     node (halos as MPI messages), plus a mixed 3-rank job; each run checks its final grid
 #     bit for bit against a single-process run and exits non-zero on a mismatch;
@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 
 cargo clippy --all-targets --features mpi -- -D warnings
 cargo test --features mpi --test mpi_node
+cargo test --features mpi --doc mpi::
 cargo build --features mpi --example mpi_heat
 heat="${CARGO_TARGET_DIR:-target}/debug/examples/mpi_heat"
 
