@@ -63,19 +63,15 @@ pub(crate) fn wait<R>(
     loop {
         let seq = w.seq.load(Acquire);
         w.count.fetch_add(1, SeqCst);
-        // Pairs with the fence in `ring::notify` (store-then-load on both sides).
+        // Pairs with the SeqCst stamp RMW before `ring::notify` (store-then-load on both sides).
         fence(SeqCst);
-        let step = attempt();
-        if let Step::Done(r) = step {
-            leave(w, false);
+        if let Step::Done(r) = attempt() {
             return Ok(r);
         }
         if deadline.passed() {
-            leave(w, true);
             return Err(Stop::Timeout);
         }
         if parked && gone() {
-            leave(w, true);
             // One last look: the peer may have sent before it went.
             return match attempt() {
                 Step::Done(r) => Ok(r),
@@ -83,18 +79,7 @@ pub(crate) fn wait<R>(
             };
         }
         parked = true;
-        let timed_out = futex::wait(&w.seq, seq, deadline, Some(PARK_CAP)) == futex::Wait::TimedOut;
-        leave(w, timed_out && deadline.passed());
-    }
-}
-
-/// Unregister a waiter. One that gives up may have swallowed a wake-up meant for another:
-/// pass it on.
-fn leave(w: &Waiters, giving_up: bool) {
-    w.count.fetch_sub(1, SeqCst);
-    if giving_up && w.count.load(Relaxed) != 0 {
-        w.seq.fetch_add(1, SeqCst);
-        futex::wake(&w.seq, 1);
+        futex::wait(&w.seq, seq, deadline, Some(PARK_CAP));
     }
 }
 

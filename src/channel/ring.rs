@@ -58,7 +58,8 @@ pub(crate) struct Line<T>(pub(crate) T);
 pub(crate) struct Waiters {
     /// Bumped (then woken) by the other side when it made progress and `count != 0`.
     pub(crate) seq: AtomicU32,
-    /// Threads between registering and leaving a wait.
+    /// Registrations since the last wake-up (waiters add themselves before they park; the
+    /// notifier resets it to 0 and wakes them all).
     pub(crate) count: AtomicU32,
 }
 
@@ -293,7 +294,7 @@ impl<'a, L: SlotLock, H: Hook> Ring<'a, L, H> {
                 // SeqCst RMW: pairs with the waiter's SeqCst fence (see `notify`).
                 slot.stamp.swap(full(tail), SeqCst);
                 drop(held);
-                notify(&self.hdr.consumers.0, 1);
+                notify(&self.hdr.consumers.0);
                 return Ok(());
             }
             // Compare with a fresh `tail`: equal means `stamp` was read while the tail was
@@ -379,7 +380,7 @@ impl<'a, L: SlotLock, H: Hook> Ring<'a, L, H> {
                 }
                 slot.stamp.swap(free(head + self.cap()), SeqCst);
                 drop(held);
-                notify(&self.hdr.producers.0, 1);
+                notify(&self.hdr.producers.0);
                 return Ok(r);
             }
             if self.hdr.head.0.load(Acquire) != head {
@@ -416,7 +417,7 @@ impl<'a, L: SlotLock, H: Hook> Ring<'a, L, H> {
                     slot.stamp.swap(free(head + self.cap()), SeqCst);
                     self.hdr.info.0.abandoned.fetch_add(1, Relaxed);
                     drop(held);
-                    notify(&self.hdr.producers.0, 1);
+                    notify(&self.hdr.producers.0);
                     continue;
                 }
             }
@@ -432,18 +433,22 @@ impl<'a, L: SlotLock, H: Hook> Ring<'a, L, H> {
 /// (SeqCst), issues a SeqCst fence, then re-reads the stamps: in the single total order of
 /// SeqCst operations either our stamp RMW comes first (the waiter's re-read sees it) or its
 /// increment does (our SeqCst load of `count` sees it and we wake it).
+///
+/// The notifier takes every registration it sees (`count` back to 0) and wakes all of
+/// them at once: one system call per batch of waiters instead of one per message until the
+/// woken thread runs. Waiters that still cannot proceed register again.
 #[inline]
-pub(crate) fn notify(w: &Waiters, n: u32) {
-    if w.count.load(SeqCst) != 0 {
+pub(crate) fn notify(w: &Waiters) {
+    if w.count.load(SeqCst) != 0 && w.count.swap(0, SeqCst) != 0 {
         w.seq.fetch_add(1, Release);
-        wake(&w.seq, n);
+        wake(&w.seq);
     }
 }
 
 #[cfg(not(loom))]
-fn wake(word: &AtomicU32, n: u32) {
-    crate::sys::futex::wake(word, n);
+fn wake(word: &AtomicU32) {
+    crate::sys::futex::wake_all(word);
 }
 
 #[cfg(loom)]
-fn wake(_word: &AtomicU32, _n: u32) {}
+fn wake(_word: &AtomicU32) {}
