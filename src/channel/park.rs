@@ -12,6 +12,9 @@ use crate::sys::{Deadline, futex};
 /// so this bounds how long a dead peer's abandoned slot can go unnoticed.
 pub(crate) const PARK_CAP: Duration = Duration::from_millis(10);
 
+/// Within the spin phase, how long to spin without yielding the CPU.
+const PURE_SPIN: Duration = Duration::from_micros(2);
+
 /// Default time a blocking call spins before it parks.
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(20);
 
@@ -46,13 +49,21 @@ pub(crate) fn wait<R>(
     if !spin.is_zero() {
         let start = Instant::now();
         loop {
-            for _ in 0..32 {
-                std::hint::spin_loop();
+            // Busy-spin for the first couple of microseconds; after that yield the CPU
+            // between looks, so a peer waiting for a core (more runnable threads than
+            // cores) gets it instead of being starved by our spinning.
+            let spent = start.elapsed();
+            if spent < PURE_SPIN {
+                for _ in 0..32 {
+                    std::hint::spin_loop();
+                }
+            } else {
+                std::thread::yield_now();
             }
             if let Step::Done(r) = attempt() {
                 return Ok(r);
             }
-            if start.elapsed() >= spin || deadline.passed() {
+            if spent >= spin || deadline.passed() {
                 break;
             }
         }
