@@ -13,10 +13,17 @@ Each figure is the median over several rounds; every access is a round trip to t
 manager's server process, which is what makes it slow.
 """
 
-import multiprocessing as mp
-import statistics
+import os
 import sys
-import time
+
+# Run as `python3 benches/python/dict.py`, this directory comes first on sys.path: keep a
+# sibling script (queue.py) from shadowing the standard library module the manager imports.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+
+import multiprocessing as mp  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
 
 N = 2000
 ROUNDS = 3

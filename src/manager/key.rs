@@ -131,24 +131,38 @@ const K3: u64 = 0xC4CE_B9FE_1A85_EC53;
 /// assert_eq!(shmkit::manager::key_hash(b"count"), 0x4e57_5e58_54dd_8767);
 /// ```
 pub fn key_hash(bytes: &[u8]) -> u64 {
-    let mut h = K1 ^ (bytes.len() as u64).wrapping_mul(K2);
-    let mut chunks = bytes.chunks_exact(8);
-    for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(K1).rotate_left(31);
+    #[inline(always)]
+    fn mix(h: u64, w: u64) -> u64 {
+        (h ^ w).wrapping_mul(K1).rotate_left(31)
     }
-    let rest = chunks.remainder();
+    let mut h = K1 ^ (bytes.len() as u64).wrapping_mul(K2);
+    let mut rest = bytes;
+    while let Some((chunk, tail)) = rest.split_first_chunk::<8>() {
+        h = mix(h, u64::from_le_bytes(*chunk));
+        rest = tail;
+    }
     if !rest.is_empty() {
-        let mut w = [0u8; 8];
-        w[..rest.len()].copy_from_slice(rest);
-        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(K1).rotate_left(31);
+        h = mix(h, tail_word(rest));
     }
     h ^= h >> 33;
     h = h.wrapping_mul(K2);
     h ^= h >> 33;
     h = h.wrapping_mul(K3);
     h ^ (h >> 33)
+}
+
+/// The 1 to 7 bytes of `rest` as a little-endian word, zero-padded, without a loop: two
+/// overlapping loads whose shared bytes are equal, so OR-ing them is exact.
+#[inline(always)]
+fn tail_word(rest: &[u8]) -> u64 {
+    let n = rest.len();
+    if let (Some(lo), Some(hi)) = (rest.first_chunk::<4>(), rest.last_chunk::<4>()) {
+        u64::from(u32::from_le_bytes(*lo)) | u64::from(u32::from_le_bytes(*hi)) << ((n - 4) * 8)
+    } else {
+        // 1 to 3 bytes.
+        let (first, mid, last) = (rest[0], rest[n / 2], rest[n - 1]);
+        u64::from(first) | u64::from(mid) << ((n / 2) * 8) | u64::from(last) << ((n - 1) * 8)
+    }
 }
 
 #[cfg(test)]
@@ -167,6 +181,31 @@ mod tests {
             0xfd15_1fd7_42e7_b74d,
         ];
         assert_eq!(got, pinned, "{got:x?}");
+    }
+
+    /// The documented definition, byte by byte.
+    fn reference(bytes: &[u8]) -> u64 {
+        let mut h = K1 ^ (bytes.len() as u64).wrapping_mul(K2);
+        for c in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            h = (h ^ u64::from_le_bytes(w)).wrapping_mul(K1).rotate_left(31);
+        }
+        h ^= h >> 33;
+        h = h.wrapping_mul(K2);
+        h ^= h >> 33;
+        h = h.wrapping_mul(K3);
+        h ^ (h >> 33)
+    }
+
+    #[test]
+    fn fast_hash_is_the_definition() {
+        let bytes: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(37) ^ 0xa5).collect();
+        for start in 0..8 {
+            for end in start..bytes.len() {
+                assert_eq!(key_hash(&bytes[start..end]), reference(&bytes[start..end]), "{start}..{end}");
+            }
+        }
     }
 
     #[test]
