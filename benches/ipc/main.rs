@@ -9,14 +9,16 @@
 //! `GROUPS` below. The whole binary must finish well under 5 minutes.
 
 mod dict;
+mod pool;
 mod queue;
 mod segment;
+mod sync;
 mod util;
 
 use util::Harness;
 
 /// Every area's entry point, in run order.
-const GROUPS: &[fn(&mut Harness)] = &[segment::run, dict::run, queue::run];
+const GROUPS: &[fn(&mut Harness)] = &[segment::run, sync::run, queue::run, dict::run, pool::run];
 
 fn main() {
     let mut h = Harness::from_args();

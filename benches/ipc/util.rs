@@ -130,3 +130,117 @@ fn fmt_value(v: f64) -> String {
         format!("{v:.3}")
     }
 }
+
+/// Fork a child that runs `f` and `_exit`s. The benchmark binary is single-threaded.
+pub fn fork_child(f: impl FnOnce()) -> libc::pid_t {
+    // SAFETY: the benchmark process is single-threaded, so the child inherits no lock held
+    // by another thread; it runs `f` and leaves with `_exit`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        f();
+        // SAFETY: end the child without running the parent's destructors.
+        unsafe { libc::_exit(0) };
+    }
+    pid
+}
+
+/// Reap a child started by [`fork_child`].
+pub fn reap_child(pid: libc::pid_t) {
+    let mut status = 0;
+    // SAFETY: waitpid on our own child with a valid status pointer.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+}
+
+/// A zeroed anonymous `MAP_SHARED` region of `len` bytes, shared with forked children;
+/// unmapped on drop.
+pub struct SharedPage {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl SharedPage {
+    pub fn new(len: usize) -> Self {
+        // SAFETY: a fresh anonymous shared mapping; checked below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED, "mmap");
+        SharedPage { ptr, len }
+    }
+
+    pub fn ptr(&self) -> *mut u8 {
+        self.ptr.cast()
+    }
+}
+
+impl Drop for SharedPage {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping; callers reap every child that uses it first.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}
+
+fn futex(word: &std::sync::atomic::AtomicU32, op: libc::c_int, val: u32) {
+    // SAFETY: `word` is an aligned 32-bit word in a MAP_SHARED mapping that outlives the
+    // call; FUTEX_WAIT/FUTEX_WAKE (shared, not private) only use its address and value.
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), op, val, std::ptr::null::<libc::timespec>(), 0usize, 0u32) };
+}
+
+/// The raw futex ping-pong floor between two processes, in µs per round trip: measured
+/// once per run, printed once as `floor_futex_pingpong_rtt`, shared by every module that
+/// compares against it.
+pub fn futex_pingpong_floor(h: &Harness) -> f64 {
+    static FLOOR: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *FLOOR.get_or_init(|| {
+        let f = measure_futex_pingpong(2000, 15);
+        h.report("floor_futex_pingpong_rtt", f, "us");
+        f
+    })
+}
+
+fn measure_futex_pingpong(iters: usize, rounds: usize) -> f64 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let page = SharedPage::new(4096);
+    // SAFETY: the page is zeroed, aligned and outlives the child (reaped below).
+    let word = unsafe { &*page.ptr().cast::<AtomicU32>() };
+    const PING: u32 = 1;
+    const PONG: u32 = 2;
+    const STOP: u32 = 3;
+    let wait_for = |want: u32| loop {
+        let v = word.load(Ordering::Acquire);
+        if v == want || v == STOP {
+            return v;
+        }
+        futex(word, libc::FUTEX_WAIT, v);
+    };
+    let child = fork_child(|| {
+        while wait_for(PING) == PING {
+            word.store(PONG, Ordering::Release);
+            futex(word, libc::FUTEX_WAKE, 1);
+        }
+    });
+    let mut samples = Vec::new();
+    for round in 0..=rounds {
+        let start = Instant::now();
+        for _ in 0..iters {
+            word.store(PING, Ordering::Release);
+            futex(word, libc::FUTEX_WAKE, 1);
+            wait_for(PONG);
+        }
+        if round > 0 {
+            samples.push(start.elapsed().as_secs_f64() * 1e6 / iters as f64);
+        }
+    }
+    word.store(STOP, Ordering::Release);
+    futex(word, libc::FUTEX_WAKE, 1);
+    reap_child(child);
+    median(&mut samples)
+}

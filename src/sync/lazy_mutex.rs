@@ -123,19 +123,22 @@ impl LazyRawMutex {
     }
 
     /// Record a not-recoverable outcome in the state word.
+    #[inline]
     fn seen(&self, r: Result<Acquired, LockError>) -> Result<Acquired, LockError> {
-        if matches!(r, Err(LockError::NotRecoverable)) {
+        if let Err(LockError::NotRecoverable) = r {
             let _ = self.state.compare_exchange(READY, NOT_RECOVERABLE, Ordering::Release, Ordering::Relaxed);
         }
         r
     }
 
     /// Block until acquired. See [`RawMutex::lock`].
+    #[inline]
     pub fn lock(&self) -> Result<Acquired, LockError> {
         self.seen(self.get()?.lock())
     }
 
     /// Acquire only if free now. See [`RawMutex::try_lock`].
+    #[inline]
     pub fn try_lock(&self) -> Result<Acquired, LockError> {
         self.seen(self.get()?.try_lock())
     }
@@ -165,6 +168,7 @@ impl LazyRawMutex {
     /// # Safety
     ///
     /// The calling thread must hold the lock.
+    #[inline]
     pub unsafe fn unlock(&self) {
         // SAFETY: the caller holds the lock, so it was initialised (it was acquired).
         unsafe { self.raw.unlock() }

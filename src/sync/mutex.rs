@@ -87,6 +87,7 @@ impl<T> Mutex<T> {
         Self { raw: LazyRawMutex::new(), data: UnsafeCell::new(value) }
     }
 
+    #[inline]
     fn guard(&self, how: Result<Acquired, LockError>) -> AcquireResult<MutexGuard<'_, T>> {
         match how {
             Ok(Acquired::Clean) => Ok(MutexGuard { mutex: self, consistent: true, _not_send: PhantomData }),
@@ -104,6 +105,7 @@ impl<T> Mutex<T> {
     /// Errors: [`AcquireError::OwnerDied`] (acquired; the previous holder died),
     /// [`LockError::WouldDeadlock`], [`LockError::NotRecoverable`], and
     /// [`LockError::InitStalled`] / [`LockError::Corrupt`] for broken shared bytes.
+    #[inline]
     pub fn lock(&self) -> AcquireResult<MutexGuard<'_, T>> {
         self.guard(self.raw.lock())
     }
@@ -222,6 +224,7 @@ impl<T> DerefMut for MutexGuard<'_, T> {
 }
 
 impl<T> Drop for MutexGuard<'_, T> {
+    #[inline]
     fn drop(&mut self) {
         // SAFETY: the guard was created right after this thread acquired the lock, and it
         // is !Send, so this is that thread.

@@ -84,7 +84,20 @@ impl RawMutex {
         self.inner.get()
     }
 
+    /// Map a pthread return code; the common `0` is handled inline, the rest out of line.
+    #[inline]
     fn outcome(r: libc::c_int) -> Result<Acquired, LockError> {
+        if r == 0 {
+            sys::held::acquired();
+            Ok(Acquired::Clean)
+        } else {
+            Self::outcome_slow(r)
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn outcome_slow(r: libc::c_int) -> Result<Acquired, LockError> {
         let out = match r {
             0 => Ok(Acquired::Clean),
             libc::EOWNERDEAD => Ok(Acquired::OwnerDied),
@@ -102,6 +115,7 @@ impl RawMutex {
     }
 
     /// Block until acquired.
+    #[inline]
     pub fn lock(&self) -> Result<Acquired, LockError> {
         // SAFETY: `self` is an initialised process-shared mutex (the constructors of every
         // type holding one guarantee it); glibc validates the type bits.
@@ -109,6 +123,7 @@ impl RawMutex {
     }
 
     /// Acquire only if free now.
+    #[inline]
     pub fn try_lock(&self) -> Result<Acquired, LockError> {
         // SAFETY: as in `lock`.
         let r = unsafe { libc::pthread_mutex_trylock(self.ptr()) };
@@ -179,6 +194,7 @@ impl RawMutex {
     /// # Safety
     ///
     /// The calling thread must hold the lock.
+    #[inline]
     pub unsafe fn unlock(&self) {
         // SAFETY: the caller holds the lock. With ERRORCHECK, unlocking a lock we do not
         // hold returns EPERM instead of corrupting it.
