@@ -1,0 +1,96 @@
+"""Python's counterpart of `cargo bench --bench ipc -- sync/` (stdlib only).
+
+Prints, as `name: value unit` (medians of several rounds):
+- `python_lock_uncontended: <ns> ns`: multiprocessing.Lock acquire + release, one process
+  (vs `mutex_uncontended`);
+- `python_value_locked_2p: <M> Mops/s`: 2 processes doing `with v.get_lock(): v.value += 1`
+  on a multiprocessing.Value (vs `mutex_contended_2p`);
+- `python_semaphore_pingpong_rtt: <us> us`: two multiprocessing.Semaphores ping-ponged
+  between two processes (vs `semaphore_pingpong_rtt`).
+"""
+
+import multiprocessing as mp
+import statistics
+import sys
+import time
+
+GROUP = "sync/"
+
+
+def wanted(name):
+    filters = [a for a in sys.argv[1:] if not a.startswith("-")]
+    return not filters or any(f in GROUP + name for f in filters)
+
+
+def lock_uncontended(rounds=15, iters=200_000):
+    lock = mp.Lock()
+    samples = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(iters):
+            lock.acquire()
+            lock.release()
+        samples.append((time.perf_counter() - start) / iters)
+    return statistics.median(samples) * 1e9
+
+
+def _incr(v, go, iters):
+    go.wait()
+    for _ in range(iters):
+        with v.get_lock():
+            v.value += 1
+
+
+def value_locked_2p(rounds=3, iters=200_000):
+    samples = []
+    for _ in range(rounds):
+        v = mp.Value("q", 0)
+        go = mp.Event()
+        procs = [mp.Process(target=_incr, args=(v, go, iters)) for _ in range(2)]
+        for p in procs:
+            p.start()
+        time.sleep(0.05)
+        start = time.perf_counter()
+        go.set()
+        for p in procs:
+            p.join()
+        elapsed = time.perf_counter() - start
+        assert v.value == 2 * iters
+        samples.append(2 * iters / elapsed / 1e6)
+    return statistics.median(samples)
+
+
+def _echo(ping, pong, iters):
+    for _ in range(iters):
+        ping.acquire()
+        pong.release()
+
+
+def semaphore_pingpong(rounds=7, iters=2000):
+    samples = []
+    for _ in range(rounds):
+        ping, pong = mp.Semaphore(0), mp.Semaphore(0)
+        p = mp.Process(target=_echo, args=(ping, pong, iters))
+        p.start()
+        start = time.perf_counter()
+        for _ in range(iters):
+            ping.release()
+            pong.acquire()
+        samples.append((time.perf_counter() - start) / iters * 1e6)
+        p.join()
+    return statistics.median(samples)
+
+
+def main():
+    mp.set_start_method("fork")
+    if wanted("python_lock_uncontended"):
+        print(f"python_lock_uncontended: {lock_uncontended():.1f} ns")
+    if wanted("python_value_locked_2p"):
+        print(f"python_value_locked_2p: {value_locked_2p():.3f} Mops/s")
+    if wanted("python_semaphore_pingpong_rtt"):
+        print(f"python_semaphore_pingpong_rtt: {semaphore_pingpong():.2f} us")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
