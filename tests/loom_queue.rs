@@ -44,8 +44,14 @@ fn get(q: &ModelRing) -> u64 {
 const PREEMPTIONS: usize = 3;
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
+    model_bounded(PREEMPTIONS, f);
+}
+
+fn model_bounded(preemptions: usize, f: impl Fn() + Sync + Send + 'static) {
     let mut b = loom::model::Builder::new();
-    b.preemption_bound = Some(PREEMPTIONS);
+    b.preemption_bound = Some(preemptions);
+    // Waiting threads retry with `yield_now`, which loom counts as branches.
+    b.max_branches = 100_000;
     b.check(f);
 }
 
@@ -58,7 +64,8 @@ fn spawn<T: Send + 'static>(id: u32, f: impl FnOnce() -> T + Send + 'static) -> 
 
 #[test]
 fn two_producers_one_consumer() {
-    model(|| {
+    // Three threads all racing: two preemptions keep the search to minutes.
+    model_bounded(2, || {
         set_thread_id(100);
         let q = Arc::new(ModelRing::new(2));
         let p: Vec<_> = (1..=2u64)

@@ -51,6 +51,27 @@
 //! handle; positions, stamps and message lengths read from shared memory are checked on
 //! every use, and inconsistent words give a `Corrupt` error (or a bounded wait with a
 //! timeout), never out-of-bounds access.
+//!
+//! # Waiting
+//!
+//! A blocking call first spins (default [`DEFAULT_SPIN`], 20 µs; the first 2 µs without
+//! yielding the CPU), then parks: it adds itself to the ring's waiter count for its side,
+//! issues a SeqCst fence, looks once more, and sleeps in `FUTEX_WAIT` on the side's sequence
+//! word. The other side publishes with a SeqCst read-modify-write of the stamp and then
+//! reads the waiter count; only when it is non-zero does it reset it, bump the sequence
+//! word and `FUTEX_WAKE` everyone registered (one system call per batch of waiters). A
+//! parked thread also wakes every 10 ms by itself, because a peer that dies sends no
+//! wake-up.
+//!
+//! # Pipes and liveness
+//!
+//! A [`Pipe`] is two byte rings in one segment. Each end holds an open-file-description lock
+//! (`F_OFD_SETLK`) on its own byte of the segment file, through a private description; the
+//! kernel drops it when the last descriptor of that description closes, whether the end
+//! was dropped (in every process that inherited it by `fork`) or its processes died. An end
+//! that would wait checks the peer's byte with `F_OFD_GETLK`: no pids are involved, and a
+//! reused pid cannot fool it. This is Python's `Connection` semantics: close the end you do
+//! not use after a fork.
 
 pub(crate) mod ring;
 
