@@ -16,6 +16,8 @@ HIGHER_IS_BETTER = {"Mops/s", "Mmsg/s", "GB/s", "tasks/s", "ops/s", "kops/s", "s
 ROWS = [
     ("segment_create_unlink_1mib", "floor_shm_open_unlink_1mib", "python_shared_memory_create_unlink_1mib",
      "create + map + unmap + unlink a 1 MiB segment (not reserving)"),
+    ("segment_create_unlink_1mib", "floor_shm_open_touch_unlink_1mib", None,
+     "the same, against a floor that also writes one page (as a header does)"),
     ("segment_create_unlink_1mib_reserved", "floor_shm_open_unlink_1mib", "python_shared_memory_create_unlink_1mib",
      "the same, memory reserved with posix_fallocate"),
     ("mutex_uncontended", "floor_pthread_robust_uncontended", "python_lock_uncontended",

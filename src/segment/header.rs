@@ -235,6 +235,9 @@ pub fn validate(bytes: &[u8], file_len: u64) -> Result<HeaderInfo, HeaderProblem
     if raw.elem_size == 0 {
         return corrupt("element size is 0".into());
     }
+    if raw.elem_count == 0 {
+        return corrupt("element count is 0 (segments hold at least one element)".into());
+    }
     if raw.elem_align == 0 || !raw.elem_align.is_power_of_two() || raw.elem_align > 4096 {
         return corrupt(format!("element alignment {} is not a power of two up to 4096", raw.elem_align));
     }
@@ -359,5 +362,10 @@ mod tests {
         b[40..48].copy_from_slice(&u64::MAX.to_ne_bytes());
         assert!(matches!(validate(&b, u64::MAX), Err(HeaderProblem::Corrupt(_))));
         assert!(matches!(validate(&[0u8; 10], 10), Err(HeaderProblem::Corrupt(_))));
+        let mut empty = sample();
+        (empty.elem_count, empty.payload_len) = (0, 0);
+        assert!(
+            matches!(validate(&published(&empty), 4096), Err(HeaderProblem::Corrupt(m)) if m.contains("count is 0"))
+        );
     }
 }

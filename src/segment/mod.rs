@@ -147,6 +147,9 @@ impl SegmentOptions {
     }
 }
 
+/// Sparse (not reserving) segments up to this size skip the `/dev/shm` capacity check.
+const SPARSE_CHECK_ABOVE: u64 = 64 << 20;
+
 /// A mapped shared-memory segment.
 ///
 /// Plain byte segments expose their payload only through raw pointers
@@ -408,7 +411,11 @@ impl Segment {
 
     /// `shm_open(O_CREAT|O_EXCL)`, `LOCK_SH`, size and reserve. Unlinks on failure.
     fn create_file(opts: &SegmentOptions, name: &str, total: u64) -> Result<OwnedFd, SegmentError> {
-        if let Ok(cap) = sysfd::fs_capacity("/dev/shm")
+        // A sparse segment this small cannot be absurd, and reserving ones learn of a full
+        // /dev/shm from posix_fallocate anyway: skip the statvfs on the common small path.
+        let check_capacity = opts.reserve || total > SPARSE_CHECK_ABOVE;
+        if check_capacity
+            && let Ok(cap) = sysfd::fs_capacity("/dev/shm")
             && cap > 0
             && total > cap
         {
