@@ -130,7 +130,9 @@ fn stress_with_random_kills() {
     for pid in victims_c.iter().copied().chain([victim_p]) {
         std::thread::sleep(Duration::from_micros(next() % 20_000));
         kill(pid, libc::SIGKILL);
-        assert_eq!(wait_pid(pid, LIMIT), Exit::Signal(libc::SIGKILL));
+        // The victim producer may have finished its messages before the kill came.
+        let end = wait_pid(pid, LIMIT);
+        assert!(matches!(end, Exit::Signal(libc::SIGKILL) | Exit::Code(0)), "victim {pid} ended with {end:?}");
     }
     for p in producers {
         assert_eq!(wait_pid(p, LIMIT), Exit::Code(0), "a surviving producer failed");

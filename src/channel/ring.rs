@@ -216,9 +216,7 @@ impl<'a, L: SlotLock, H: Hook> Ring<'a, L, H> {
 
     #[inline]
     fn slot(&self, pos: u64) -> &'a SlotMeta<L> {
-        let cap = self.cap();
-        let i = if cap.is_power_of_two() { pos & (cap - 1) } else { pos % cap };
-        &self.slots[i as usize]
+        &self.slots[self.index(pos)]
     }
 
     #[inline]
