@@ -64,8 +64,10 @@ fn spawn<T: Send + 'static>(id: u32, f: impl FnOnce() -> T + Send + 'static) -> 
 
 #[test]
 fn two_producers_one_consumer() {
-    // Three threads all racing: two preemptions keep the search to minutes.
-    model_bounded(2, || {
+    // Two producers race for positions while the consumer takes one look concurrently
+    // (spinning consumers are covered by the other models; here they would blow up the
+    // search), then drains after the producers are done.
+    model(|| {
         set_thread_id(100);
         let q = Arc::new(ModelRing::new(2));
         let p: Vec<_> = (1..=2u64)
@@ -74,9 +76,15 @@ fn two_producers_one_consumer() {
                 spawn(v as u32, move || put(&q, v))
             })
             .collect();
-        let mut got = [get(&q), get(&q)];
+        let mut got = Vec::new();
+        if let Outcome::Ok(v) = q.try_get(None) {
+            got.push(v);
+        }
         for p in p {
             p.join().unwrap();
+        }
+        while got.len() < 2 {
+            got.push(get(&q));
         }
         got.sort_unstable();
         assert_eq!(got, [1, 2]);
