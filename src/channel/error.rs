@@ -127,3 +127,21 @@ pub enum GetError {
     #[error("the queue's shared memory is corrupt ({0}); recreate the queue")]
     Corrupt(&'static str),
 }
+
+/// Why a pipe end could not be made.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum PipeError {
+    /// Creating or opening the segment failed.
+    #[error(transparent)]
+    Segment(#[from] crate::segment::SegmentError),
+    /// The end asked for is connected already (or was, and hung up: pipes connect once).
+    #[error("the second end of pipe {name} is taken (pipes connect exactly two ends, once): create a new pipe")]
+    EndTaken {
+        /// The pipe's name.
+        name: String,
+    },
+    /// Taking the liveness token failed.
+    #[error("could not take the pipe end's liveness lock: {0}")]
+    Io(#[from] std::io::Error),
+}

@@ -81,7 +81,6 @@ pub mod model;
 
 #[cfg(not(loom))]
 mod bytes;
-#[cfg(not(loom))]
 mod error;
 #[cfg(not(loom))]
 mod layout;
@@ -100,12 +99,11 @@ mod token;
 
 #[cfg(not(loom))]
 pub use bytes::ByteQueue;
-#[cfg(not(loom))]
-pub use error::{GetError, PutError};
+pub use error::{GetError, PipeError, PutError};
 #[cfg(not(loom))]
 pub use park::{DEFAULT_SPIN, pause_at};
 #[cfg(not(loom))]
-pub use pipe::{Pipe, PipeEnd, PipeError};
+pub use pipe::{Pipe, PipeEnd};
 #[cfg(not(loom))]
 pub use queue::Queue;
 pub use ring::Point;

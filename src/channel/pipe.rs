@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering::{Acquire, SeqCst};
 use std::time::Duration;
 
 use super::bytes::{BYTES_TYPE, byte_stride, get_bytes, put_bytes};
-use super::error::{GetError, PutError};
+use super::error::{GetError, PipeError, PutError};
 use super::layout::{self, RawRing, Shape};
 use super::ops::{PutStop, Wait};
 use super::park::{DEFAULT_SPIN, wake_all};
@@ -26,24 +26,6 @@ struct PipeHeader {
 }
 
 const PIPE_HEADER: usize = std::mem::size_of::<PipeHeader>();
-
-/// Why a pipe end could not be made.
-#[non_exhaustive]
-#[derive(Debug, thiserror::Error)]
-pub enum PipeError {
-    /// Creating or opening the segment failed.
-    #[error(transparent)]
-    Segment(#[from] SegmentError),
-    /// The end asked for is connected already (or was, and hung up: pipes connect once).
-    #[error("the second end of pipe {name} is taken (pipes connect exactly two ends, once): create a new pipe")]
-    EndTaken {
-        /// The pipe's name.
-        name: String,
-    },
-    /// Taking the liveness token failed.
-    #[error("could not take the pipe end's liveness lock: {0}")]
-    Io(#[from] std::io::Error),
-}
 
 /// Constructors of pipes: [`Pipe::anonymous`] for a parent and its forked children,
 /// [`Pipe::create`] / [`Pipe::open`] for unrelated processes.
