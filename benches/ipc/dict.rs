@@ -7,7 +7,8 @@
 //! | `dict_update_2p_random_keys`     | the same with keys drawn at random from 4096 (`"k0"` … `"k4095"`) in a dict of capacity 8192 (64 stripes) |
 //! | `floor_mutex_2p_64_locks`        | 2 processes × 1 M (lock mutex `i % 64` of 64, bump counter `i` of 4096, unlock), random `i`: millions/s |
 //!
-//! The floors are what lock striping costs at the least (the same robust mutex, no hashing,
+//! Each process is pinned to its own CPU, so the two really run at the same time. The floors
+//! are what lock striping costs at the least (the same robust mutex, no hashing,
 //! no lookup, no journal). Python's counterpart: `benches/python/dict.py`
 //! (`Manager().dict()` with a `Manager().Lock()`, about a thousand times slower).
 
@@ -28,7 +29,8 @@ const STRIPES: usize = 64;
 
 pub fn run(h: &mut Harness) {
     h.group("dict");
-    let names = ["dict_update_2p_one_key", "floor_mutex_2p_one_lock", "dict_update_2p_random_keys", "floor_mutex_2p_64_locks"];
+    let names =
+        ["dict_update_2p_one_key", "floor_mutex_2p_one_lock", "dict_update_2p_random_keys", "floor_mutex_2p_64_locks"];
     if !h.wants_any(&names) {
         return;
     }
@@ -59,12 +61,10 @@ pub fn run(h: &mut Harness) {
                         dict.update(k, 0, |v| v + 1).expect("update");
                     }
                 }),
-                _ => {
-                    two_processes(|p| {
-                        let mut x = seed(p);
-                        floor.run(|_| next(&mut x) % KEYS)
-                    })
-                }
+                _ => two_processes(|p| {
+                    let mut x = seed(p);
+                    floor.run(|_| next(&mut x) % KEYS)
+                }),
             };
             samples[i].push(2.0 * UPDATES as f64 / seconds / 1e6);
         }
@@ -149,6 +149,7 @@ fn two_processes(work: impl Fn(usize) + Sync) -> f64 {
     let pids: Vec<libc::pid_t> = (0..2)
         .map(|p| {
             fork(|| {
+                pin_to_cpu(p);
                 ready.fetch_add(1, Ordering::AcqRel);
                 while start.load(Ordering::Acquire) == 0 {
                     std::hint::spin_loop();
@@ -168,6 +169,26 @@ fn two_processes(work: impl Fn(usize) + Sync) -> f64 {
         reap(pid);
     }
     t.elapsed().as_secs_f64()
+}
+
+/// Run on CPU `p` (modulo the CPUs we may use), so that the two processes really run at the
+/// same time instead of taking turns on one CPU.
+fn pin_to_cpu(p: usize) {
+    // SAFETY: `set` is a plain bitmask owned by this frame; sched_getaffinity and
+    // sched_setaffinity only read and write it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return;
+        }
+        let allowed: Vec<usize> = (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect();
+        if allowed.len() < 2 {
+            return;
+        }
+        let mut one: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(allowed[p % allowed.len()], &mut one);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one);
+    }
 }
 
 /// Fork a child that runs `f` and exits.
