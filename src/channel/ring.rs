@@ -7,6 +7,8 @@
 //! lock and the slot is claimed. Under `--cfg loom` the atomics are loom's and the slot
 //! lock is a model of a robust mutex, so `tests/loom_queue.rs` checks this very code.
 
+#![cfg_attr(loom, allow(dead_code))] // the shared-memory users of the ring are not built under loom
+
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64};
 #[cfg(not(loom))]
