@@ -9,7 +9,9 @@
 //! | `floor_futex_pingpong_rtt`   | two processes ping-pong a word in a `MAP_SHARED` page with `FUTEX_WAIT`/`FUTEX_WAKE`: µs |
 //! | `pipe_rtt_spin`              | `pipe_rtt` with spin-then-park (50 µs of spinning before parking): µs      |
 //!
-//! The benchmark binary is single-threaded, so it forks its peers directly.
+//! The benchmark binary is single-threaded, so it forks its peers directly. While this
+//! group runs, this process is pinned to CPU 0 and its peers to CPU 1 (when the machine has
+//! two), so the two really run at the same time; the previous affinity is restored after.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -22,6 +24,8 @@ const MIB: usize = 1 << 20;
 
 pub fn run(h: &mut Harness) {
     h.group("queue");
+    let saved = affinity();
+    pin(0);
     if h.wants("queue_8b_1to1") {
         small(h);
     }
@@ -32,6 +36,34 @@ pub fn run(h: &mut Harness) {
     if h.wants_any(&["pipe_rtt", "floor_futex_pingpong_rtt", "pipe_rtt_spin"]) {
         rtt(h);
     }
+    if let Some(set) = saved {
+        // SAFETY: restores the mask read by `affinity` for this process.
+        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    }
+}
+
+/// This process's CPU mask, if it can be read.
+fn affinity() -> Option<libc::cpu_set_t> {
+    // SAFETY: cpu_set_t is a plain bitmask; all zeroes is valid, and the call only writes it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable cpu_set_t of the size given.
+    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    (r == 0).then_some(set)
+}
+
+/// Pin the calling process to `cpu` if the machine has more than one CPU it may use.
+fn pin(cpu: usize) {
+    let Some(current) = affinity() else { return };
+    // SAFETY: CPU_COUNT only reads the mask.
+    if unsafe { libc::CPU_COUNT(&current) } < 2 {
+        return;
+    }
+    // SAFETY: as in `affinity`; CPU_SET writes one bit of our own mask; the call reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
 }
 
 /// Fork a child that runs `f` and exits.
@@ -40,6 +72,7 @@ fn fork(f: impl FnOnce()) -> libc::pid_t {
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
     if pid == 0 {
+        pin(1);
         let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_ok();
         // SAFETY: leave without running the parent's destructors or atexit handlers.
         unsafe { libc::_exit(if ok { 0 } else { 101 }) };

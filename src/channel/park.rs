@@ -91,6 +91,11 @@ pub(crate) fn wait<R>(
         }
         parked = true;
         futex::wait(&w.seq, seq, deadline, Some(PARK_CAP));
+        // Woken (most likely by the notifier, which took our registration): look before
+        // registering again.
+        if let Step::Done(r) = attempt() {
+            return Ok(r);
+        }
     }
 }
 
