@@ -9,53 +9,16 @@
 
 use std::time::{Duration, Instant};
 
-use shmkit::SharedArray;
+use indicatif::{ProgressBar, ProgressStyle};
 use shmkit::pool::Pool;
 use shmkit::shared::SharedObject;
 use shmkit::sync::Barrier;
+use shmkit::{SharedArray, SharedAtomic};
 
-const ALPHA: f64 = 0.2;
+#[path = "heat/kernel.rs"]
+mod kernel;
 
-/// One explicit step for rows `r0..r1` of an `n × n` grid. `src` holds rows
-/// `r0 - above .. r1 + below` (the band plus its halo rows), `dst` rows `r0..r1`. Border
-/// cells keep their value (fixed boundary).
-fn step_rows(src: &[f64], above: usize, dst: &mut [f64], r0: usize, r1: usize, n: usize) {
-    for r in r0..r1 {
-        let s = (r - r0 + above) * n; // row r inside src
-        let d = (r - r0) * n;
-        if r == 0 || r == n - 1 {
-            dst[d..d + n].copy_from_slice(&src[s..s + n]);
-            continue;
-        }
-        dst[d] = src[s];
-        dst[d + n - 1] = src[s + n - 1];
-        for c in 1..n - 1 {
-            let u = src[s + c];
-            let lap = src[s + c - n] + src[s + c + n] + src[s + c - 1] + src[s + c + 1] - 4.0 * u;
-            dst[d + c] = u + ALPHA * lap;
-        }
-    }
-}
-
-fn initial(n: usize) -> Vec<f64> {
-    let mut g = vec![0.0; n * n];
-    g[..n].fill(100.0); // a hot top edge
-    for r in n / 3..n / 2 {
-        for c in n / 4..n / 3 {
-            g[r * n + c] = 500.0; // and a hot block
-        }
-    }
-    g
-}
-
-pub fn reference(n: usize, steps: usize) -> Vec<f64> {
-    let (mut a, mut b) = (initial(n), vec![0.0; n * n]);
-    for _ in 0..steps {
-        step_rows(&a, 0, &mut b, 0, n, n);
-        std::mem::swap(&mut a, &mut b);
-    }
-    a
-}
+pub use kernel::reference;
 
 /// Everything one worker needs: plain data, so it crosses as a task argument.
 #[repr(C)]
@@ -67,6 +30,8 @@ struct Band {
     r1: u64,
     grids: [[u8; 64]; 2],
     barrier: [u8; 64],
+    /// A `SharedAtomic<u64>` the first band's worker bumps after each step (progress).
+    progress: [u8; 64],
 }
 
 fn name_of(b: &[u8; 64]) -> &str {
@@ -87,6 +52,7 @@ fn run_band(band: Band) -> u64 {
         SharedArray::<f64>::open(name_of(&band.grids[1])).expect("open grid 1"),
     ];
     let barrier = SharedObject::<Barrier>::open(name_of(&band.barrier)).expect("open barrier");
+    let progress = (r0 == 0).then(|| SharedAtomic::<u64>::open(name_of(&band.progress)).expect("open progress"));
     let (h0, h1) = (r0.saturating_sub(1), (r1 + 1).min(n));
     for step in 0..band.steps as usize {
         let (src, dst) = (&grids[step % 2], &grids[(step + 1) % 2]);
@@ -94,17 +60,33 @@ fn run_band(band: Band) -> u64 {
             // Our rows of the next grid, exclusively; our rows plus halos of the current one, shared.
             let mut out = dst.claim_mut(r0 * n..r1 * n).expect("claim own band");
             let input = src.claim(h0 * n..h1 * n).expect("claim band and halos");
-            step_rows(&input, r0 - h0, &mut out, r0, r1, n);
+            let (above, rest) = input.split_at((r0 - h0) * n);
+            let (band, below) = rest.split_at((r1 - r0) * n);
+            kernel::step_band(n, r0, above, band, below, &mut out);
         }
         barrier.wait().expect("barrier broken: another worker died or timed out");
+        if let Some(p) = &progress {
+            p.store(step as u64 + 1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
     band.steps
 }
 
 pub fn run_pool(workers: usize, n: usize, steps: usize) -> (Vec<f64>, Duration) {
+    run_pool_with_progress(workers, n, steps, |_| {})
+}
+
+/// [`run_pool`], calling `on_step(steps_done)` while the workers run.
+pub fn run_pool_with_progress(
+    workers: usize,
+    n: usize,
+    steps: usize,
+    mut on_step: impl FnMut(u64),
+) -> (Vec<f64>, Duration) {
     let pool = Pool::new(workers).expect("start pool");
     let grids = [SharedArray::<f64>::create(None, n * n).unwrap(), SharedArray::<f64>::create(None, n * n).unwrap()];
-    grids[0].copy_from_slice(0, &initial(n)).unwrap();
+    grids[0].copy_from_slice(0, &kernel::initial(n)).unwrap();
+    let progress = SharedAtomic::<u64>::create(None, 0).unwrap();
     let barrier =
         SharedObject::<Barrier>::create(None, |b| *b = Barrier::with_timeout(workers as u16, Duration::from_secs(60)))
             .unwrap();
@@ -119,10 +101,16 @@ pub fn run_pool(workers: usize, n: usize, steps: usize) -> (Vec<f64>, Duration) 
                 r1: ((w + 1) * n / workers) as u64,
                 grids: names,
                 barrier: name_arg(barrier.name().unwrap()),
+                progress: name_arg(progress.name().unwrap()),
             };
             pool.apply_async(run_band, band).expect("submit band")
         })
         .collect();
+    while !handles.iter().all(|h| h.ready()) {
+        on_step(progress.load(std::sync::atomic::Ordering::Relaxed));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    on_step(steps as u64);
     for h in handles {
         h.get().expect("band failed");
     }
@@ -144,8 +132,15 @@ fn main() {
 
     let mut ok = true;
     for w in [1, workers.max(1)] {
-        let (got, t) = run_pool(w, n, steps);
-        let same = got.len() == expect.len() && got.iter().zip(&expect).all(|(a, b)| a.to_bits() == b.to_bits());
+        // A progress bar on a terminal; hidden when stderr is not one (CI, pipes).
+        let bar = ProgressBar::new(steps as u64).with_message(format!("{w} worker(s)"));
+        bar.set_style(
+            ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} steps, {per_sec}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        let (got, t) = run_pool_with_progress(w, n, steps, |done| bar.set_position(done));
+        bar.finish_and_clear();
+        let same = kernel::bitwise_equal(&got, &expect);
         println!(
             "pool, {w} worker{}: {:.1} steps/s, bit-for-bit equal to the single-process run: {}",
             if w == 1 { "" } else { "s" },

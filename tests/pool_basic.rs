@@ -178,3 +178,23 @@ fn imap_ordered_and_unordered() {
     assert_eq!(got.iter().filter(|r| r.is_err()).count(), 1);
     assert!(matches!(&got[3], Err(PoolError::TaskPanicked { message, .. }) if message.contains("three")));
 }
+
+#[test]
+fn polling_ready_alone_completes_a_task() {
+    let p = pool(2);
+    let r = p.apply_async(|x: u64| x + 1, 41).unwrap();
+    // Python users poll `ready()`; it must collect the result by itself, not only `get`.
+    common::wait_until("ready() to report the finished task", T, || r.ready());
+    assert_eq!(r.get().unwrap(), 42);
+}
+
+#[test]
+fn map_reports_progress_up_to_the_total() {
+    let p = pool(2);
+    let mut seen = Vec::new();
+    let out = p.map_with_progress(|x: u64| x + 1, 0..5000, |pr| seen.push(pr)).unwrap();
+    assert_eq!(out.len(), 5000);
+    assert!(seen.iter().all(|pr| pr.total == 5000 && pr.completed <= 5000));
+    assert!(seen.windows(2).all(|w| w[0].completed < w[1].completed), "counts only grow: {seen:?}");
+    assert_eq!(seen.last().map(|pr| pr.completed), Some(5000));
+}

@@ -49,11 +49,28 @@ pub fn run(mut args: Args) -> Result<(), CliError> {
         return Err(CliError::Usage("--increments must be at least 1".into()));
     }
     let expected = processes as u64 * increments;
+    // Progress on stderr, between races only (the timed sections stay untouched, and no
+    // ticker thread runs in a process that forks); hidden when stderr is not a terminal.
+    let bar = indicatif::ProgressBar::new(4);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:>24} [{bar:30}] {pos}/{len} races")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let phase = |name: &str| bar.set_message(format!("{processes} x {increments} {name}"));
+    phase("unsynchronized");
     let unsync = race(processes, increments, Way::Unsynchronized)?;
+    bar.inc(1);
+    phase("locked");
     let locked = race(processes, increments, Way::Locked)?;
+    bar.inc(1);
+    phase("atomic");
     let atomic = race(processes, increments, Way::Atomic)?;
+    bar.inc(1);
+    phase("dict");
     // The dict section (src/cli/demo_dict.rs).
     let dict = super::demo_dict::race(processes, super::demo_dict::increments_for(increments))?;
+    bar.inc(1);
+    bar.finish_and_clear();
     if json {
         let obj = |o: &Outcome| format!("{{\"final\":{},\"per_second\":{:.0}}}", o.final_count, o.per_second(expected));
         println!(

@@ -171,6 +171,25 @@ pub(crate) fn per_entry<A, R>(chunksize: usize, msg: usize) -> Result<usize, Poo
     Ok(chunksize.max(1).min(msg / sa.max(1)).min(msg / sr.max(1)).min(1 << 20))
 }
 
+/// How far a running `map` has got: items completed and in all
+/// ([`Pool::map_with_progress`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// Items whose results are in.
+    pub completed: usize,
+    /// Items in the `map`.
+    pub total: usize,
+}
+
+/// A batch's geometry: `n` items of `step` bytes, `per` per task, `res_size` result bytes each.
+#[derive(Clone, Copy)]
+struct BatchShape {
+    n: usize,
+    step: usize,
+    per: usize,
+    res_size: usize,
+}
+
 /// `n` values of `R` from packed bytes.
 pub(crate) fn decode_vec<R: Pod>(bytes: &[u8], n: usize) -> Vec<R> {
     let size = std::mem::size_of::<R>();
@@ -284,12 +303,47 @@ impl Pool {
         self.map_slice(f, &items, chunksize)
     }
 
+    /// [`map`](Self::map) that reports progress: `observer` is called on the calling thread
+    /// with the items completed so far and the total, whenever that count changes, and once
+    /// more at the end. For a progress bar, a log line, or an ETA.
+    ///
+    /// ```
+    /// use shmkit::pool::{Pool, Progress};
+    /// let pool = Pool::new(2)?;
+    /// let mut last = Progress { completed: 0, total: 0 };
+    /// let out = pool.map_with_progress(|x: u64| x * x, 0..1000, |p| last = p)?;
+    /// assert_eq!(out[999], 999 * 999);
+    /// assert_eq!(last, Progress { completed: 1000, total: 1000 });
+    /// # Ok::<(), shmkit::pool::PoolError>(())
+    /// ```
+    pub fn map_with_progress<A: Pod, R: Pod>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+        mut observer: impl FnMut(Progress),
+    ) -> Result<Vec<R>, PoolError> {
+        let items: Vec<A> = items.into_iter().collect();
+        let per = items.len().div_ceil(self.processes() * 4).max(1);
+        self.map_observed(f, &items, per, &mut observer)
+    }
+
     fn map_slice<A: Pod, R: Pod>(&self, f: fn(A) -> R, items: &[A], chunksize: usize) -> Result<Vec<R>, PoolError> {
+        self.map_observed(f, items, chunksize, &mut |_| {})
+    }
+
+    fn map_observed<A: Pod, R: Pod>(
+        &self,
+        f: fn(A) -> R,
+        items: &[A],
+        chunksize: usize,
+        observer: &mut dyn FnMut(Progress),
+    ) -> Result<Vec<R>, PoolError> {
         let bytes: &[u8] = bytemuck::cast_slice(items);
         let per = per_entry::<A, R>(chunksize, self.core.shape().msg)?;
         let (tramp, func) = (tramp_addr!(Tramp, map_tramp::<A, R>), f as usize as u64);
-        let out =
-            self.run_batch(items.len(), std::mem::size_of::<A>(), bytes, per, tramp, func, std::mem::size_of::<R>())?;
+        let shape =
+            BatchShape { n: items.len(), step: std::mem::size_of::<A>(), per, res_size: std::mem::size_of::<R>() };
+        let out = self.run_batch_observed(shape, bytes, tramp, func, observer)?;
         Ok(decode_vec(&out, items.len()))
     }
 
@@ -329,12 +383,31 @@ impl Pool {
         func: u64,
         res_size: usize,
     ) -> Result<Vec<u8>, PoolError> {
+        self.run_batch_observed(BatchShape { n, step, per, res_size }, bytes, tramp, func, &mut |_| {})
+    }
+
+    fn run_batch_observed(
+        &self,
+        shape: BatchShape,
+        bytes: &[u8],
+        tramp: u64,
+        func: u64,
+        observer: &mut dyn FnMut(Progress),
+    ) -> Result<Vec<u8>, PoolError> {
+        let BatchShape { n, step, per, res_size } = shape;
         if n == 0 {
+            observer(Progress { completed: 0, total: 0 });
             return Ok(Vec::new());
         }
         let batch = Arc::new(Batch::new(n, res_size));
         let mut next = 0;
-        self.core.drive(Deadline::never(), |core, d| {
+        let mut reported = usize::MAX;
+        let result = self.core.drive(Deadline::never(), |core, d| {
+            let completed = n - batch.remaining();
+            if completed != reported {
+                reported = completed;
+                observer(Progress { completed, total: n });
+            }
             if batch.failed() {
                 // Fail fast: the rest still runs in the workers, its results are dropped.
                 return Ok(Some(()));
@@ -350,7 +423,12 @@ impl Pool {
                 next += count;
             }
             Ok((next == n && batch.is_done()).then_some(()))
-        })?;
+        });
+        result?;
+        let completed = n - batch.remaining();
+        if completed != reported {
+            observer(Progress { completed, total: n });
+        }
         batch.finish()
     }
 
@@ -408,9 +486,15 @@ impl<R: Pod> std::fmt::Debug for AsyncResult<R> {
 }
 
 impl<R: Pod> AsyncResult<R> {
-    /// Whether the task has ended (successfully or not).
+    /// Whether the task has ended (successfully or not). Never blocks: it collects whatever
+    /// results the workers have finished, so polling `ready()` alone makes progress.
     pub fn ready(&self) -> bool {
-        self.cell.is_done() || self.spent.lock().unwrap_or_else(PoisonError::into_inner).is_some()
+        if self.cell.is_done() || self.spent.lock().unwrap_or_else(PoisonError::into_inner).is_some() {
+            return true;
+        }
+        // One harvest pass, no waiting: the step yields at once.
+        let _ = self.core.drive(Deadline::after(Duration::ZERO), |_, _| Ok(Some(())));
+        self.cell.is_done()
     }
 
     /// Wait for the result.

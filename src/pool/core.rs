@@ -74,6 +74,11 @@ impl Batch {
         self.remaining.load(Ordering::Acquire) == 0
     }
 
+    /// Items not finished yet.
+    pub fn remaining(&self) -> usize {
+        self.remaining.load(Ordering::Acquire)
+    }
+
     /// Whether some item has failed already.
     pub fn failed(&self) -> bool {
         self.out.lock().unwrap_or_else(PoisonError::into_inner).1.is_some()

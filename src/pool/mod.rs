@@ -60,6 +60,6 @@ mod manager;
 mod task;
 mod worker;
 
-pub use api::{AsyncResult, Pool, PoolBuilder};
+pub use api::{AsyncResult, Pool, PoolBuilder, Progress};
 pub use error::PoolError;
 pub use imap::Imap;
