@@ -17,7 +17,7 @@ import os
 import sys
 
 # Run as `python3 benches/python/dict.py`, this directory comes first on sys.path: keep a
-# sibling script (queue.py) from shadowing the standard library module the manager imports.
+# sibling script named like a stdlib module from shadowing the standard library module the manager imports.
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
