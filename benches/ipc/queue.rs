@@ -13,12 +13,11 @@
 //! group runs, this process is pinned to CPU 0 and its peers to CPU 1 (when the machine has
 //! two), so the two really run at the same time; the previous affinity is restored after.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use shmkit::channel::{ByteQueue, Pipe, PipeEnd, Queue};
 
-use crate::util::{Harness, median};
+use crate::util::{Harness, affinity, median, pin, set_affinity};
 
 const MIB: usize = 1 << 20;
 
@@ -37,32 +36,7 @@ pub fn run(h: &mut Harness) {
         rtt(h);
     }
     if let Some(set) = saved {
-        // SAFETY: restores the mask read by `affinity` for this process.
-        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    }
-}
-
-/// This process's CPU mask, if it can be read.
-fn affinity() -> Option<libc::cpu_set_t> {
-    // SAFETY: cpu_set_t is a plain bitmask; all zeroes is valid, and the call only writes it.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid, writable cpu_set_t of the size given.
-    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    (r == 0).then_some(set)
-}
-
-/// Pin the calling process to `cpu` if the machine has more than one CPU it may use.
-fn pin(cpu: usize) {
-    let Some(current) = affinity() else { return };
-    // SAFETY: CPU_COUNT only reads the mask.
-    if unsafe { libc::CPU_COUNT(&current) } < 2 {
-        return;
-    }
-    // SAFETY: as in `affinity`; CPU_SET writes one bit of our own mask; the call reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        set_affinity(&set);
     }
 }
 
@@ -179,14 +153,11 @@ fn rtt(h: &Harness) {
     const ITERS: usize = 2000;
     const ROUNDS: usize = 15;
     let mut parked = pipe_bench(Duration::ZERO, ITERS, ROUNDS);
-    let floor = futex_bench(ITERS, ROUNDS);
+    let floor = crate::util::futex_pingpong_floor(h);
     let mut spin = pipe_bench(Duration::from_micros(50), ITERS, ROUNDS);
     let (p, f, s) = (median(&mut parked), floor, median(&mut spin));
     if h.wants("pipe_rtt") {
         h.report("pipe_rtt", p, "us");
-    }
-    if h.wants("floor_futex_pingpong_rtt") {
-        h.report("floor_futex_pingpong_rtt", f, "us");
     }
     if h.wants("pipe_rtt_spin") {
         h.report("pipe_rtt_spin", s, "us");
@@ -227,63 +198,4 @@ fn echo(b: &PipeEnd) {
             break;
         }
     }
-}
-
-fn futex(word: &AtomicU32, op: libc::c_int, val: u32) {
-    // SAFETY: `word` is an aligned 32-bit word in a MAP_SHARED mapping that outlives the
-    // call; FUTEX_WAIT/FUTEX_WAKE (shared, not private) only use its address and value.
-    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), op, val, std::ptr::null::<libc::timespec>(), 0usize, 0u32) };
-}
-
-/// The floor: a raw futex ping-pong between two processes (median µs per round trip).
-fn futex_bench(iters: usize, rounds: usize) -> f64 {
-    // SAFETY: a fresh anonymous shared mapping of one page; unmapped below.
-    let page = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            4096,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(page, libc::MAP_FAILED, "mmap");
-    // SAFETY: the page is zeroed, aligned and lives until the munmap below (after the
-    // child is reaped); AtomicU32 is valid for any bits.
-    let word = unsafe { &*page.cast::<AtomicU32>() };
-    const PING: u32 = 1;
-    const PONG: u32 = 2;
-    const STOP: u32 = 3;
-    let wait_for = |want: u32| loop {
-        let v = word.load(Ordering::Acquire);
-        if v == want || v == STOP {
-            return v;
-        }
-        futex(word, libc::FUTEX_WAIT, v);
-    };
-    let child = fork(|| {
-        while wait_for(PING) == PING {
-            word.store(PONG, Ordering::Release);
-            futex(word, libc::FUTEX_WAKE, 1);
-        }
-    });
-    let mut samples = Vec::new();
-    for round in 0..=rounds {
-        let start = Instant::now();
-        for _ in 0..iters {
-            word.store(PING, Ordering::Release);
-            futex(word, libc::FUTEX_WAKE, 1);
-            wait_for(PONG);
-        }
-        if round > 0 {
-            samples.push(start.elapsed().as_secs_f64() * 1e6 / iters as f64);
-        }
-    }
-    word.store(STOP, Ordering::Release);
-    futex(word, libc::FUTEX_WAKE, 1);
-    reap(child);
-    // SAFETY: the child is gone; nothing refers to the page any more.
-    unsafe { libc::munmap(page, 4096) };
-    median(&mut samples)
 }

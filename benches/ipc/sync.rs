@@ -16,6 +16,11 @@ use crate::util::{Harness, SharedPage, fork_child, futex_pingpong_floor, median,
 
 pub fn run(h: &mut Harness) {
     h.group("sync");
+    // Parent on CPU 0, forked peers on CPU 1, as every cross-process figure here.
+    crate::util::pinned(|| run_pinned(h));
+}
+
+fn run_pinned(h: &Harness) {
     if h.wants_any(&["mutex_uncontended", "floor_pthread_robust_uncontended"]) {
         uncontended(h);
     }

@@ -131,13 +131,59 @@ fn fmt_value(v: f64) -> String {
     }
 }
 
-/// Fork a child that runs `f` and `_exit`s. The benchmark binary is single-threaded.
+/// This process's CPU mask, if it can be read.
+pub fn affinity() -> Option<libc::cpu_set_t> {
+    // SAFETY: cpu_set_t is a plain bitmask; all zeroes is valid, and the call only writes it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable cpu_set_t of the size given.
+    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    (r == 0).then_some(set)
+}
+
+/// Restore a mask read by [`affinity`].
+pub fn set_affinity(set: &libc::cpu_set_t) {
+    // SAFETY: `set` is a valid cpu_set_t of the size given; the call only reads it.
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) };
+}
+
+/// Pin the calling process to `cpu` if the machine has more than one CPU it may use (so two
+/// ping-ponging processes each get a CPU of their own, as the floors they compare with do).
+pub fn pin(cpu: usize) {
+    // Count the machine's online CPUs, not this process's mask: a forked child inherits its
+    // parent's single-CPU mask and must still move to its own CPU.
+    // SAFETY: sysconf has no memory-safety preconditions.
+    if unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) } < 2 {
+        return;
+    }
+    // SAFETY: CPU_SET writes one bit of our own zeroed mask.
+    let set = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        set
+    };
+    set_affinity(&set);
+}
+
+/// Run `f` with this process pinned to CPU 0 (children from [`fork_child`] go to CPU 1).
+pub fn pinned<R>(f: impl FnOnce() -> R) -> R {
+    let saved = affinity();
+    pin(0);
+    let r = f();
+    if let Some(set) = saved {
+        set_affinity(&set);
+    }
+    r
+}
+
+/// Fork a child that runs `f` and `_exit`s, pinned to CPU 1. The benchmark binary is
+/// single-threaded.
 pub fn fork_child(f: impl FnOnce()) -> libc::pid_t {
     // SAFETY: the benchmark process is single-threaded, so the child inherits no lock held
     // by another thread; it runs `f` and leaves with `_exit`.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
     if pid == 0 {
+        pin(1);
         f();
         // SAFETY: end the child without running the parent's destructors.
         unsafe { libc::_exit(0) };
@@ -194,13 +240,13 @@ fn futex(word: &std::sync::atomic::AtomicU32, op: libc::c_int, val: u32) {
     unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), op, val, std::ptr::null::<libc::timespec>(), 0usize, 0u32) };
 }
 
-/// The raw futex ping-pong floor between two processes, in µs per round trip: measured
-/// once per run, printed once as `floor_futex_pingpong_rtt`, shared by every module that
-/// compares against it.
+/// The raw futex ping-pong floor between two processes pinned to CPUs 0 and 1, in µs per
+/// round trip: measured once per run, printed once as `floor_futex_pingpong_rtt`, shared by
+/// every module that compares against it (semaphores, pipes).
 pub fn futex_pingpong_floor(h: &Harness) -> f64 {
     static FLOOR: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
     *FLOOR.get_or_init(|| {
-        let f = measure_futex_pingpong(2000, 15);
+        let f = pinned(|| measure_futex_pingpong(2000, 15));
         h.report("floor_futex_pingpong_rtt", f, "us");
         f
     })
