@@ -127,24 +127,14 @@ impl std::fmt::Display for ExitStatus {
 }
 
 /// A short name for a signal number.
+///
+/// ```
+/// assert_eq!(shmkit::process::signal_name(9), "SIGKILL");
+/// assert_eq!(shmkit::process::signal_name(12345), "signal");
+/// ```
 pub fn signal_name(sig: i32) -> &'static str {
-    match sig {
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGINT => "SIGINT",
-        libc::SIGQUIT => "SIGQUIT",
-        libc::SIGILL => "SIGILL",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGALRM => "SIGALRM",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGUSR1 => "SIGUSR1",
-        libc::SIGUSR2 => "SIGUSR2",
-        _ => "signal",
-    }
+    // nix carries the platform's full signal table (SIGCHLD, SIGSYS, SIGXCPU, …).
+    nix::sys::signal::Signal::try_from(sig).map_or("signal", |s| s.as_str())
 }
 
 /// `waitpid(pid, WNOHANG)` on our own child: `Some(status)` once it has ended (and is reaped).
