@@ -175,3 +175,32 @@ fn gc_removes_exactly_the_stale_segments() {
     assert!(!removed.iter().any(|n| n == live.name().unwrap() || n == foreign.0.as_str()));
     assert!(!exists(&stale_name) && exists(live.name().unwrap()) && exists(&foreign.0));
 }
+
+#[test]
+fn inspect_summarizes_queues_dicts_and_lists() {
+    let _serial = common::serial();
+    let q = shmkit::channel::Queue::<u64>::create(None, 8).unwrap();
+    q.put(1).unwrap();
+    q.put(2).unwrap();
+    let v = json(&["inspect", "--json", q.name().unwrap()]);
+    assert_eq!((v["kind"].as_str(), v["summary"]["capacity"].as_f64()), (Some("queue"), Some(8.0)));
+    assert_eq!(v["summary"]["occupancy"].as_f64(), Some(2.0));
+    let b = shmkit::channel::ByteQueue::create(None, 4, 64).unwrap();
+    b.put(b"hello").unwrap();
+    let v = json(&["inspect", "--json", b.name().unwrap()]);
+    assert_eq!((v["summary"]["capacity"].as_f64(), v["summary"]["occupancy"].as_f64()), (Some(4.0), Some(1.0)));
+    let d = shmkit::SharedDict::<str, u64>::create(None, 100).unwrap();
+    d.insert("a", 1).unwrap();
+    d.insert("b", 2).unwrap();
+    let v = json(&["inspect", "--json", d.name().unwrap()]);
+    assert_eq!((v["kind"].as_str(), v["summary"]["len"].as_f64()), (Some("dict"), Some(2.0)));
+    assert_eq!(v["summary"]["key type"], "str");
+    assert!(v["summary"]["capacity"].as_f64().unwrap() >= 100.0);
+    let l = shmkit::SharedList::<i32>::create(None, 10).unwrap();
+    l.push(5).unwrap();
+    let v = json(&["inspect", "--json", l.name().unwrap()]);
+    assert_eq!(
+        (v["kind"].as_str(), v["summary"]["len"].as_f64(), v["summary"]["capacity"].as_f64()),
+        (Some("list"), Some(1.0), Some(10.0))
+    );
+}

@@ -146,6 +146,64 @@ fn atomic<T: AsF64 + shmkit::shared::AtomicElement>(name: &str, load: fn(&T::Ato
     }
 }
 
+fn queue<T: AsF64>(ctx: &Ctx<'_>) -> Summary {
+    match shmkit::channel::Queue::<T>::open(ctx.name) {
+        Ok(q) => queue_fields(q.capacity(), q.len(), q.is_closed(), q.abandoned()),
+        Err(e) => vec![("error".into(), Field::Text(e.to_string()))],
+    }
+}
+
+fn queue_fields(capacity: usize, len: usize, closed: bool, abandoned: u64) -> Summary {
+    vec![
+        ("capacity".into(), Field::Num(capacity as f64)),
+        ("occupancy".into(), Field::Num(len as f64)),
+        ("closed".into(), Field::Text(closed.to_string())),
+        ("abandoned".into(), Field::Num(abandoned as f64)),
+    ]
+}
+
+fn byte_queue(name: &str) -> Summary {
+    match shmkit::channel::ByteQueue::open(name) {
+        Ok(q) => queue_fields(q.capacity(), q.len(), q.is_closed(), q.abandoned()),
+        // Pipes are two rings in one segment of the same kind.
+        Err(_) => vec![("summary".into(), Field::Text("a pipe (two byte rings); no summary".into()))],
+    }
+}
+
+fn dict<V: AsF64>(ctx: &Ctx<'_>) -> Summary {
+    use shmkit::SharedDict;
+    fn fields<K: shmkit::manager::DictKey + ?Sized, V: Element>(d: &SharedDict<K, V>, key: &str) -> Summary {
+        let len = d.len().map_or_else(|e| Field::Text(format!("not read: {e}")), |n| Field::Num(n as f64));
+        vec![
+            ("key type".into(), Field::Text(key.into())),
+            ("capacity".into(), Field::Num(d.capacity() as f64)),
+            ("len".into(), len),
+        ]
+    }
+    if let Ok(d) = SharedDict::<str, V>::open(ctx.name) {
+        return fields(&d, "str");
+    }
+    macro_rules! keys {
+        ($($k:ty),*) => {$(
+            if let Ok(d) = SharedDict::<$k, V>::open(ctx.name) {
+                return fields(&d, stringify!($k));
+            }
+        )*};
+    }
+    keys!(u64, i64, u32, i32, usize, u16, i16, u8, i8, [u8]);
+    vec![("summary".into(), Field::Text("a dict with a key type this tool does not know".into()))]
+}
+
+fn list<T: AsF64>(ctx: &Ctx<'_>) -> Summary {
+    match shmkit::SharedList::<T>::open(ctx.name) {
+        Ok(l) => vec![
+            ("capacity".into(), Field::Num(l.capacity() as f64)),
+            ("len".into(), l.len().map_or_else(|e| Field::Text(format!("not read: {e}")), |n| Field::Num(n as f64))),
+        ],
+        Err(e) => vec![("error".into(), Field::Text(e.to_string()))],
+    }
+}
+
 macro_rules! by_type {
     ($elem:expr, $f:ident, $ctx:expr; $($t:ty),*) => {
         match $elem {
@@ -162,6 +220,10 @@ fn summarize(opts: &SegmentOptions, name: &str, h: &HeaderInfo) -> Summary {
     let typed = match h.kind {
         Kind::Array => by_type!(elem, array, ctx; u8, i8, u16, i16, u32, i32, u64, i64, usize, isize, f32, f64),
         Kind::Value => by_type!(elem, value, ctx; u8, i8, u16, i16, u32, i32, u64, i64, usize, isize, f32, f64),
+        Kind::Queue if elem == "shmkit.bytes" => Some(byte_queue(name)),
+        Kind::Queue => by_type!(elem, queue, ctx; u8, i8, u16, i16, u32, i32, u64, i64, usize, isize, f32, f64),
+        Kind::Dict => by_type!(elem, dict, ctx; u8, i8, u16, i16, u32, i32, u64, i64, usize, isize, f32, f64),
+        Kind::List => by_type!(elem, list, ctx; u8, i8, u16, i16, u32, i32, u64, i64, usize, isize, f32, f64),
         Kind::Atomic => match elem {
             "u32" => Some(atomic::<u32>(name, |a| a.load(SeqCst) as f64)),
             "i32" => Some(atomic::<i32>(name, |a| a.load(SeqCst) as f64)),
