@@ -32,12 +32,15 @@ ROWS = [
     ("queue_1mib_1to1", "floor_memcpy_1mib", "python_queue_1mib_1to1", "1 MiB messages"),
     ("pipe_rtt", "floor_futex_pingpong_rtt", "python_pipe_rtt", "Pipe round trip, parked"),
     ("pipe_rtt_spin", "floor_futex_pingpong_rtt", "python_pipe_rtt", "Pipe round trip, spin-then-park"),
-    ("dict_update_2p_one_key", None, "python_manager_dict_update_locked", "2 processes updating one key"),
-    ("dict_update_2p_random_keys", None, "python_manager_dict_update_locked", "2 processes, random keys"),
+    ("dict_update_2p_one_key", "floor_mutex_2p_one_lock", "python_manager_dict_update_locked",
+     "2 processes x 1 M atomic updates of one key (Python: Manager dict + Manager Lock)"),
+    ("dict_update_2p_random_keys", "floor_mutex_2p_64_locks", "python_manager_dict_update_locked",
+     "2 processes x 1 M atomic updates, random keys"),
     ("pool_map_chunksize1", None, "python_pool_map_chunksize1", "Pool.map, chunksize 1"),
     ("pool_apply_async_rtt", None, "python_pool_apply_async_rtt", "one apply_async at a time"),
     ("pool_startup_2", None, "python_pool_startup_2", "create 2 workers, get a first result"),
-    ("pool_sum_512mib_2w", "floor_sum_512mib_2p", "python_pool_sum_512mib_2w", "sum a 512 MiB f64 array, 2 workers"),
+    ("pool_sum_512mib_2w", "floor_sum_512mib_2p", "python_pool_sum_512mib_2w_pickled",
+     "sum a 512 MiB f64 array, 2 workers (Python: chunks pickled to the pool)"),
 ]
 
 
@@ -60,11 +63,28 @@ def fmt(fig):
     return f"{value:.4g} {unit}"
 
 
+PREFIX = {"k": 1e3, "M": 1e6, "G": 1e9}
+TIME = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
+def base(fig):
+    """(value in base units, base unit, higher is better) — `Mops/s` and `kops/s` compare."""
+    value, unit = fig
+    if unit in TIME:
+        return value * TIME[unit], "s", False
+    if unit.endswith("/s") and unit[0] in PREFIX and unit not in ("GB/s",) and len(unit) > 3:
+        return value * PREFIX[unit[0]], unit[1:], True
+    return value, unit, unit in HIGHER_IS_BETTER
+
+
 def ratio(ours, other):
     """How many times better ours is than other (>1: ours wins)."""
-    if ours is None or other is None or ours[1] != other[1] or ours[0] <= 0 or other[0] <= 0:
+    if ours is None or other is None:
         return "—"
-    r = ours[0] / other[0] if ours[1] in HIGHER_IS_BETTER else other[0] / ours[0]
+    (a, ua, higher), (b, ub, _) = base(ours), base(other)
+    if ua != ub or a <= 0 or b <= 0:
+        return "—"
+    r = a / b if higher else b / a
     return f"{r:.3g}x"
 
 
@@ -90,7 +110,9 @@ def main():
     print("Every shmkit figure is a median of several rounds; its floor (the raw OS mechanism doing the")
     print("same job) is measured in the same run. Ratios say how many times better shmkit is (>1x: shmkit")
     print("wins; for the floor, 1x means as fast as the raw mechanism). Python is `multiprocessing` doing")
-    print("the same job (`benches/python/`). Regenerate with `benches/compare.sh`.\n")
+    print("the same job (`benches/python/`). Ping-pong round trips run with the two processes pinned to")
+    print("CPUs 0 and 1, Rust and Python alike, so parked figures include the kernel's cross-CPU wake-up")
+    print("(the floor shows its cost on this machine). Regenerate with `benches/compare.sh`.\n")
     print("| figure | what | shmkit | OS floor | vs floor | Python | vs Python |")
     print("|---|---|---|---|---|---|---|")
     shown = set()

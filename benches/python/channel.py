@@ -10,17 +10,24 @@ Prints, each the median over several rounds:
   echoing child (compare with `pipe_rtt`).
 """
 
+import multiprocessing as mp
 import os
+import statistics
 import sys
+import time
 
-# This file is named like the standard library's `queue`, which multiprocessing imports:
-# drop this script's folder from the import path first.
-_here = os.path.dirname(os.path.abspath(__file__))
-sys.path = [p for p in sys.path if os.path.abspath(p or ".") != _here]
+def pin(cpu):
+    """Pin this process to `cpu` (as the Rust ping-pong benchmarks pin parent and child to
+    CPUs 0 and 1); returns the previous mask. No-op on a one-CPU machine."""
+    saved = os.sched_getaffinity(0)
+    if (os.cpu_count() or 1) >= 2:
+        os.sched_setaffinity(0, {cpu})
+    return saved
 
-import multiprocessing as mp  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
+
+def unpin(saved):
+    os.sched_setaffinity(0, saved)
+
 
 MIB = 1 << 20
 
@@ -53,6 +60,7 @@ def throughput(size, n, rounds):
 
 
 def echo(conn):
+    pin(1)
     while True:
         m = conn.recv_bytes()
         if not m:
@@ -61,6 +69,7 @@ def echo(conn):
 
 
 def pipe_rtt(iters, rounds):
+    saved = pin(0)
     a, b = mp.Pipe()
     p = mp.Process(target=echo, args=(b,))
     p.start()
@@ -76,6 +85,7 @@ def pipe_rtt(iters, rounds):
             samples.append((time.perf_counter() - start) / iters)
     a.send_bytes(b"")
     p.join()
+    unpin(saved)
     return statistics.median(samples)
 
 

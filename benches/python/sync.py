@@ -10,9 +10,23 @@ Prints, as `name: value unit` (medians of several rounds):
 """
 
 import multiprocessing as mp
+import os
 import statistics
 import sys
 import time
+
+def pin(cpu):
+    """Pin this process to `cpu` (as the Rust ping-pong benchmarks pin parent and child to
+    CPUs 0 and 1); returns the previous mask. No-op on a one-CPU machine."""
+    saved = os.sched_getaffinity(0)
+    if (os.cpu_count() or 1) >= 2:
+        os.sched_setaffinity(0, {cpu})
+    return saved
+
+
+def unpin(saved):
+    os.sched_setaffinity(0, saved)
+
 
 GROUP = "sync/"
 
@@ -61,12 +75,14 @@ def value_locked_2p(rounds=3, iters=200_000):
 
 
 def _echo(ping, pong, iters):
+    pin(1)
     for _ in range(iters):
         ping.acquire()
         pong.release()
 
 
 def semaphore_pingpong(rounds=7, iters=2000):
+    saved = pin(0)
     samples = []
     for _ in range(rounds):
         ping, pong = mp.Semaphore(0), mp.Semaphore(0)
@@ -78,6 +94,7 @@ def semaphore_pingpong(rounds=7, iters=2000):
             pong.acquire()
         samples.append((time.perf_counter() - start) / iters * 1e6)
         p.join()
+    unpin(saved)
     return statistics.median(samples)
 
 
