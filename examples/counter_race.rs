@@ -53,6 +53,9 @@ fn atomic(n: u64) -> u64 {
     n
 }
 
+/// A way of incrementing: its name and the task each worker runs.
+type Way = (&'static str, fn(u64) -> u64);
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let processes = args.first().copied().unwrap_or(2).max(1) as usize;
@@ -63,7 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("{processes} processes x {increments} increments (expected {expected})\n");
     println!("{:<16} {:>12} {:>8} {:>14}", "way", "final", "lost %", "increments/s");
     let c = COUNTERS.get().ok_or("counters missing")?;
-    let ways: [(&str, fn(u64) -> u64); 3] = [("unsynchronized", racy), ("locked (Mutex)", locked), ("atomic", atomic)];
+    let ways: [Way; 3] = [("unsynchronized", racy), ("locked (Mutex)", locked), ("atomic", atomic)];
     let mut exact = true;
     for (name, f) in ways {
         let t = Instant::now();
