@@ -11,22 +11,11 @@ Prints, each the median over several rounds:
 """
 
 import multiprocessing as mp
-import os
 import statistics
 import sys
 import time
 
-def pin(cpu):
-    """Pin this process to `cpu` (as the Rust ping-pong benchmarks pin parent and child to
-    CPUs 0 and 1); returns the previous mask. No-op on a one-CPU machine."""
-    saved = os.sched_getaffinity(0)
-    if (os.cpu_count() or 1) >= 2:
-        os.sched_setaffinity(0, {cpu})
-    return saved
-
-
-def unpin(saved):
-    os.sched_setaffinity(0, saved)
+from _affinity import pin, unpin
 
 
 MIB = 1 << 20
