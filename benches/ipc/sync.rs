@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use shmkit::shared::SharedObject;
 use shmkit::sync::{Mutex, Semaphore, ShmSafe};
 
-use crate::util::{Harness, SharedPage, fork_child, futex_pingpong_floor, median, reap_child, time_iters};
+use crate::util::{
+    Harness, SharedPage, fork_child, fork_child_on, futex_pingpong_floor, median, reap_child, time_iters,
+};
 
 pub fn run(h: &mut Harness) {
     h.group("sync");
@@ -87,14 +89,15 @@ fn uncontended(h: &Harness) {
     h.ratio("mutex_uncontended_vs_floor", r[0], r[1]);
 }
 
-/// Two processes each doing `iters` increments, released together; total Mops/s.
+/// Two processes, one per CPU, each doing `iters` increments, released together; total
+/// Mops/s. (The parent only waits.)
 fn two_processes(iters: usize, work: &dyn Fn()) -> f64 {
     let flags = SharedPage::new(4096);
     // SAFETY: zeroed, aligned, shared with the children and outliving them.
     let (ready, go) = unsafe { (&*flags.ptr().cast::<AtomicU32>(), &*flags.ptr().add(64).cast::<AtomicU32>()) };
     let kids: Vec<_> = (0..2)
-        .map(|_| {
-            fork_child(|| {
+        .map(|cpu| {
+            fork_child_on(cpu, || {
                 ready.fetch_add(1, Ordering::AcqRel);
                 while go.load(Ordering::Acquire) == 0 {
                     std::hint::spin_loop();

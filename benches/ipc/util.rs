@@ -178,12 +178,18 @@ pub fn pinned<R>(f: impl FnOnce() -> R) -> R {
 /// Fork a child that runs `f` and `_exit`s, pinned to CPU 1. The benchmark binary is
 /// single-threaded.
 pub fn fork_child(f: impl FnOnce()) -> libc::pid_t {
+    fork_child_on(1, f)
+}
+
+/// Fork a child that runs `f` and `_exit`s, pinned to `cpu`. The benchmark binary is
+/// single-threaded.
+pub fn fork_child_on(cpu: usize, f: impl FnOnce()) -> libc::pid_t {
     // SAFETY: the benchmark process is single-threaded, so the child inherits no lock held
     // by another thread; it runs `f` and leaves with `_exit`.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
     if pid == 0 {
-        pin(1);
+        pin(cpu);
         f();
         // SAFETY: end the child without running the parent's destructors.
         unsafe { libc::_exit(0) };

@@ -131,6 +131,19 @@ impl LazyRawMutex {
         r
     }
 
+    /// The mutex if it is initialised and usable, without the slow path.
+    #[inline]
+    pub(crate) fn ready(&self) -> Option<&RawMutex> {
+        (self.state.load(Ordering::Acquire) == READY).then_some(&self.raw)
+    }
+
+    /// As [`LazyRawMutex::lock`], for a nonzero code from [`RawMutex::lock_code`] on the
+    /// mutex [`LazyRawMutex::ready`] returned.
+    #[cold]
+    pub(crate) fn nonzero_outcome(&self, r: libc::c_int) -> Result<Acquired, LockError> {
+        self.seen(RawMutex::nonzero_outcome(r))
+    }
+
     /// Block until acquired. See [`RawMutex::lock`].
     #[inline]
     pub fn lock(&self) -> Result<Acquired, LockError> {

@@ -87,8 +87,19 @@ impl<T> Mutex<T> {
         Self { raw: LazyRawMutex::new(), data: UnsafeCell::new(value) }
     }
 
+    /// The guard for an acquisition outcome. The clean case is kept apart from the rest
+    /// (out of line) so the hot path builds the guard in registers.
     #[inline]
     fn guard(&self, how: Result<Acquired, LockError>) -> AcquireResult<MutexGuard<'_, T>> {
+        match how {
+            Ok(Acquired::Clean) => Ok(MutexGuard { mutex: self, consistent: true, _not_send: PhantomData }),
+            other => self.guard_slow(other),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn guard_slow(&self, how: Result<Acquired, LockError>) -> AcquireResult<MutexGuard<'_, T>> {
         match how {
             Ok(Acquired::Clean) => Ok(MutexGuard { mutex: self, consistent: true, _not_send: PhantomData }),
             Ok(Acquired::OwnerDied) => Err(AcquireError::OwnerDied(OwnerDied::new(MutexGuard {
@@ -107,7 +118,15 @@ impl<T> Mutex<T> {
     /// [`LockError::InitStalled`] / [`LockError::Corrupt`] for broken shared bytes.
     #[inline]
     pub fn lock(&self) -> AcquireResult<MutexGuard<'_, T>> {
-        self.guard(self.raw.lock())
+        // The hot path returns straight from a zero code; everything else is out of line.
+        if let Some(raw) = self.raw.ready() {
+            let r = raw.lock_code();
+            if r == 0 {
+                return Ok(MutexGuard { mutex: self, consistent: true, _not_send: PhantomData });
+            }
+            return self.guard_slow(self.raw.nonzero_outcome(r));
+        }
+        self.guard_slow(self.raw.lock())
     }
 
     /// Acquire only if nobody holds the lock now ([`LockError::WouldBlock`] otherwise).

@@ -114,6 +114,30 @@ impl RawMutex {
         out
     }
 
+    /// `pthread_mutex_lock`'s return code, a clean acquisition (`0`) already counted;
+    /// any other code goes through [`RawMutex::nonzero_outcome`]. For guard types whose
+    /// hot path must not merge with the error paths (that costs a stack round trip).
+    ///
+    /// The held-lock count goes up *before* the lock is taken (and back down if it was
+    /// not), which keeps the bookkeeping out of the critical section; counting a lock a
+    /// moment early only ever delays an unmap.
+    #[inline]
+    pub(crate) fn lock_code(&self) -> libc::c_int {
+        sys::held::acquired();
+        // SAFETY: as in `lock`.
+        let r = unsafe { libc::pthread_mutex_lock(self.ptr()) };
+        if r != 0 {
+            sys::held::released();
+        }
+        r
+    }
+
+    /// The outcome of a nonzero code from [`RawMutex::lock_code`].
+    #[cold]
+    pub(crate) fn nonzero_outcome(r: libc::c_int) -> Result<Acquired, LockError> {
+        Self::outcome_slow(r)
+    }
+
     /// Block until acquired.
     #[inline]
     pub fn lock(&self) -> Result<Acquired, LockError> {
