@@ -20,7 +20,7 @@ use shmkit::Segment;
 use shmkit::manager::{DictOptions, SharedDict};
 use shmkit::sync::RawMutex;
 
-use crate::util::{Harness, median};
+use crate::util::{Harness, fork_on, median, reap_child};
 
 const UPDATES: u64 = 1_000_000;
 const ROUNDS: usize = 5;
@@ -148,7 +148,7 @@ fn two_processes(work: impl Fn(usize) + Sync) -> f64 {
     };
     let pids: Vec<libc::pid_t> = (0..2)
         .map(|p| {
-            fork(|| {
+            fork_on(None, || {
                 pin_to_cpu(p);
                 ready.fetch_add(1, Ordering::AcqRel);
                 while start.load(Ordering::Acquire) == 0 {
@@ -166,7 +166,7 @@ fn two_processes(work: impl Fn(usize) + Sync) -> f64 {
     let t = Instant::now();
     start.store(1, Ordering::Release);
     for pid in pids {
-        reap(pid);
+        reap_child(pid);
     }
     t.elapsed().as_secs_f64()
 }
@@ -189,24 +189,4 @@ fn pin_to_cpu(p: usize) {
         libc::CPU_SET(allowed[p % allowed.len()], &mut one);
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one);
     }
-}
-
-/// Fork a child that runs `f` and exits.
-fn fork(f: impl FnOnce()) -> libc::pid_t {
-    // SAFETY: the benchmark is single-threaded; the child runs `f` and `_exit`s.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
-    if pid == 0 {
-        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_ok();
-        // SAFETY: leave without running the parent's destructors or atexit handlers.
-        unsafe { libc::_exit(if ok { 0 } else { 101 }) };
-    }
-    pid
-}
-
-fn reap(pid: libc::pid_t) {
-    let mut status = 0;
-    // SAFETY: waitpid on our own child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "bench child failed: {status:#x}");
 }

@@ -6,7 +6,7 @@
 //! | `queue_1mib_1to1`            | `ByteQueue` (8 × 1 MiB slots), 1 MiB `put`, the consumer `get_into` a reused buffer: GB/s |
 //! | `floor_memcpy_1mib`          | one thread copying 1 MiB buffers (`copy_from_slice`): GB/s                 |
 //! | `pipe_rtt`                   | `Pipe` round trip of 8 bytes to an echoing forked process, both ends parked (spin 0): µs |
-//! | `floor_futex_pingpong_rtt`   | two processes ping-pong a word in a `MAP_SHARED` page with `FUTEX_WAIT`/`FUTEX_WAKE`: µs |
+//! | `floor_futex_pingpong_rtt_beside_pipe` | two processes ping-pong a word in a `MAP_SHARED` page with `FUTEX_WAIT`/`FUTEX_WAKE`, rounds interleaved with `pipe_rtt`'s: µs |
 //! | `pipe_rtt_spin`              | `pipe_rtt` with spin-then-park (50 µs of spinning before parking): µs      |
 //!
 //! The benchmark binary is single-threaded, so it forks its peers directly. While this
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use shmkit::channel::{ByteQueue, Pipe, PipeEnd, Queue};
 
-use crate::util::{Harness, affinity, median, pin, set_affinity};
+use crate::util::{FutexPingPong, Harness, affinity, fork_child, median, pin, reap_child, set_affinity};
 
 const MIB: usize = 1 << 20;
 
@@ -32,7 +32,7 @@ pub fn run(h: &mut Harness) {
     if big {
         large(h);
     }
-    if h.wants_any(&["pipe_rtt", "floor_futex_pingpong_rtt", "pipe_rtt_spin"]) {
+    if h.wants_any(&["pipe_rtt", "floor_futex_pingpong_rtt_beside_pipe", "pipe_rtt_spin"]) {
         rtt(h);
     }
     if let Some(set) = saved {
@@ -40,33 +40,12 @@ pub fn run(h: &mut Harness) {
     }
 }
 
-/// Fork a child that runs `f` and exits.
-fn fork(f: impl FnOnce()) -> libc::pid_t {
-    // SAFETY: the benchmark is single-threaded; the child runs `f` and `_exit`s.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
-    if pid == 0 {
-        pin(1);
-        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_ok();
-        // SAFETY: leave without running the parent's destructors or atexit handlers.
-        unsafe { libc::_exit(if ok { 0 } else { 101 }) };
-    }
-    pid
-}
-
-fn reap(pid: libc::pid_t) {
-    let mut status = 0;
-    // SAFETY: waitpid on our own child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "bench child failed: {status:#x}");
-}
-
 fn small(h: &Harness) {
     const N: u64 = 2_000_000;
     const ROUNDS: usize = 7;
     let q = Queue::<u64>::anonymous(1024).expect("queue");
     let done = Queue::<u64>::anonymous(1).expect("done queue");
-    let child = fork(|| {
+    let child = fork_child(|| {
         let mut expect = 0u64;
         while let Ok(v) = q.get() {
             assert_eq!(v, expect, "message out of order");
@@ -90,7 +69,7 @@ fn small(h: &Harness) {
         }
     }
     q.close();
-    reap(child);
+    reap_child(child);
     h.report("queue_8b_1to1", median(&mut rates), "Mmsg/s");
 }
 
@@ -99,7 +78,7 @@ fn large(h: &Harness) {
     const ROUNDS: usize = 5;
     let q = ByteQueue::anonymous(8, MIB).expect("byte queue");
     let done = Queue::<u64>::anonymous(1).expect("done queue");
-    let child = fork(|| {
+    let child = fork_child(|| {
         let mut buf = Vec::with_capacity(MIB);
         let mut n = 0u64;
         let mut sum = 0u64;
@@ -124,7 +103,7 @@ fn large(h: &Harness) {
         }
     }
     q.close();
-    reap(child);
+    reap_child(child);
     let queue = median(&mut rates);
 
     let src: Vec<u8> = (0..MIB).map(|i| (i * 7) as u8).collect();
@@ -152,43 +131,60 @@ fn large(h: &Harness) {
 fn rtt(h: &Harness) {
     const ITERS: usize = 2000;
     const ROUNDS: usize = 15;
-    let mut parked = pipe_bench(Duration::ZERO, ITERS, ROUNDS);
-    let floor = crate::util::futex_pingpong_floor(h);
-    let mut spin = pipe_bench(Duration::from_micros(50), ITERS, ROUNDS);
-    let (p, f, s) = (median(&mut parked), floor, median(&mut spin));
-    if h.wants("pipe_rtt") {
-        h.report("pipe_rtt", p, "us");
-    }
-    if h.wants("pipe_rtt_spin") {
-        h.report("pipe_rtt_spin", s, "us");
-    }
-    h.ratio("pipe_rtt_vs_floor", Some(p), Some(f));
+    // Parked pipe and the futex floor interleaved round by round, so both see the same
+    // wake-up latency drift (the floor is printed again under its own name for this run).
+    let (floor, parked) = (FutexPingPong::new(), PipePingPong::new(Duration::ZERO));
+    let r = h.interleaved(
+        ROUNDS,
+        ITERS,
+        "us",
+        &mut [
+            ("floor_futex_pingpong_rtt_beside_pipe", &mut |n| floor.round(n)),
+            ("pipe_rtt", &mut |n| parked.round(n)),
+        ],
+    );
+    drop((floor, parked));
+    let spin = PipePingPong::new(Duration::from_micros(50));
+    h.interleaved(ROUNDS, ITERS, "us", &mut [("pipe_rtt_spin", &mut |n| spin.round(n))]);
+    drop(spin);
+    h.ratio("pipe_rtt_vs_floor", r[1], r[0]);
 }
 
-/// Round trips through a pipe to an echoing child: µs per round trip, one sample per round.
-fn pipe_bench(spin: Duration, iters: usize, rounds: usize) -> Vec<f64> {
-    let (mut a, mut b) = Pipe::anonymous(4, 64).expect("pipe");
-    a.set_spin(spin);
-    b.set_spin(spin);
-    // The child keeps its (unused) copy of `a`, so it is stopped by an empty message.
-    let child = fork(|| echo(&b));
-    drop(b);
-    let msg = [7u8; 8];
-    let mut buf = Vec::with_capacity(64);
-    let mut samples = Vec::new();
-    for round in 0..=rounds {
+/// Round trips through a pipe to an echoing child, which lives as long as the value.
+struct PipePingPong {
+    a: PipeEnd,
+    child: libc::pid_t,
+}
+
+impl PipePingPong {
+    fn new(spin: Duration) -> Self {
+        let (mut a, mut b) = Pipe::anonymous(4, 64).expect("pipe");
+        a.set_spin(spin);
+        b.set_spin(spin);
+        // The child keeps its (unused) copy of `a`, so it is stopped by an empty message.
+        let child = fork_child(|| echo(&b));
+        drop(b);
+        PipePingPong { a, child }
+    }
+
+    /// `iters` round trips of an 8-byte message; the elapsed time.
+    fn round(&self, iters: usize) -> Duration {
+        let msg = [7u8; 8];
+        let mut buf = Vec::with_capacity(64);
         let start = Instant::now();
         for _ in 0..iters {
-            a.send(&msg).expect("send");
-            a.recv_into(&mut buf).expect("recv");
+            self.a.send(&msg).expect("send");
+            self.a.recv_into(&mut buf).expect("recv");
         }
-        if round > 0 {
-            samples.push(start.elapsed().as_secs_f64() * 1e6 / iters as f64);
-        }
+        start.elapsed()
     }
-    a.send(b"").expect("stop the echo");
-    reap(child);
-    samples
+}
+
+impl Drop for PipePingPong {
+    fn drop(&mut self) {
+        self.a.send(b"").expect("stop the echo");
+        reap_child(self.child);
+    }
 }
 
 fn echo(b: &PipeEnd) {

@@ -3,8 +3,8 @@
 //! | figure | what |
 //! |---|---|
 //! | `mutex_uncontended` / `floor_pthread_robust_uncontended` | lock; counter += 1; unlock, one process: ns |
-//! | `mutex_contended_2p` / `floor_pthread_robust_contended_2p` | 2 processes x 5 M (lock; counter += 1; unlock): Mops/s |
-//! | `semaphore_pingpong_rtt` (parked) / `semaphore_pingpong_rtt_spin` (spin-then-park) | 2 processes, two semaphores: µs per round trip, vs `floor_futex_pingpong_rtt` |
+//! | `mutex_contended_2p` / `floor_pthread_robust_contended_2p` | 2 processes, one per CPU, x 5 M (lock; counter += 1; unlock): Mops/s |
+//! | `semaphore_pingpong_rtt` (parked) / `semaphore_pingpong_rtt_spin` (spin-then-park) | 2 processes, two semaphores: µs per round trip, vs `floor_futex_pingpong_rtt` (raw futex ping-pong, rounds interleaved with the parked semaphore's) |
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 use shmkit::shared::SharedObject;
 use shmkit::sync::{Mutex, Semaphore, ShmSafe};
 
-use crate::util::{
-    Harness, SharedPage, fork_child, fork_child_on, futex_pingpong_floor, median, reap_child, time_iters,
-};
+use crate::util::{FutexPingPong, Harness, SharedPage, fork_child, fork_child_on, median, reap_child, time_iters};
 
 pub fn run(h: &mut Harness) {
     h.group("sync");
@@ -29,7 +27,7 @@ fn run_pinned(h: &Harness) {
     if h.wants_any(&["mutex_contended_2p", "floor_pthread_robust_contended_2p"]) {
         contended(h);
     }
-    if h.wants_any(&["semaphore_pingpong_rtt", "floor_futex_pingpong_rtt"]) {
+    if h.wants_any(&["semaphore_pingpong_rtt", "semaphore_pingpong_rtt_spin", "floor_futex_pingpong_rtt"]) {
         pingpong(h);
     }
 }
@@ -150,47 +148,70 @@ struct PingPong {
 // SAFETY: #[repr(C)], made only of ShmSafe fields (semaphores and an atomic integer).
 unsafe impl ShmSafe for PingPong {}
 
-/// µs per round trip, one sample per round; `spins == 0` parks at once.
-fn semaphore_rtt(spins: u32, iters: usize, rounds: usize) -> Vec<f64> {
-    let pp = SharedObject::<PingPong>::anonymous(|_| {}).expect("semaphore segment");
-    let acquire = |s: &Semaphore| {
-        if spins == 0 { s.acquire() } else { s.acquire_spin(spins, None) }.expect("acquire");
-    };
-    let child = fork_child(|| {
-        loop {
-            acquire(&pp.ping);
-            if pp.stop.load(Ordering::Acquire) != 0 {
-                break;
+/// Two processes ping-ponging through two semaphores; `spins == 0` parks at once. The
+/// echo child lives as long as the value, so rounds can interleave with the floor's.
+struct SemPingPong {
+    pp: SharedObject<PingPong>,
+    spins: u32,
+    child: libc::pid_t,
+}
+
+impl SemPingPong {
+    fn new(spins: u32) -> Self {
+        let pp = SharedObject::<PingPong>::anonymous(|_| {}).expect("semaphore segment");
+        let child = fork_child(|| {
+            loop {
+                Self::acquire(spins, &pp.ping);
+                if pp.stop.load(Ordering::Acquire) != 0 {
+                    break;
+                }
+                pp.pong.release().expect("release");
             }
-            pp.pong.release().expect("release");
-        }
-    });
-    let mut samples = Vec::new();
-    for round in 0..=rounds {
+        });
+        SemPingPong { pp, spins, child }
+    }
+
+    fn acquire(spins: u32, s: &Semaphore) {
+        if spins == 0 { s.acquire() } else { s.acquire_spin(spins, None) }.expect("acquire");
+    }
+
+    /// `iters` round trips; the elapsed time.
+    fn round(&self, iters: usize) -> Duration {
         let start = Instant::now();
         for _ in 0..iters {
-            pp.ping.release().expect("release");
-            acquire(&pp.pong);
+            self.pp.ping.release().expect("release");
+            Self::acquire(self.spins, &self.pp.pong);
         }
-        if round > 0 {
-            samples.push(start.elapsed().as_secs_f64() * 1e6 / iters as f64);
-        }
+        start.elapsed()
     }
-    pp.stop.store(1, Ordering::Release);
-    pp.ping.release().expect("release");
-    reap_child(child);
-    samples
+}
+
+impl Drop for SemPingPong {
+    fn drop(&mut self) {
+        self.pp.stop.store(1, Ordering::Release);
+        self.pp.ping.release().expect("release");
+        reap_child(self.child);
+    }
 }
 
 fn pingpong(h: &Harness) {
     const ITERS: usize = 2000;
     const ROUNDS: usize = 15;
-    let floor = futex_pingpong_floor(h);
-    let parked = median(&mut semaphore_rtt(0, ITERS, ROUNDS));
-    let spin = median(&mut semaphore_rtt(20_000, ITERS * 5, ROUNDS));
-    if h.wants("semaphore_pingpong_rtt") {
-        h.report("semaphore_pingpong_rtt", parked, "us");
-        h.report("semaphore_pingpong_rtt_spin", spin, "us");
-    }
-    h.ratio("semaphore_pingpong_rtt_vs_floor", Some(parked), Some(floor));
+    // Parked semaphore and futex floor interleaved round by round.
+    let (floor, parked) = (FutexPingPong::new(), SemPingPong::new(0));
+    let r = h.interleaved(
+        ROUNDS,
+        ITERS,
+        "us",
+        &mut [
+            ("floor_futex_pingpong_rtt", &mut |n| floor.round(n)),
+            ("semaphore_pingpong_rtt", &mut |n| parked.round(n)),
+        ],
+    );
+    drop((floor, parked));
+    // Spinning alone: its echo child would otherwise spin on CPU 1 while the others run.
+    let spin = SemPingPong::new(20_000);
+    h.interleaved(ROUNDS, ITERS * 5, "us", &mut [("semaphore_pingpong_rtt_spin", &mut |n| spin.round(n))]);
+    drop(spin);
+    h.ratio("semaphore_pingpong_rtt_vs_floor", r[1], r[0]);
 }

@@ -175,33 +175,40 @@ pub fn pinned<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
-/// Fork a child that runs `f` and `_exit`s, pinned to CPU 1. The benchmark binary is
-/// single-threaded.
+/// Fork a child that runs `f` and `_exit`s, pinned to CPU 1.
 pub fn fork_child(f: impl FnOnce()) -> libc::pid_t {
-    fork_child_on(1, f)
+    fork_on(Some(1), f)
 }
 
-/// Fork a child that runs `f` and `_exit`s, pinned to `cpu`. The benchmark binary is
-/// single-threaded.
+/// Fork a child that runs `f` and `_exit`s, pinned to `cpu`.
 pub fn fork_child_on(cpu: usize, f: impl FnOnce()) -> libc::pid_t {
+    fork_on(Some(cpu), f)
+}
+
+/// Fork a child that runs `f` and `_exit`s (status 101 if `f` panics), pinned to `cpu` if
+/// given, else keeping the parent's CPU mask. The benchmark binary is single-threaded.
+pub fn fork_on(cpu: Option<usize>, f: impl FnOnce()) -> libc::pid_t {
     // SAFETY: the benchmark process is single-threaded, so the child inherits no lock held
     // by another thread; it runs `f` and leaves with `_exit`.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
     if pid == 0 {
-        pin(cpu);
-        f();
-        // SAFETY: end the child without running the parent's destructors.
-        unsafe { libc::_exit(0) };
+        if let Some(cpu) = cpu {
+            pin(cpu);
+        }
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_ok();
+        // SAFETY: end the child without running the parent's destructors or atexit handlers.
+        unsafe { libc::_exit(if ok { 0 } else { 101 }) };
     }
     pid
 }
 
-/// Reap a child started by [`fork_child`].
+/// Reap a child started by [`fork_on`]; a child that failed fails the benchmark.
 pub fn reap_child(pid: libc::pid_t) {
     let mut status = 0;
     // SAFETY: waitpid on our own child with a valid status pointer.
     unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "bench child failed: {status:#x}");
 }
 
 /// A zeroed anonymous `MAP_SHARED` region of `len` bytes, shared with forked children;
@@ -246,53 +253,67 @@ fn futex(word: &std::sync::atomic::AtomicU32, op: libc::c_int, val: u32) {
     unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), op, val, std::ptr::null::<libc::timespec>(), 0usize, 0u32) };
 }
 
-/// The raw futex ping-pong floor between two processes pinned to CPUs 0 and 1, in µs per
-/// round trip: measured once per run, printed once as `floor_futex_pingpong_rtt`, shared by
-/// every module that compares against it (semaphores, pipes).
-pub fn futex_pingpong_floor(h: &Harness) -> f64 {
-    static FLOOR: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *FLOOR.get_or_init(|| {
-        let f = pinned(|| measure_futex_pingpong(2000, 15));
-        h.report("floor_futex_pingpong_rtt", f, "us");
-        f
-    })
+/// The raw futex ping-pong floor: this process and a forked echo child pinned to CPU 1
+/// hand one shared word back and forth with FUTEX_WAIT/FUTEX_WAKE. Kept alive so that its
+/// rounds can be interleaved with the candidate's (cross-CPU wake-up latency drifts a lot
+/// on a virtual machine; interleaving makes both see the same drift).
+pub struct FutexPingPong {
+    page: SharedPage,
+    child: libc::pid_t,
 }
 
-fn measure_futex_pingpong(iters: usize, rounds: usize) -> f64 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    let page = SharedPage::new(4096);
-    // SAFETY: the page is zeroed, aligned and outlives the child (reaped below).
-    let word = unsafe { &*page.ptr().cast::<AtomicU32>() };
-    const PING: u32 = 1;
-    const PONG: u32 = 2;
-    const STOP: u32 = 3;
-    let wait_for = |want: u32| loop {
-        let v = word.load(Ordering::Acquire);
-        if v == want || v == STOP {
-            return v;
-        }
-        futex(word, libc::FUTEX_WAIT, v);
-    };
-    let child = fork_child(|| {
-        while wait_for(PING) == PING {
-            word.store(PONG, Ordering::Release);
-            futex(word, libc::FUTEX_WAKE, 1);
-        }
-    });
-    let mut samples = Vec::new();
-    for round in 0..=rounds {
-        let start = Instant::now();
-        for _ in 0..iters {
-            word.store(PING, Ordering::Release);
-            futex(word, libc::FUTEX_WAKE, 1);
-            wait_for(PONG);
-        }
-        if round > 0 {
-            samples.push(start.elapsed().as_secs_f64() * 1e6 / iters as f64);
+const PING: u32 = 1;
+const PONG: u32 = 2;
+const STOP: u32 = 3;
+
+impl FutexPingPong {
+    pub fn new() -> Self {
+        let page = SharedPage::new(4096);
+        let child = {
+            let word = Self::word_of(&page);
+            fork_child(|| {
+                while Self::wait_for(word, PING) == PING {
+                    word.store(PONG, std::sync::atomic::Ordering::Release);
+                    futex(word, libc::FUTEX_WAKE, 1);
+                }
+            })
+        };
+        FutexPingPong { page, child }
+    }
+
+    fn word_of(page: &SharedPage) -> &std::sync::atomic::AtomicU32 {
+        // SAFETY: the page is zeroed, aligned, and outlives the child (reaped on drop).
+        unsafe { &*page.ptr().cast::<std::sync::atomic::AtomicU32>() }
+    }
+
+    fn wait_for(word: &std::sync::atomic::AtomicU32, want: u32) -> u32 {
+        loop {
+            let v = word.load(std::sync::atomic::Ordering::Acquire);
+            if v == want || v == STOP {
+                return v;
+            }
+            futex(word, libc::FUTEX_WAIT, v);
         }
     }
-    word.store(STOP, Ordering::Release);
-    futex(word, libc::FUTEX_WAKE, 1);
-    reap_child(child);
-    median(&mut samples)
+
+    /// `iters` round trips; the elapsed time.
+    pub fn round(&self, iters: usize) -> Duration {
+        let word = Self::word_of(&self.page);
+        let start = Instant::now();
+        for _ in 0..iters {
+            word.store(PING, std::sync::atomic::Ordering::Release);
+            futex(word, libc::FUTEX_WAKE, 1);
+            Self::wait_for(word, PONG);
+        }
+        start.elapsed()
+    }
+}
+
+impl Drop for FutexPingPong {
+    fn drop(&mut self) {
+        let word = Self::word_of(&self.page);
+        word.store(STOP, std::sync::atomic::Ordering::Release);
+        futex(word, libc::FUTEX_WAKE, 1);
+        reap_child(self.child);
+    }
 }
