@@ -436,3 +436,20 @@ fn semaphore_permit_of_a_killed_holder_is_lost_but_nothing_hangs() {
     a.sem.release().unwrap(); // an operator (or a supervisor) can hand it back
     a.sem.acquire_timeout(SECOND).unwrap();
 }
+
+#[test]
+fn a_segment_dropped_while_a_forgotten_guard_holds_its_lock_is_not_unmapped() {
+    // glibc links every held robust mutex into the thread's robust list through the mutex
+    // memory, and the next lock writes into the list head. Were the segment unmapped, the
+    // lock of `b` below would write into unmapped memory (SIGSEGV).
+    let _serial = common::serial();
+    let pid = fork_child(|| {
+        let b = SharedObject::<Mutex<u64>>::anonymous(|_| {}).expect("segment b");
+        let a = SharedObject::<Mutex<u64>>::anonymous(|_| {}).expect("segment a");
+        std::mem::forget(a.lock().expect("lock a"));
+        drop(a);
+        *b.lock().expect("lock b after dropping a") += 1;
+        i32::from(*b.lock().expect("relock b") != 1)
+    });
+    assert_eq!(wait_pid(pid, SECOND * 10), Exit::Code(0));
+}

@@ -119,7 +119,7 @@ fn two_processes(iters: usize, work: &dyn Fn()) -> f64 {
 
 fn contended(h: &Harness) {
     const ITERS: usize = 5_000_000;
-    const ROUNDS: usize = 5;
+    const ROUNDS: usize = 9;
     let ours = SharedObject::<Mutex<u64>>::anonymous(|_| {}).expect("mutex segment");
     let floor = RawRobust::new();
     let (mut a, mut b) = (Vec::new(), Vec::new());

@@ -119,13 +119,16 @@ impl<T> Mutex<T> {
     #[inline]
     pub fn lock(&self) -> AcquireResult<MutexGuard<'_, T>> {
         // The hot path returns straight from a zero code; everything else is out of line.
+        crate::sys::held::acquired();
         if let Some(raw) = self.raw.ready() {
-            let r = raw.lock_code();
+            // SAFETY: counted just above.
+            let r = unsafe { raw.lock_code() };
             if r == 0 {
                 return Ok(MutexGuard { mutex: self, consistent: true, _not_send: PhantomData });
             }
             return self.guard_slow(self.raw.nonzero_outcome(r));
         }
+        crate::sys::held::released();
         self.guard_slow(self.raw.lock())
     }
 

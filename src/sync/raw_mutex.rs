@@ -114,16 +114,18 @@ impl RawMutex {
         out
     }
 
-    /// `pthread_mutex_lock`'s return code, a clean acquisition (`0`) already counted;
-    /// any other code goes through [`RawMutex::nonzero_outcome`]. For guard types whose
-    /// hot path must not merge with the error paths (that costs a stack round trip).
+    /// `pthread_mutex_lock`'s return code; any nonzero code goes through
+    /// [`RawMutex::nonzero_outcome`]. For guard types whose hot path must not merge with
+    /// the error paths (that costs a stack round trip).
     ///
-    /// The held-lock count goes up *before* the lock is taken (and back down if it was
-    /// not), which keeps the bookkeeping out of the critical section; counting a lock a
-    /// moment early only ever delays an unmap.
+    /// # Safety
+    ///
+    /// The caller must have counted the acquisition with `sys::held::acquired()` *before*
+    /// the call (this undoes the count when the code is nonzero). Counting first keeps the
+    /// bookkeeping away from the contended cache line and out of the critical section;
+    /// counting a lock a moment early only ever delays an unmap.
     #[inline]
-    pub(crate) fn lock_code(&self) -> libc::c_int {
-        sys::held::acquired();
+    pub(crate) unsafe fn lock_code(&self) -> libc::c_int {
         // SAFETY: as in `lock`.
         let r = unsafe { libc::pthread_mutex_lock(self.ptr()) };
         if r != 0 {
