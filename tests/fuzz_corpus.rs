@@ -7,31 +7,13 @@
 
 #[path = "../fuzz/src/checks.rs"]
 mod checks;
+#[path = "common/corpus.rs"]
+mod corpus;
 
-use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use shmkit::segment::header::{self, HEADER_SIZE, Kind, READY};
 use shmkit::{Segment, SegmentOptions, SharedArray, SharedAtomic, SharedValue};
-
-fn corpus_dir(target: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join("corpus").join(target)
-}
-
-fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = corpus_dir(target);
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
-        .map(|e| e.expect("corpus entry").path())
-        .filter(|p| p.is_file())
-        .map(|p| {
-            let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
-            (p, bytes)
-        })
-        .collect();
-    files.sort();
-    files
-}
 
 /// The tests that make `/dev/shm` files run one at a time, so each can check for leftovers.
 fn serial() -> MutexGuard<'static, ()> {
@@ -48,7 +30,7 @@ fn leftovers() -> Vec<String> {
 
 #[test]
 fn header_corpus_replays() {
-    let files = corpus("header");
+    let files = corpus::files("header");
     assert!(files.len() >= 5, "the header corpus lost its seeds");
     let mut accepted = 0;
     for (path, data) in &files {
@@ -63,7 +45,7 @@ fn header_corpus_replays() {
 #[test]
 fn open_file_corpus_replays() {
     let _serial = serial();
-    let files = corpus("open_file");
+    let files = corpus::files("open_file");
     assert!(files.len() >= 5, "the open_file corpus lost its seeds");
     let mut opened = 0;
     for (path, data) in &files {
@@ -136,13 +118,13 @@ fn write_seeds() {
     files.push(("raw", file_of(raw.name().expect("named"))));
 
     for target in ["header", "open_file"] {
-        std::fs::create_dir_all(corpus_dir(target)).expect("corpus dir");
+        std::fs::create_dir_all(corpus::dir(target)).expect("corpus dir");
     }
     for (label, data) in &files {
         let len = data.len() as u64;
         let head = &data[..data.len().min(HEADER_SIZE)];
-        std::fs::write(corpus_dir("header").join(format!("seed-{label}")), checks::header_input(len, head))
+        std::fs::write(corpus::dir("header").join(format!("seed-{label}")), checks::header_input(len, head))
             .expect("write seed");
-        std::fs::write(corpus_dir("open_file").join(format!("seed-{label}")), data).expect("write seed");
+        std::fs::write(corpus::dir("open_file").join(format!("seed-{label}")), data).expect("write seed");
     }
 }

@@ -8,11 +8,8 @@
 #[path = "../fuzz/fuzz_targets/dict_ops.rs"]
 mod dict_ops;
 
-use std::path::{Path, PathBuf};
-
-fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join("corpus").join("dict_ops")
-}
+#[path = "common/corpus.rs"]
+mod corpus;
 
 /// Operation byte: `op` (0 insert, 1 remove, 2 update, 3 get, 4 contains, 5 snapshot,
 /// 6 hostile write + 3 argument bytes, 7 len) on key `k` (0..32).
@@ -57,19 +54,7 @@ fn seeds_pass() {
 
 #[test]
 fn corpus_replays() {
-    let dir = corpus_dir();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
-        .map(|e| e.expect("corpus entry").path())
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
-    assert!(files.len() >= seeds().len(), "the dict_ops corpus lost its seeds");
-    for path in files {
-        let data = std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-        let r = std::panic::catch_unwind(|| dict_ops::check_dict_ops(&data));
-        assert!(r.is_ok(), "dict_ops check failed on {}", path.display());
-    }
+    corpus::replay("dict_ops", seeds().len(), dict_ops::check_dict_ops);
 }
 
 #[test]
@@ -81,9 +66,5 @@ fn keys_cover_the_limits() {
 #[test]
 #[ignore = "rewrites fuzz/corpus/dict_ops/seed-*; run by hand"]
 fn write_seeds() {
-    let dir = corpus_dir();
-    std::fs::create_dir_all(&dir).expect("corpus dir");
-    for (name, data) in seeds() {
-        std::fs::write(dir.join(format!("seed-{name}")), data).expect("write seed");
-    }
+    corpus::write_seeds("dict_ops", seeds());
 }

@@ -7,11 +7,8 @@
 #[path = "../fuzz/fuzz_targets/queue_ops.rs"]
 mod queue_ops;
 
-use std::path::{Path, PathBuf};
-
-fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join("corpus").join("queue_ops")
-}
+#[path = "common/corpus.rs"]
+mod corpus;
 
 /// Hand-made inputs: each flavour, full and empty edges, close, and hostile writes.
 fn seeds() -> Vec<(&'static str, Vec<u8>)> {
@@ -43,26 +40,11 @@ fn queue_ops_seeds_pass() {
 
 #[test]
 fn queue_ops_corpus_replays() {
-    let dir = corpus_dir();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
-        .map(|e| e.expect("corpus entry").path())
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
-    assert!(files.len() >= seeds().len(), "the queue_ops corpus lost its seeds");
-    for path in files {
-        let data = std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-        let r = std::panic::catch_unwind(|| queue_ops::check_queue_ops(&data));
-        assert!(r.is_ok(), "queue_ops check failed on {}", path.display());
-    }
+    corpus::replay("queue_ops", seeds().len(), queue_ops::check_queue_ops);
 }
 
 #[test]
 #[ignore = "rewrites fuzz/corpus/queue_ops/seed-*; run by hand"]
 fn write_seeds() {
-    std::fs::create_dir_all(corpus_dir()).expect("corpus dir");
-    for (label, data) in seeds() {
-        std::fs::write(corpus_dir().join(format!("seed-{label}")), data).expect("write seed");
-    }
+    corpus::write_seeds("queue_ops", seeds());
 }
