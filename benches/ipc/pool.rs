@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use shmkit::SharedArray;
 use shmkit::pool::Pool;
 
-use crate::util::{Harness, median};
+use crate::util::{Harness, SharedPage, median};
 
 const SUM_ELEMS: usize = 64 << 20; // 512 MiB of f64
 
@@ -153,8 +153,7 @@ fn sum(h: &Harness) {
 /// The floor: a raw `MAP_SHARED` anonymous mapping and two forked processes that sum their
 /// halves whenever the parent bumps a generation word (futex), and report back the same way.
 struct Floor {
-    map: *mut u8,
-    len: usize,
+    page: SharedPage,
     pids: [libc::pid_t; 2],
 }
 
@@ -172,20 +171,8 @@ fn futex(word: &AtomicU32, op: libc::c_int, val: u32) {
 
 impl Floor {
     fn start(elems: usize) -> Floor {
-        let len = 4096 + elems * 8;
-        // SAFETY: a fresh anonymous shared mapping; checked for failure below.
-        let map = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(map, libc::MAP_FAILED, "mmap");
-        let map = map.cast::<u8>();
+        let page = SharedPage::new(4096 + elems * 8);
+        let map = page.ptr();
         // SAFETY: the data area is `elems` f64s after the first page, ours alone until the fork.
         let data = unsafe { std::slice::from_raw_parts_mut(map.add(4096).cast::<f64>(), elems) };
         data.iter_mut().enumerate().for_each(|(i, x)| *x = (i % 1000) as f64);
@@ -202,12 +189,12 @@ impl Floor {
             }
             *pid = p;
         }
-        Floor { map, len, pids }
+        Floor { page, pids }
     }
 
     fn ctl(&self) -> &Ctl {
         // SAFETY: the first page of the live mapping holds the control words (atomics).
-        unsafe { &*self.map.cast::<Ctl>() }
+        unsafe { &*self.page.ptr().cast::<Ctl>() }
     }
 
     /// One round: both children sum their halves; returns the wall time.
@@ -258,7 +245,6 @@ impl Drop for Floor {
                 libc::waitpid(p, std::ptr::null_mut(), 0);
             }
         }
-        // SAFETY: unmapping the mapping made in `start`, used by nobody any more.
-        unsafe { libc::munmap(self.map.cast(), self.len) };
+        // `page` unmaps after the children are gone.
     }
 }
