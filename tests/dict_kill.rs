@@ -346,3 +346,59 @@ fn kills_inside_the_journal_window_roll_back() {
     assert_eq!(s.rollbacks + b.rollbacks, precise, "every kill inside an operation is rolled back");
     assert_eq!(s.owner_died + b.owner_died, precise);
 }
+
+/// A process killed while clearing leaves a consistent dict: each remaining entry has its
+/// value, the count matches, and clearing again (or inserting) works.
+#[test]
+fn a_clear_killed_midway_leaves_a_consistent_dict() {
+    const N: u64 = 40_000;
+    let _serial = serial();
+    let fill = |d: &SharedDict<u64, u64>| (0..N).for_each(|k| assert_eq!(d.insert(&k, k * 3).unwrap(), None));
+    // How long one clear takes here, to aim the kills inside it.
+    let probe: SharedDict<u64, u64> = DictOptions::new().stripes(8).anonymous(N as usize).unwrap();
+    fill(&probe);
+    let t = Instant::now();
+    probe.clear().unwrap();
+    let clear_ns = t.elapsed().as_nanos().max(1) as u64;
+    assert!(probe.is_empty().unwrap());
+    fill(&probe); // every node came back to the free lists
+    drop(probe);
+
+    let started = shmkit::SharedAtomic::<u64>::anonymous(0).unwrap();
+    let mut rng = seed();
+    let mut partial = 0;
+    for round in 0..20u64 {
+        let d: SharedDict<u64, u64> = DictOptions::new().stripes(8).anonymous(N as usize).unwrap();
+        fill(&d);
+        started.store(0, Ordering::SeqCst);
+        let pid = fork_child(|| {
+            started.store(1, Ordering::SeqCst);
+            d.clear().map_or(1, |()| 0)
+        });
+        let t = Instant::now();
+        while started.load(Ordering::SeqCst) == 0 {
+            assert!(t.elapsed() < Duration::from_secs(10), "the clearing child never started");
+            std::hint::spin_loop();
+        }
+        rng = mix(rng ^ round);
+        let aim = Instant::now() + Duration::from_nanos(rng % clear_ns);
+        while Instant::now() < aim {
+            std::hint::spin_loop();
+        }
+        common::kill(pid, libc::SIGKILL);
+        let exit = wait_pid(pid, Duration::from_secs(10));
+        assert!(matches!(exit, Exit::Signal(libc::SIGKILL) | Exit::Code(0)), "{exit:?}");
+        let left = d.snapshot().unwrap();
+        for (k, v) in &left {
+            assert!(*k < N && *v == k * 3, "entry {k} = {v} after a killed clear");
+        }
+        assert_eq!(d.len().unwrap(), left.len());
+        if !left.is_empty() && (left.len() as u64) < N {
+            partial += 1;
+        }
+        d.clear().unwrap();
+        assert!(d.is_empty().unwrap() && d.snapshot().unwrap().is_empty());
+        fill(&d);
+    }
+    assert!(partial > 0, "no kill landed inside a clear (one clear takes {clear_ns} ns)");
+}

@@ -340,6 +340,29 @@ impl<K: DictKey + ?Sized, V: Element> SharedDict<K, V> {
         Ok(Some(old))
     }
 
+    /// Remove every entry (Python's `d.clear()`). Every stripe is locked while clearing, so
+    /// no other process sees a half-cleared dict; each entry's removal is journaled like
+    /// [`remove`](Self::remove), so a process killed mid-clear leaves a consistent dict
+    /// holding the entries it had not reached yet.
+    ///
+    /// ```
+    /// let d = shmkit::manager::SharedDict::<str, u32>::anonymous(8)?;
+    /// d.insert("a", 1)?;
+    /// d.insert("b", 2)?;
+    /// d.clear()?;
+    /// assert!(d.is_empty()? && d.get("a")?.is_none());
+    /// d.insert("c", 3)?; // the freed room is usable again
+    /// # Ok::<(), shmkit::manager::ManagerError>(())
+    /// ```
+    pub fn clear(&self) -> Result<(), ManagerError> {
+        let guards = self.lock_all()?;
+        for g in &guards {
+            g.clear()?;
+        }
+        self.store_count(0);
+        Ok(())
+    }
+
     /// Number of entries. Exact when no other process is changing the dict; an insert in
     /// flight may already be counted.
     pub fn len(&self) -> Result<usize, ManagerError> {

@@ -6,8 +6,8 @@
 //! | `d = Manager().dict()`                   | [`SharedDict::<str, V>::create(None, capacity)`](SharedDict::create) |
 //! | `d[k] = v`, `d[k]`, `del d[k]`, `k in d` | [`insert`](SharedDict::insert), [`get`](SharedDict::get), [`remove`](SharedDict::remove), [`contains_key`](SharedDict::contains_key) |
 //! | `with lock: d[k] += 1`                   | [`d.update(k, 0, \|v\| v + 1)`](SharedDict::update) (no separate lock) |
-//! | `dict(d)`, `len(d)`                      | [`snapshot`](SharedDict::snapshot), [`len`](SharedDict::len) |
-//! | `l = Manager().list()`                   | [`SharedList`]: `push`, `pop`, `get`, `set`, `update`, `len`, `snapshot` |
+//! | `dict(d)`, `len(d)`, `d.clear()`         | [`snapshot`](SharedDict::snapshot), [`len`](SharedDict::len), [`clear`](SharedDict::clear) |
+//! | `l = Manager().list()`                   | [`SharedList`]: `push`, `pop`, `get`, `set`, `update`, `len`, `clear`, `snapshot` |
 //! | `ns = Manager().Namespace()`             | your `#[repr(C)]` struct in a [`SharedValue`](crate::SharedValue), below |
 //!
 //! A Python `Manager` dict answers every access with a round trip to a server process

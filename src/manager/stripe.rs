@@ -277,6 +277,22 @@ impl<'a> StripeGuard<'a> {
         Ok(None)
     }
 
+    /// Remove every entry of the stripe, one journaled [`remove`](Self::remove) at a time,
+    /// bucket by bucket. Each removal lowers the stripe's count and `remove` refuses a count
+    /// of zero, so even corrupt chains cannot keep this going.
+    pub(crate) fn clear(&self) -> Result<(), ManagerError> {
+        for bucket in 0..self.t.g.buckets {
+            loop {
+                let node = self.t.bucket(self.s, bucket).load(Ordering::Relaxed);
+                if node == 0 {
+                    break;
+                }
+                self.remove(Found { node, prev: 0, bucket })?;
+            }
+        }
+        Ok(())
+    }
+
     /// Copy out the value of node `i`.
     pub(crate) fn read<V: Element>(&self, i: u32) -> Result<V, ManagerError> {
         let p = self.t.value_ptr(self.s, i)?;
