@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use shmkit::shared::SharedObject;
 use shmkit::sync::{Mutex, Semaphore, ShmSafe};
 
-use crate::util::{FutexPingPong, Harness, SharedPage, fork_child, fork_child_on, median, reap_child, time_iters};
+use crate::util::{FutexPingPong, Harness, SharedPage, fork_child, fork_on, median, reap_child, time_iters};
 
 pub fn run(h: &mut Harness) {
     h.group("sync");
@@ -95,7 +95,7 @@ fn two_processes(iters: usize, work: &dyn Fn()) -> f64 {
     let (ready, go) = unsafe { (&*flags.ptr().cast::<AtomicU32>(), &*flags.ptr().add(64).cast::<AtomicU32>()) };
     let kids: Vec<_> = (0..2)
         .map(|cpu| {
-            fork_child_on(cpu, || {
+            fork_on(Some(cpu), || {
                 ready.fetch_add(1, Ordering::AcqRel);
                 while go.load(Ordering::Acquire) == 0 {
                     std::hint::spin_loop();

@@ -180,11 +180,6 @@ pub fn fork_child(f: impl FnOnce()) -> libc::pid_t {
     fork_on(Some(1), f)
 }
 
-/// Fork a child that runs `f` and `_exit`s, pinned to `cpu`.
-pub fn fork_child_on(cpu: usize, f: impl FnOnce()) -> libc::pid_t {
-    fork_on(Some(cpu), f)
-}
-
 /// Fork a child that runs `f` and `_exit`s (status 101 if `f` panics), pinned to `cpu` if
 /// given, else keeping the parent's CPU mask. The benchmark binary is single-threaded.
 pub fn fork_on(cpu: Option<usize>, f: impl FnOnce()) -> libc::pid_t {

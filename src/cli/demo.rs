@@ -104,15 +104,9 @@ pub fn run(mut args: Args) -> Result<(), CliError> {
 /// Fork `processes` children that each increment `increments` times, start them together,
 /// and time them until the last one exits.
 fn race(processes: usize, increments: u64, way: Way) -> Result<Outcome, CliError> {
-    let start = SharedAtomic::<u32>::anonymous(0)?;
-    let ready = SharedAtomic::<u32>::anonymous(0)?;
     let counter = SharedAtomic::<u64>::anonymous(0)?;
     let locked = LockedCounter::new()?;
     let work = || -> i32 {
-        ready.fetch_add(1, Ordering::AcqRel);
-        while start.load(Ordering::Acquire) == 0 {
-            std::hint::spin_loop();
-        }
         match way {
             Way::Unsynchronized => unsynchronized(&counter, increments),
             Way::Atomic => {
@@ -128,19 +122,7 @@ fn race(processes: usize, increments: u64, way: Way) -> Result<Outcome, CliError
         }
         0
     };
-    let mut children = Vec::with_capacity(processes);
-    for _ in 0..processes {
-        children.push(fork(&work)?);
-    }
-    // Release the children together, once all of them are spinning, then get off the CPU.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while ready.load(Ordering::Acquire) < processes as u32 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_micros(100));
-    }
-    let t = Instant::now();
-    start.store(1, Ordering::Release);
-    wait_all(&children)?;
-    let seconds = t.elapsed().as_secs_f64();
+    let seconds = run_together(processes, &work)?;
     let final_count = match way {
         Way::Locked => locked.get()?,
         _ => counter.load(Ordering::SeqCst),
@@ -157,8 +139,35 @@ fn unsynchronized(counter: &AtomicU64, increments: u64) {
     }
 }
 
+/// Fork `processes` children that each run `work`, release them together once all of them
+/// are spinning at the start gate, and return the seconds until the last one exits.
+pub(super) fn run_together(processes: usize, work: &dyn Fn() -> i32) -> Result<f64, CliError> {
+    let start = SharedAtomic::<u32>::anonymous(0)?;
+    let ready = SharedAtomic::<u32>::anonymous(0)?;
+    let gated = || -> i32 {
+        ready.fetch_add(1, Ordering::AcqRel);
+        while start.load(Ordering::Acquire) == 0 {
+            std::hint::spin_loop();
+        }
+        work()
+    };
+    let mut children = Vec::with_capacity(processes);
+    for _ in 0..processes {
+        children.push(fork(&gated)?);
+    }
+    // Once all of them are spinning, release them and get off the CPU.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ready.load(Ordering::Acquire) < processes as u32 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    let t = Instant::now();
+    start.store(1, Ordering::Release);
+    wait_all(&children)?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
 /// Fork a child that runs `work` and exits with its code.
-pub(super) fn fork(work: &dyn Fn() -> i32) -> Result<libc::pid_t, CliError> {
+fn fork(work: &dyn Fn() -> i32) -> Result<libc::pid_t, CliError> {
     // SAFETY: the command line is single-threaded, so the child inherits no lock held by
     // another thread; it runs `work` and leaves with `_exit`, never returning here.
     let pid = unsafe { libc::fork() };
@@ -174,7 +183,7 @@ pub(super) fn fork(work: &dyn Fn() -> i32) -> Result<libc::pid_t, CliError> {
 }
 
 /// Reap every child; a child that fails or hangs past a generous limit is an error.
-pub(super) fn wait_all(children: &[libc::pid_t]) -> Result<(), CliError> {
+fn wait_all(children: &[libc::pid_t]) -> Result<(), CliError> {
     let limit = Instant::now() + Duration::from_secs(600);
     let mut failed = None;
     for &pid in children {

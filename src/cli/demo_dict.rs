@@ -7,14 +7,11 @@
 //! - **locked**: `d.update(k, 0, |v| v + 1)`, one atomic read-modify-write under the key's
 //!   stripe lock.
 
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
-
+use shmkit::ManagerError;
 use shmkit::manager::SharedDict;
-use shmkit::{ManagerError, SharedAtomic};
 
 use super::CliError;
-use super::demo::{fork, wait_all};
+use super::demo::run_together;
 
 const KEY: &str = "count";
 
@@ -49,30 +46,13 @@ pub fn race(processes: usize, increments: u64) -> Result<DictRace, CliError> {
 }
 
 fn run(processes: usize, increments: u64, locked: bool) -> Result<Outcome, CliError> {
-    let start = SharedAtomic::<u32>::anonymous(0)?;
-    let ready = SharedAtomic::<u32>::anonymous(0)?;
     let d = SharedDict::<str, u64>::anonymous(16)?;
     d.insert(KEY, 0)?;
     let work = || -> i32 {
-        ready.fetch_add(1, Ordering::AcqRel);
-        while start.load(Ordering::Acquire) == 0 {
-            std::hint::spin_loop();
-        }
         let r = if locked { increment_locked(&d, increments) } else { increment_racy(&d, increments) };
         i32::from(r.is_err())
     };
-    let mut children = Vec::with_capacity(processes);
-    for _ in 0..processes {
-        children.push(fork(&work)?);
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while ready.load(Ordering::Acquire) < processes as u32 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_micros(100));
-    }
-    let t = Instant::now();
-    start.store(1, Ordering::Release);
-    wait_all(&children)?;
-    let seconds = t.elapsed().as_secs_f64();
+    let seconds = run_together(processes, &work)?;
     Ok(Outcome { final_count: d.get(KEY)?.unwrap_or(0), seconds })
 }
 
