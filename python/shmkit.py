@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 MAGIC = b"SHMKIT\x00\x1a"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 READY = 0x52454459
 HEADER_SIZE = 128
 KIND_ARRAY = 3

@@ -80,7 +80,7 @@ fn overlapping_claims_conflict_and_a_killed_claimant_is_recovered() {
         &[(NAME_VAR, a.name().unwrap()), (FLAG_VAR, flag.name().unwrap()), (RANGE_VAR, "0..100")],
     );
     wait_until("the child's claim", Duration::from_secs(10), || flag.load(Ordering::SeqCst) == 1);
-    assert!(matches!(a.try_claim_mut(50..60), Err(ClaimError::Conflict { start: 50, end: 60 })));
+    assert!(matches!(a.try_claim_mut(50..60), Err(ClaimError::Conflict { start: 50, end: 60, .. })));
     assert!(matches!(a.try_claim(99..101), Err(ClaimError::Conflict { .. })), "readers wait for writers");
     let t = Instant::now();
     assert!(matches!(a.claim_mut_timeout(0..1, Duration::from_millis(100)), Err(ClaimError::Timeout { .. })));
@@ -167,20 +167,67 @@ fn claim_rules_within_one_process() {
     assert_eq!(a.copy_to_vec().unwrap(), vec![1; 100]);
 }
 
-#[test]
-fn a_claim_table_whose_initialiser_died_is_taken_over() {
-    let a = SharedArray::<u64>::create(None, 16).unwrap();
+/// The state word of the claim table's lock (control-block offset 32, right after the
+/// 128-byte header).
+fn table_lock_state(a: &SharedArray<u64>) -> &std::sync::atomic::AtomicU32 {
     let h = a.segment().header().unwrap().clone();
-    // The control block starts right after the 128-byte header; its first word is the
-    // table's init state. Pretend a process started initialising it and died.
-    let init = a.segment().as_ptr().wrapping_sub(h.payload_offset as usize).wrapping_add(128).cast::<u32>();
-    // SAFETY: in bounds of the mapping and 4-aligned; an atomic store on the init word.
-    unsafe { std::sync::atomic::AtomicU32::from_ptr(init) }.store(0x1234_5679, Ordering::SeqCst);
+    let word = a.segment().as_ptr().wrapping_sub(h.payload_offset as usize).wrapping_add(128 + 32).cast::<u32>();
+    // SAFETY: in bounds of the mapping (which `a` keeps alive) and 4-aligned; the lazy
+    // mutex only ever accesses its state word atomically.
+    unsafe { std::sync::atomic::AtomicU32::from_ptr(word) }
+}
+
+#[test]
+fn a_claim_table_lock_whose_initialiser_died_is_taken_over_at_once() {
+    let a = SharedArray::<u64>::create(None, 16).unwrap();
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let pid = gone.id();
+    gone.wait().unwrap();
+    // A process claimed the lock's one-time initialisation, then died.
+    table_lock_state(&a).store(0x8000_0000 | pid, Ordering::SeqCst);
     let t = Instant::now();
-    let mut w = a.claim_mut(0..16).expect("the stale initialiser is replaced");
-    assert!(t.elapsed() >= Duration::from_millis(900), "waited for the initialiser first");
-    assert!(t.elapsed() < Duration::from_secs(5));
+    let mut w = a.claim_mut(0..16).expect("the dead initialiser is replaced");
+    assert!(t.elapsed() < Duration::from_millis(500), "{:?}", t.elapsed());
     w.fill(3);
     drop(w);
     assert_eq!(a.copy_to_vec().unwrap(), vec![3; 16]);
+}
+
+#[test]
+fn a_claim_table_lock_whose_initialiser_lives_is_never_reinitialised() {
+    let a = SharedArray::<u64>::create(None, 16).unwrap();
+    let mut live = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let pid = live.id();
+    table_lock_state(&a).store(0x8000_0000 | pid, Ordering::SeqCst);
+    let t = Instant::now();
+    let r = a.try_claim_mut(0..16).err();
+    assert!(matches!(r, Some(ClaimError::TableBusy { holder }) if holder == pid), "{r:?}");
+    assert!(t.elapsed() < Duration::from_millis(60), "try took {:?}", t.elapsed());
+    let t = Instant::now();
+    let r = a.claim_timeout(0..16, Duration::from_millis(200)).err();
+    assert!(matches!(r, Some(ClaimError::TableBusy { holder }) if holder == pid), "{r:?}");
+    assert!(t.elapsed() < Duration::from_millis(250), "timed claim took {:?}", t.elapsed());
+    assert_eq!(table_lock_state(&a).load(Ordering::SeqCst), 0x8000_0000 | pid, "not taken over");
+    live.kill().unwrap();
+    live.wait().unwrap();
+    drop(a.claim_mut_timeout(0..16, Duration::from_secs(5)).expect("taken over once the initialiser ended"));
+}
+
+#[test]
+fn zeroing_the_first_table_word_of_a_live_table_grants_nothing_twice() {
+    // The first control-block word was the table's init flag; a peer that resets it must
+    // not make a held exclusive claim grantable again.
+    let a = SharedArray::<u64>::create(None, 16).unwrap();
+    let held = a.claim_mut(0..8).unwrap();
+    let h = a.segment().header().unwrap().clone();
+    let first = a.segment().as_ptr().wrapping_sub(h.payload_offset as usize).wrapping_add(128).cast::<u32>();
+    // SAFETY: in bounds and aligned, as above.
+    unsafe { std::sync::atomic::AtomicU32::from_ptr(first) }.store(0, Ordering::SeqCst);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let r = a.try_claim_mut(0..8).err();
+            assert!(matches!(r, Some(ClaimError::Conflict { .. })), "{r:?}");
+        });
+    });
+    drop(held);
 }

@@ -1,5 +1,8 @@
-//! The sync primitives' contracts, with threads (owner death of a *thread* is reported by
-//! the same robust-list mechanism as process death) and through `SharedObject` segments.
+//! The sync primitives' contracts, with threads and through `SharedObject` segments. Owner
+//! death is a *process* dying (a forked child); a *thread* that exits holding a lock is a
+//! different thing (its leaked guard may live on): see `tests/thread_death.rs`.
+
+mod common;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -11,15 +14,29 @@ use shmkit::{SegmentError, SharedObject};
 
 const LONG: Duration = Duration::from_secs(10);
 
-/// Lock `m` on a new thread, which then exits holding it (a forgotten guard): the robust
-/// list marks the lock owner-died, as for a killed process.
-fn die_holding<T: Send>(m: &Mutex<T>, f: impl FnOnce(&mut T) + Send) {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let mut g = m.lock().unwrap();
-            f(&mut g);
-            std::mem::forget(g);
-        });
+/// Run `f` in a forked child process, which then exits (with `f`'s code, 0 expected).
+/// `f` only touches shared memory and locks in it: no std lock another test thread may
+/// hold (the calling thread's held-lock counter is registered before the fork).
+fn in_child(f: impl FnOnce() -> i32) {
+    let _one_at_a_time = common::serial();
+    drop(Mutex::new(()).lock()); // registers this thread's held-lock counter
+    let pid = common::fork_child(f);
+    assert_eq!(common::wait_pid(pid, LONG), common::Exit::Code(0));
+}
+
+/// A zero-filled anonymous segment holding `T`, shared with forked children.
+fn shared<T: ShmSafe>(init: impl FnOnce(&mut T)) -> SharedObject<T> {
+    SharedObject::<T>::anonymous(init).unwrap()
+}
+
+/// Lock `m` in a child process, which then dies holding it: the next locker gets
+/// `OwnerDied`.
+fn die_holding<T: Send>(m: &Mutex<T>, f: impl FnOnce(&mut T)) {
+    in_child(|| {
+        let mut g = m.lock().unwrap();
+        f(&mut g);
+        std::mem::forget(g);
+        0
     });
 }
 
@@ -60,7 +77,7 @@ fn mutex_contended_by_threads_counts_exactly() {
 
 #[test]
 fn mutex_owner_died_then_mark_consistent_recovers() {
-    let m = Mutex::new([0u64; 2]);
+    let m = shared::<Mutex<[u64; 2]>>(|_| {});
     die_holding(&m, |v| v[0] = 7); // half-updated: v[1] not yet
     match m.lock_timeout(Duration::from_secs(1)) {
         Err(AcquireError::OwnerDied(mut died)) => {
@@ -76,7 +93,7 @@ fn mutex_owner_died_then_mark_consistent_recovers() {
 
 #[test]
 fn mutex_owner_died_unmarked_becomes_not_recoverable_not_a_hang() {
-    let m = Mutex::new(0u32);
+    let m = shared::<Mutex<u32>>(|_| {});
     die_holding(&m, |v| *v = 1);
     let died = m.lock().unwrap_err();
     assert!(died.is_owner_died());
@@ -90,7 +107,7 @@ fn mutex_owner_died_unmarked_becomes_not_recoverable_not_a_hang() {
         assert!(t.elapsed() < Duration::from_secs(1));
     }
     // `?` into LockError also drops the guard, and says so.
-    let m2 = Mutex::new(0u32);
+    let m2 = shared::<Mutex<u32>>(|_| {});
     die_holding(&m2, |_| {});
     let e: LockError = m2.lock().unwrap_err().into();
     assert!(matches!(e, LockError::OwnerDied), "{e}");
@@ -99,7 +116,7 @@ fn mutex_owner_died_unmarked_becomes_not_recoverable_not_a_hang() {
 
 #[test]
 fn mutex_recover_helper_and_guard_mark_consistent() {
-    let m = Mutex::new(3u8);
+    let m = shared::<Mutex<u8>>(|m| *m.get_mut() = 3);
     die_holding(&m, |_| {});
     let mut g = m.lock().or_else(AcquireError::recover).unwrap();
     MutexGuard::mark_consistent(&mut g).unwrap(); // harmless again
@@ -232,13 +249,12 @@ fn rwlock_more_readers_than_slots_wait_for_a_slot() {
 
 #[test]
 fn rwlock_writer_death_reported_to_reader_then_recovered() {
-    let rw = RwLock::<[u64; 2], 4>::new([1, 1]);
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let mut w = rw.write().unwrap();
-            w[0] = 2;
-            std::mem::forget(w);
-        });
+    let rw = shared::<RwLock<[u64; 2], 4>>(|r| *r.get_mut() = [1, 1]);
+    in_child(|| {
+        let mut w = rw.write().unwrap();
+        w[0] = 2;
+        std::mem::forget(w);
+        0
     });
     let Err(AcquireError::OwnerDied(died)) = rw.read_timeout(Duration::from_secs(1)) else { panic!("no OwnerDied") };
     assert_eq!(**died.get_ref(), [2, 1]);
@@ -251,8 +267,9 @@ fn rwlock_writer_death_reported_to_reader_then_recovered() {
     *w = [3, 3];
     drop(w);
     // Unrepaired: not recoverable.
-    std::thread::scope(|s| {
-        s.spawn(|| std::mem::forget(rw.write().unwrap()));
+    in_child(|| {
+        std::mem::forget(rw.write().unwrap());
+        0
     });
     drop(rw.write().unwrap_err());
     assert!(matches!(rw.read(), Err(AcquireError::Lock(LockError::NotRecoverable))));
@@ -261,9 +278,10 @@ fn rwlock_writer_death_reported_to_reader_then_recovered() {
 
 #[test]
 fn rwlock_dead_reader_does_not_block_the_writer() {
-    let rw = RwLock::<u64, 4>::new(0);
-    std::thread::scope(|s| {
-        s.spawn(|| std::mem::forget(rw.read().unwrap()));
+    let rw = shared::<RwLock<u64, 4>>(|_| {});
+    in_child(|| {
+        std::mem::forget(rw.read().unwrap());
+        0
     });
     let t = Instant::now();
     *rw.write_timeout(Duration::from_secs(1)).unwrap() = 1; // clean: readers change nothing
@@ -310,12 +328,11 @@ fn semaphore_counts_bounds_and_times_out() {
 
 #[test]
 fn robust_semaphore_recovers_a_dead_holders_permit() {
-    let s = RobustSemaphore::<2>::new();
-    std::thread::scope(|sc| {
-        sc.spawn(|| {
-            std::mem::forget(s.acquire().unwrap());
-            std::mem::forget(s.acquire().unwrap());
-        });
+    let s = shared::<RobustSemaphore<2>>(|_| {});
+    in_child(|| {
+        std::mem::forget(s.acquire().unwrap());
+        std::mem::forget(s.acquire().unwrap());
+        0
     });
     let a = s.acquire_timeout(Duration::from_secs(1)).unwrap();
     let b = s.acquire_timeout(Duration::from_secs(1)).unwrap();
@@ -367,10 +384,16 @@ fn condvar_wakes_waiters_and_times_out() {
 
 #[test]
 fn condvar_relock_reports_owner_death() {
-    let m = Mutex::new(0u32);
-    let cv = Condvar::new();
+    #[repr(C)]
+    struct Pair {
+        m: Mutex<u32>,
+        cv: Condvar,
+    }
+    // SAFETY: #[repr(C)], made only of ShmSafe fields.
+    unsafe impl ShmSafe for Pair {}
+    let p = shared::<Pair>(|_| {});
     std::thread::scope(|s| {
-        let waiter = s.spawn(|| match cv.wait_timeout_while(m.lock().unwrap(), LONG, |v| *v == 0) {
+        let waiter = s.spawn(|| match p.cv.wait_timeout_while(p.m.lock().unwrap(), LONG, |v| *v == 0) {
             Err(AcquireError::OwnerDied(d)) => {
                 drop(d.mark_consistent().unwrap());
                 "owner died"
@@ -379,11 +402,12 @@ fn condvar_relock_reports_owner_death() {
             Err(AcquireError::Lock(_)) => "error",
         });
         std::thread::sleep(Duration::from_millis(20));
-        s.spawn(|| {
-            let mut g = m.lock().unwrap();
+        in_child(|| {
+            let mut g = p.m.lock().unwrap();
             *g = 1;
-            cv.notify_all();
-            std::mem::forget(g); // the thread exits holding the mutex
+            p.cv.notify_all();
+            std::mem::forget(g); // the process exits holding the mutex
+            0
         });
         assert_eq!(waiter.join().unwrap(), "owner died");
     });
@@ -476,19 +500,58 @@ fn raw_mutex_trylock_on_not_recoverable_does_not_strand_other_lockers() {
     });
 }
 
+/// The lazy mutex's state word while process `pid` initialises it.
+fn initialising(pid: u32) -> u32 {
+    0x8000_0000 | pid
+}
+
 #[test]
-fn lock_whose_initialiser_died_mid_init_reports_init_stalled_not_a_hang() {
-    use shmkit::sync::{INIT_STALL, LazyRawMutex};
+fn lock_whose_initialiser_died_mid_init_is_taken_over() {
+    use shmkit::sync::LazyRawMutex;
     let obj = SharedObject::<LazyRawMutex>::anonymous(|_| {}).unwrap();
-    // Simulate a process killed between claiming the one-time initialisation (state word
-    // 0 -> 1, the first field) and publishing it.
+    // A process that claimed the one-time initialisation (the state word, the first
+    // field) and died before publishing it: a reaped child.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
     // SAFETY: the state word is the first, 4-aligned u32 of the object, and only ever
     // accessed atomically.
     let state = unsafe { &*obj.segment().as_ptr().cast::<AtomicU32>() };
-    state.store(1, Ordering::SeqCst);
+    state.store(initialising(dead), Ordering::SeqCst);
     let t = Instant::now();
-    assert!(matches!(obj.lock(), Err(LockError::InitStalled)));
-    assert!(t.elapsed() >= INIT_STALL && t.elapsed() < INIT_STALL * 3, "{:?}", t.elapsed());
+    assert_eq!(obj.lock().unwrap(), shmkit::sync::Acquired::Clean);
+    assert!(t.elapsed() < Duration::from_millis(500), "{:?}", t.elapsed());
+    // SAFETY: this thread holds it.
+    unsafe { obj.unlock() };
     state.store(77, Ordering::SeqCst);
     assert!(matches!(obj.try_lock(), Err(LockError::Corrupt)));
+}
+
+#[test]
+fn lock_whose_initialiser_is_stopped_waits_for_it_until_the_deadline_only() {
+    use shmkit::sync::{INIT_STALL, LazyRawMutex};
+    let obj = SharedObject::<LazyRawMutex>::anonymous(|_| {}).unwrap();
+    // A live process (stopped, as far as we know) owns the initialisation: never taken over.
+    let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let live = child.id();
+    // SAFETY: as above.
+    let state = unsafe { &*obj.segment().as_ptr().cast::<AtomicU32>() };
+    state.store(initialising(live), Ordering::SeqCst);
+    let t = Instant::now();
+    let r = obj.try_lock();
+    assert!(matches!(r, Err(LockError::InitStalled { pid }) if pid == live), "{r:?}");
+    assert!(t.elapsed() < Duration::from_millis(50), "try_lock took {:?}", t.elapsed());
+    let t = Instant::now();
+    let r = obj.lock_timeout(Duration::from_millis(100));
+    assert!(matches!(r, Err(LockError::InitStalled { pid }) if pid == live), "{r:?}");
+    assert!(t.elapsed() < Duration::from_millis(150), "lock_timeout took {:?}", t.elapsed());
+    let t = Instant::now();
+    assert!(matches!(obj.lock(), Err(LockError::InitStalled { .. })));
+    assert!(t.elapsed() >= INIT_STALL && t.elapsed() < INIT_STALL * 3, "{:?}", t.elapsed());
+    assert_eq!(state.load(Ordering::SeqCst), initialising(live), "never taken over while it lives");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(obj.lock_timeout(Duration::from_secs(5)).is_ok(), "taken over once the initialiser ended");
+    // SAFETY: this thread holds it.
+    unsafe { obj.unlock() };
 }

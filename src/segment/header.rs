@@ -27,7 +27,7 @@ use bytemuck::{Pod, Zeroable};
 /// The eight bytes every shmkit segment starts with.
 pub const MAGIC: [u8; 8] = *b"SHMKIT\0\x1a";
 /// The header format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Size of the header in bytes.
 pub const HEADER_SIZE: usize = 128;
 /// `state` value of a published segment.
@@ -347,8 +347,8 @@ mod tests {
         b[0] = b'X';
         assert_eq!(validate(&b, 4176), Err(HeaderProblem::NotShmkit));
         let mut b = good.clone();
-        b[8] = 2;
-        assert_eq!(validate(&b, 4176), Err(HeaderProblem::Version(2)));
+        b[8] = 1;
+        assert_eq!(validate(&b, 4176), Err(HeaderProblem::Version(1)));
         let mut b = good.clone();
         b[12..16].copy_from_slice(&0u32.to_ne_bytes());
         assert_eq!(validate(&b, 4176), Err(HeaderProblem::NotReady));

@@ -5,19 +5,24 @@
 //! The control block holds a table of `capacity` slots behind one robust mutex (the
 //! *table lock*). A live claim is a slot with `mode != FREE`, a half-open element range
 //! `[start, end)`, and its *owner mutex* held by the claiming thread for as long as the
-//! claim lives. The owner mutex is the liveness token: when the claiming process dies,
-//! the kernel marks it owner-died, and the next scanner that `try_lock`s it learns the
-//! claim is abandoned and frees the slot. No pids are involved.
+//! claim lives. Every mutex is a [`LazyRawMutex`]: valid as zero bytes (a table written
+//! by Python is usable as it is), initialised on first use by one process, taken over
+//! only when that process has ended, and recording its owner's pid.
 //!
-//! - **Claim** (under the table lock): for each live slot that overlaps and is not
-//!   compatible (`Shared`+`Shared` and `Atomic`+`Atomic` are; anything with `Exclusive`
-//!   is not), `try_lock` its owner: busy → conflict; owner-died or free → the claim is
-//!   abandoned: clear it. Without conflict: take a free slot by locking its owner mutex,
-//!   write `start`/`end`, then `mode` (Release). With a conflict: give up (`try_*`), or
-//!   drop the table lock and futex-wait on `generation` (at most 10 ms at a time, so a
-//!   dead holder is noticed on the next scan), then rescan.
-//! - **Release** (under the table lock): `mode = FREE`, unlock the owner mutex, bump
-//!   `generation`, and wake waiters if any.
+//! - **Claim** (under the table lock, taken with the caller's deadline): for each live
+//!   slot that overlaps and is not compatible (`Shared`+`Shared` and `Atomic`+`Atomic`
+//!   are; anything with `Exclusive` is not), `try_lock` its owner: busy → conflict;
+//!   owner-died (its process ended) or free → the claim is abandoned: clear it;
+//!   abandoned by a *thread* of a live process → [`ClaimError::Abandoned`], for ever (a
+//!   leaked guard may still borrow the range). Without conflict: take a free slot by
+//!   locking its owner mutex, write `start`/`end`, then `mode` (Release). With a conflict:
+//!   give up (`try_*`), or drop the table lock and futex-wait on `generation` (at most
+//!   10 ms at a time, so a dead holder is noticed on the next scan), then rescan.
+//! - **Release** (no table lock needed, so a peer stopped inside the table lock cannot
+//!   block a drop): only if this process holds the owner mutex (a guard dropped in a
+//!   forked child does nothing), `mode = FREE`, *then* unlock the owner mutex (so no
+//!   scanner can take the slot while its mode is still being cleared), bump `generation`,
+//!   and wake waiters if any.
 //!
 //! Every step leaves the table consistent, so a process killed anywhere inside either
 //! path leaves nothing to repair: the next table-lock holder sees owner-died on the table
@@ -29,7 +34,7 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::sync::{Acquired, LockError, RawMutex};
+use crate::sync::{Acquired, LazyRawMutex, LockError};
 use crate::sys::{Deadline, futex};
 
 /// How a claim may share its range.
@@ -52,6 +57,14 @@ impl Mode {
     }
 }
 
+/// The most slots a claim table may have: enough for every thread of a large machine,
+/// small enough that the table's size can never overflow.
+pub const MAX_CLAIM_SLOTS: usize = 1 << 16;
+
+/// How long a `try_*` claim waits for the table lock (held by another claimant for a
+/// few hundred nanoseconds normally) before reporting [`ClaimError::TableBusy`].
+const TRY_TABLE_WAIT: Duration = Duration::from_millis(10);
+
 /// Why a claim was not granted.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
@@ -67,12 +80,17 @@ pub enum ClaimError {
         len: usize,
     },
     /// A `try_*` call found an overlapping, incompatible live claim.
-    #[error("range {start}..{end} overlaps a live claim of another thread or process; wait, or claim another range")]
+    #[error(
+        "range {start}..{end} overlaps a live claim of process {holder} (a thread of it holds the claim); \
+         wait, or claim another range"
+    )]
     Conflict {
         /// Requested start.
         start: usize,
         /// Requested end.
         end: usize,
+        /// Pid of a process holding an overlapping claim (0 if unknown).
+        holder: u32,
     },
     /// The calling thread itself holds an overlapping, incompatible claim.
     #[error("this thread already holds an overlapping claim on {start}..{end}; waiting would deadlock")]
@@ -83,12 +101,43 @@ pub enum ClaimError {
         end: usize,
     },
     /// The timeout passed while an overlapping claim stayed live.
-    #[error("timed out waiting for range {start}..{end}: another process holds an overlapping claim")]
+    #[error(
+        "timed out waiting for range {start}..{end}: process {holder} holds an overlapping claim \
+         (it may be stopped or slow)"
+    )]
     Timeout {
         /// Requested start.
         start: usize,
         /// Requested end.
         end: usize,
+        /// Pid of a process holding an overlapping claim (0 if unknown).
+        holder: u32,
+    },
+    /// The claim table's lock stayed held by another process until the deadline (for a
+    /// `try_*` call: for a few milliseconds), which is stopped or very slow.
+    #[error(
+        "the claim table is locked by process {holder}, which has not released it by the deadline \
+         (it may be stopped, e.g. by SIGSTOP or a debugger); retry later, or resume or kill it"
+    )]
+    TableBusy {
+        /// Pid of the process holding the table lock (0 if unknown).
+        holder: u32,
+    },
+    /// An overlapping claim was held by a thread that exited while its process lives on
+    /// (a guard leaked with `mem::forget` or `Box::leak`). Its borrow may still be alive,
+    /// so the range is never granted again while that process lives.
+    #[error(
+        "range {start}..{end} overlaps a claim abandoned by an exited thread of live process {pid} \
+         (a leaked guard outlives its thread); the range cannot be granted again while that process \
+         lives: drop claims on the thread that took them"
+    )]
+    Abandoned {
+        /// Requested start.
+        start: usize,
+        /// Requested end.
+        end: usize,
+        /// The process whose thread abandoned the claim.
+        pid: u32,
     },
     /// Every slot of the claim table is in use.
     #[error("all {capacity} claim slots are in use: release claims, or create the array with more slots")]
@@ -110,7 +159,7 @@ pub enum ClaimError {
 /// One claim slot, in shared memory.
 #[repr(C)]
 pub(crate) struct Slot {
-    owner: RawMutex,
+    owner: LazyRawMutex,
     mode: AtomicU32,
     _pad: u32,
     start: AtomicU64,
@@ -120,30 +169,26 @@ pub(crate) struct Slot {
 /// The claim table header; `capacity` slots follow it.
 ///
 /// Layout (offsets from the start of the control block, which other languages rely on):
-/// `0 init: u32`, `4 generation: u32`, `8 waiters: u32`, `12 pad`, `16 capacity: u64`,
-/// `24 elems: u64`, `32 lock: pthread_mutex_t`, then the slots.
+/// `0 reserved: u32`, `4 generation: u32`, `8 waiters: u32`, `12 pad`, `16 capacity: u64`,
+/// `24 elems: u64`, `32 lock: LazyRawMutex`, then the slots. All zero bytes except
+/// `capacity` and `elems` is a valid, empty table.
 #[repr(C)]
 pub(crate) struct Table {
-    /// 0: zero-filled, never initialised (a table written by another language); `TABLE_READY`:
-    /// initialised; anything else: a process is initialising it (its token).
-    init: AtomicU32,
+    _reserved: AtomicU32,
     generation: AtomicU32,
     waiters: AtomicU32,
     _pad: u32,
     capacity: AtomicU64,
     elems: AtomicU64,
-    lock: RawMutex,
+    lock: LazyRawMutex,
 }
-
-const TABLE_READY: u32 = 0x434c_4d31; // "CLM1"
-/// How long an initialiser may take before another process assumes it died and takes over.
-const INIT_TAKEOVER: Duration = Duration::from_secs(1);
 
 const RESCAN: Duration = Duration::from_millis(10);
 
-/// Bytes of control block a table of `capacity` slots needs.
+/// Bytes of control block a table of `capacity` slots needs (saturating: a size that does
+/// not fit in `usize` can never be created).
 pub(crate) const fn control_len(capacity: usize) -> usize {
-    std::mem::size_of::<Table>() + capacity * std::mem::size_of::<Slot>()
+    capacity.saturating_mul(std::mem::size_of::<Slot>()).saturating_add(std::mem::size_of::<Table>())
 }
 
 /// A claim table living in a segment's control block.
@@ -154,114 +199,53 @@ pub(crate) struct Claims<'a> {
 }
 
 impl<'a> Claims<'a> {
-    /// Initialise a table at `ptr` for `elems` elements.
+    /// Initialise a table at `ptr` for `elems` elements: the memory is zero-filled (a fresh
+    /// segment), which makes every lock and slot valid and free; only the shape is written.
     ///
     /// # Safety
     ///
     /// `ptr` must be valid for writes of `control_len(capacity)` bytes, aligned for
-    /// `Table`, and not yet visible to any other thread or process.
-    pub(crate) unsafe fn init(ptr: *mut u8, capacity: usize, elems: u64) -> Result<(), LockError> {
+    /// `Table`, zero-filled, and not yet visible to any other thread or process.
+    pub(crate) unsafe fn init(ptr: *mut u8, capacity: usize, elems: u64) -> Result<(), String> {
+        if capacity == 0 || capacity > MAX_CLAIM_SLOTS {
+            return Err(format!("a claim table needs 1 to {MAX_CLAIM_SLOTS} slots, not {capacity}"));
+        }
         let table = ptr.cast::<Table>();
-        // SAFETY: per the contract, the region is ours alone and large enough for the table
-        // and its slots; the memory starts zeroed (fresh segment), which is a valid value
-        // for the atomics, and every mutex is initialised before publication.
+        // SAFETY: per the contract, the region is ours alone and large enough for the
+        // table; zero bytes are a valid value for every field.
         unsafe {
-            std::ptr::addr_of_mut!((*table).capacity).write(AtomicU64::new(capacity as u64));
-            std::ptr::addr_of_mut!((*table).elems).write(AtomicU64::new(elems));
-            Self::init_locks(table, capacity)?;
-            (*table).init.store(TABLE_READY, Ordering::Release);
+            (*table).capacity.store(capacity as u64, Ordering::Relaxed);
+            (*table).elems.store(elems, Ordering::Relaxed);
         }
         Ok(())
-    }
-
-    /// Initialise the table lock and every slot's owner mutex, and free every slot.
-    ///
-    /// # Safety
-    ///
-    /// `table` must be followed by `capacity` slots in mapped memory, and no process may use
-    /// any of these mutexes until this returns (the `init` word keeps them out).
-    unsafe fn init_locks(table: *mut Table, capacity: usize) -> Result<(), LockError> {
-        // SAFETY: per the contract; RawMutex wraps its pthread_mutex_t in an UnsafeCell, so
-        // writing through pointers derived from shared references is allowed.
-        unsafe {
-            RawMutex::init(std::ptr::addr_of_mut!((*table).lock))?;
-            let slots = table.add(1).cast::<Slot>();
-            for i in 0..capacity {
-                RawMutex::init(std::ptr::addr_of_mut!((*slots.add(i)).owner))?;
-                (*slots.add(i)).mode.store(FREE, Ordering::Relaxed);
-            }
-        }
-        Ok(())
-    }
-
-    /// Initialise a zero-filled table (written by another language) exactly once, even when
-    /// several processes attach at the same time or an initialiser dies half-way.
-    ///
-    /// The `init` word goes 0 → token (CAS, one winner) → `TABLE_READY`. Nobody touches the
-    /// mutexes before `TABLE_READY`, so an initialiser that stays silent for
-    /// [`INIT_TAKEOVER`] can be replaced: the next process CASes the stale token to its own
-    /// (again one winner) and initialises from scratch.
-    fn ensure_ready(table: &Table, capacity: usize) -> Result<(), String> {
-        let mut seen = table.init.load(Ordering::Acquire);
-        let mut since = std::time::Instant::now();
-        loop {
-            if seen == TABLE_READY {
-                return Ok(());
-            }
-            let stale = seen != 0 && since.elapsed() >= INIT_TAKEOVER;
-            if seen == 0 || stale {
-                // Odd (never 0), random, and different from the stale token, so every waiter
-                // sees the takeover as a change and restarts its own clock.
-                let mut buf = [0u8; 4];
-                let _ = crate::sys::fd::random_bytes(&mut buf);
-                let mut token = u32::from_ne_bytes(buf) | 1;
-                while token == seen || token == TABLE_READY {
-                    token = token.wrapping_add(2);
-                }
-                if table.init.compare_exchange(seen, token, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-                    let ptr = std::ptr::from_ref(table).cast_mut();
-                    // SAFETY: `capacity` slots follow the table (validated by `attach`), and the
-                    // CAS made us the only initialiser while nobody may use the mutexes yet.
-                    unsafe { Self::init_locks(ptr, capacity) }.map_err(|e| e.to_string())?;
-                    table.init.store(TABLE_READY, Ordering::Release);
-                    return Ok(());
-                }
-            } else {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            let now = table.init.load(Ordering::Acquire);
-            if now != seen {
-                seen = now;
-                since = std::time::Instant::now();
-            }
-        }
     }
 
     /// View the table at `ptr`, checking its recorded shape against what the segment allows.
+    /// Never waits: the locks initialise themselves on first use.
     ///
     /// # Safety
     ///
-    /// `ptr` must point to a published claim table of a mapping that outlives `'a`, with
-    /// `avail` bytes of control block.
+    /// `ptr` must point to the control block of a published segment whose mapping
+    /// outlives `'a`, aligned for `Table`, with `avail` bytes of control block.
     pub(crate) unsafe fn attach(ptr: *mut u8, avail: usize, elems: u64) -> Result<Claims<'a>, String> {
         if avail < std::mem::size_of::<Table>() {
             return Err("control block too small for a claim table".into());
         }
-        // SAFETY: in bounds (checked above), aligned (control block starts at offset 128),
-        // published; every field of Table is valid for any bit pattern except the mutex,
-        // which glibc validates on use.
+        // SAFETY: in bounds (checked above), aligned (per the contract); every field of
+        // Table is valid for any bit pattern (the lazy mutex checks its own state word).
         let table = unsafe { &*ptr.cast::<Table>() };
         let cap = table.capacity.load(Ordering::Relaxed);
-        if cap == 0 || cap > (avail as u64) / std::mem::size_of::<Slot>() as u64 || control_len(cap as usize) > avail {
-            return Err(format!("claim table capacity {cap} does not fit the control block"));
+        if cap == 0 || cap > MAX_CLAIM_SLOTS as u64 || control_len(cap as usize) > avail {
+            return Err(format!(
+                "claim table capacity {cap} does not fit the control block ({avail} bytes, 1 to {MAX_CLAIM_SLOTS} slots)"
+            ));
         }
         let covered = table.elems.load(Ordering::Relaxed);
         if covered != elems {
             return Err(format!("claim table covers {covered} elements, the header says {elems}"));
         }
-        Self::ensure_ready(table, cap as usize)?;
-        // SAFETY: `cap` slots fit in the control block (checked above) right after the table,
-        // and their mutexes are initialised (`ensure_ready`).
+        // SAFETY: `cap` slots fit in the control block (checked above) right after the
+        // table; any bytes are a valid Slot (atomics and a lazy mutex).
         let slots = unsafe { std::slice::from_raw_parts(ptr.cast::<Table>().add(1).cast::<Slot>(), cap as usize) };
         Ok(Claims { table, slots })
     }
@@ -272,25 +256,30 @@ impl<'a> Claims<'a> {
     }
 
     /// Slots currently marked in use (claims whose holder may have died are counted until
-    /// the next claimant frees them).
+    /// the next claimant frees them). Reads without the table lock: never waits.
     pub(crate) fn in_use(&self) -> usize {
         self.slots.iter().filter(|s| s.mode.load(Ordering::Acquire) != FREE).count()
     }
 
-    fn lock_table(&self) -> Result<TableGuard<'a>, LockError> {
-        match self.table.lock.lock()? {
-            Acquired::Clean => {}
-            Acquired::OwnerDied => {
+    /// Take the table lock by `deadline`.
+    fn lock_table(&self, deadline: Deadline) -> Result<TableGuard<'a>, ClaimError> {
+        let lock = &self.table.lock;
+        match lock.lock_until(deadline) {
+            Ok(Acquired::Clean) => {}
+            Ok(Acquired::OwnerDied) => {
                 // Every step of claim and release leaves the table consistent (module docs).
                 // SAFETY: we hold the table lock.
-                if let Err(e) = unsafe { self.table.lock.mark_consistent() } {
+                if let Err(e) = unsafe { lock.mark_consistent() } {
                     // SAFETY: we hold it; release before reporting.
-                    unsafe { self.table.lock.unlock() };
-                    return Err(e);
+                    unsafe { lock.unlock() };
+                    return Err(e.into());
                 }
             }
+            Err(LockError::Timeout) => return Err(ClaimError::TableBusy { holder: lock.owner_pid() }),
+            Err(LockError::InitStalled { pid }) => return Err(ClaimError::TableBusy { holder: pid }),
+            Err(e) => return Err(e.into()),
         }
-        Ok(TableGuard(&self.table.lock))
+        Ok(TableGuard(lock))
     }
 
     /// Claim `range` in `mode`, waiting until `deadline` (`None`: do not wait).
@@ -301,10 +290,11 @@ impl<'a> Claims<'a> {
         deadline: Option<Deadline>,
     ) -> Result<SlotGuard<'a>, ClaimError> {
         let (start, end) = (range.start as u64, range.end as u64);
+        let table_deadline = deadline.unwrap_or_else(|| Deadline::after(TRY_TABLE_WAIT));
         loop {
             let generation = self.table.generation.load(Ordering::Acquire);
-            let guard = self.lock_table()?;
-            match self.scan(start, end, mode) {
+            let guard = self.lock_table(table_deadline)?;
+            let holder = match self.scan(start, end, mode) {
                 Scan::Free => {
                     let slot = self.take_slot(start, end, mode);
                     drop(guard);
@@ -313,13 +303,19 @@ impl<'a> Claims<'a> {
                 Scan::Mine => {
                     return Err(ClaimError::WouldDeadlock { start: range.start, end: range.end });
                 }
-                Scan::Busy => drop(guard),
-            }
+                Scan::Abandoned(pid) => {
+                    return Err(ClaimError::Abandoned { start: range.start, end: range.end, pid });
+                }
+                Scan::Busy(holder) => {
+                    drop(guard);
+                    holder
+                }
+            };
             let Some(deadline) = deadline else {
-                return Err(ClaimError::Conflict { start: range.start, end: range.end });
+                return Err(ClaimError::Conflict { start: range.start, end: range.end, holder });
             };
             if deadline.passed() {
-                return Err(ClaimError::Timeout { start: range.start, end: range.end });
+                return Err(ClaimError::Timeout { start: range.start, end: range.end, holder });
             }
             self.table.waiters.fetch_add(1, Ordering::SeqCst);
             futex::wait(&self.table.generation, generation, deadline, Some(RESCAN));
@@ -341,10 +337,11 @@ impl<'a> Claims<'a> {
                 continue;
             }
             match slot.owner.try_lock() {
-                Err(LockError::WouldBlock) => verdict = Scan::Busy,
+                Err(LockError::WouldBlock) => verdict = Scan::Busy(slot.owner.owner_pid()),
                 Err(LockError::WouldDeadlock) => return Scan::Mine,
+                Err(LockError::AbandonedByThread { pid }) => return Scan::Abandoned(pid),
                 Ok(how) => {
-                    // Abandoned: its owner died (or a corrupt slot was left marked).
+                    // Abandoned by a process that ended (or a corrupt slot was left marked).
                     if how == Acquired::OwnerDied {
                         // SAFETY: we hold the owner mutex (try_lock succeeded).
                         let _ = unsafe { slot.owner.mark_consistent() };
@@ -353,13 +350,10 @@ impl<'a> Claims<'a> {
                     // SAFETY: we hold the owner mutex.
                     unsafe { slot.owner.unlock() };
                 }
-                Err(_) => {
-                    // The owner mutex is unusable (not recoverable or corrupt): nobody can
-                    // hold it, so the claim is dead. Re-initialise it under the table lock,
-                    // the only place slot mutexes are taken by anyone but their owner.
-                    slot.mode.store(FREE, Ordering::Release);
-                    reinit(&slot.owner);
-                }
+                // Not recoverable (nobody can hold it), corrupt, or stalled in its
+                // first-use initialisation: not a claim anybody holds; the slot stays
+                // marked, and `take_slot` never picks an unusable mutex.
+                Err(_) => slot.mode.store(FREE, Ordering::Release),
             }
         }
         verdict
@@ -381,11 +375,8 @@ impl<'a> Claims<'a> {
                         continue;
                     }
                 }
-                Err(LockError::WouldBlock) | Err(LockError::WouldDeadlock) => continue,
-                Err(_) => {
-                    reinit(&slot.owner);
-                    continue;
-                }
+                // Busy (a releaser between clearing `mode` and unlocking), or unusable.
+                Err(_) => continue,
             }
             slot.start.store(start, Ordering::Relaxed);
             slot.end.store(end, Ordering::Relaxed);
@@ -396,15 +387,19 @@ impl<'a> Claims<'a> {
     }
 
     fn release(&self, index: usize) {
-        let slot = &self.slots[index];
-        // Even if the table lock is broken we must give the owner mutex back on this thread.
-        let guard = self.lock_table().ok();
+        let Some(slot) = self.slots.get(index) else { return };
+        // A guard dropped in a forked child (whose parent took the claim) must leave the
+        // parent's live slot alone: the child does not hold the owner mutex.
+        if !slot.owner.held_by_this_process() {
+            return;
+        }
         slot.mode.store(FREE, Ordering::Release);
-        // SAFETY: the slot's owner mutex was locked by this thread in `take_slot` and the
-        // guard is !Send, so this is the same thread.
+        // SAFETY: this process holds the slot's owner mutex, taken in `take_slot` by this
+        // thread (the guard is !Send).
         unsafe { slot.owner.unlock() };
-        self.table.generation.fetch_add(1, Ordering::Release);
-        drop(guard);
+        // SeqCst: ordered before the `waiters` load below (a waiter increments `waiters`,
+        // then futex-waits on the old generation).
+        self.table.generation.fetch_add(1, Ordering::SeqCst);
         if self.table.waiters.load(Ordering::SeqCst) != 0 {
             futex::wake_all(&self.table.generation);
         }
@@ -413,17 +408,14 @@ impl<'a> Claims<'a> {
 
 enum Scan {
     Free,
-    Busy,
+    /// A live claim conflicts; the pid of its process.
+    Busy(u32),
     Mine,
+    /// A conflicting claim was abandoned by a thread of this live process.
+    Abandoned(u32),
 }
 
-fn reinit(m: &RawMutex) {
-    // SAFETY: called under the table lock on a mutex nobody can hold (try_lock reported it
-    // unusable); only table-lock holders lock slot mutexes of free slots.
-    let _ = unsafe { RawMutex::init(std::ptr::from_ref(m).cast_mut()) };
-}
-
-struct TableGuard<'a>(&'a RawMutex);
+struct TableGuard<'a>(&'a LazyRawMutex);
 
 impl Drop for TableGuard<'_> {
     fn drop(&mut self) {
@@ -434,6 +426,7 @@ impl Drop for TableGuard<'_> {
 
 /// A live claim; releases its slot on drop. `!Send`: the owner mutex must be unlocked by
 /// the thread that locked it.
+#[must_use = "the claim is released as soon as it is dropped"]
 pub(crate) struct SlotGuard<'a> {
     claims: Claims<'a>,
     index: usize,

@@ -36,12 +36,29 @@ pub enum LockError {
     /// The shared bytes do not hold a valid lock.
     #[error("the shared lock word is corrupt or uninitialised (EINVAL); recreate the object")]
     Corrupt,
-    /// Another process started the one-time initialisation of this lock and never finished.
+    /// Another process started the one-time initialisation of this lock and has not
+    /// finished by the deadline (it is stopped or very slow; had it died, this process
+    /// would have taken over).
     #[error(
-        "another thread or process began initialising this lock and did not finish within a second \
-         (it probably died during initialisation); recreate the object that holds the lock"
+        "process {pid} began initialising this lock and has not finished (it may be stopped, \
+         e.g. by SIGSTOP or a debugger); retry later, or resume or kill that process"
     )]
-    InitStalled,
+    InitStalled {
+        /// The initialising process.
+        pid: u32,
+    },
+    /// A thread of a process that is still alive (`pid`, possibly this one) died holding
+    /// the lock. A guard it leaked may still give that process access to the data, so the
+    /// lock is never granted again: permanent, for every process.
+    #[error(
+        "a thread of live process {pid} exited while holding this lock (a guard or claim leaked \
+         with mem::forget or Box::leak outlives its thread); the lock can never be granted again \
+         without aliasing that borrow: recreate the object, and drop guards on the thread that took them"
+    )]
+    AbandonedByThread {
+        /// The process whose thread held the lock.
+        pid: u32,
+    },
     /// The primitive was shut down (barrier aborted or broken, queue closed, ...).
     #[error("the primitive is broken: a participant aborted it, timed out or died; reset or recreate it")]
     Broken,

@@ -114,8 +114,11 @@ impl<T> Mutex<T> {
     /// Block until the lock is acquired.
     ///
     /// Errors: [`AcquireError::OwnerDied`] (acquired; the previous holder died),
-    /// [`LockError::WouldDeadlock`], [`LockError::NotRecoverable`], and
-    /// [`LockError::InitStalled`] / [`LockError::Corrupt`] for broken shared bytes.
+    /// [`LockError::WouldDeadlock`], [`LockError::NotRecoverable`],
+    /// [`LockError::AbandonedByThread`] (a thread of a live process exited holding it:
+    /// never granted again), [`LockError::InitStalled`] (another process's first-use
+    /// initialisation did not finish within [`INIT_STALL`](super::INIT_STALL)) and
+    /// [`LockError::Corrupt`] for broken shared bytes.
     #[inline]
     pub fn lock(&self) -> AcquireResult<MutexGuard<'_, T>> {
         // The hot path returns straight from a zero code; everything else is out of line.
@@ -124,6 +127,7 @@ impl<T> Mutex<T> {
             // SAFETY: counted just above.
             let r = unsafe { raw.lock_code() };
             if r == 0 {
+                self.raw.set_owner();
                 return Ok(MutexGuard { mutex: self, consistent: true, _not_send: PhantomData });
             }
             return self.guard_slow(self.raw.nonzero_outcome(r));
@@ -253,8 +257,9 @@ impl<T> Drop for MutexGuard<'_, T> {
         unsafe {
             if self.consistent {
                 self.mutex.raw.unlock();
-            } else {
+            } else if self.mutex.raw.held_by_this_process() {
                 // An owner-died guard never marked consistent: not recoverable, for ever.
+                // (Dropped in a forked child, it leaves the parent's lock alone.)
                 self.mutex.raw.unlock_unrecovered();
             }
         }

@@ -78,9 +78,15 @@ impl<const N: usize> RobustSemaphore<N> {
         N
     }
 
+    /// Permits lost for ever (their slot is not recoverable or abandoned by a thread).
+    fn lost(&self) -> usize {
+        self.slots.iter().filter(|s| s.is_lost()).count()
+    }
+
     /// Try every slot once.
     fn scan(&self) -> Result<Option<Permit<'_, N>>, LockError> {
         let mut mine = 0;
+        let mut lost = None;
         for (i, slot) in self.slots.iter().enumerate() {
             match slot.try_lock() {
                 Ok(how) => {
@@ -96,13 +102,21 @@ impl<const N: usize> RobustSemaphore<N> {
                     }
                     return Ok(Some(Permit { sem: self, index: i, recovered, _not_send: PhantomData }));
                 }
-                // Held, or unusable (only if marking a recovered slot ever failed).
-                Err(LockError::WouldBlock | LockError::NotRecoverable) => {}
+                Err(LockError::WouldBlock) => {}
                 Err(LockError::WouldDeadlock) => mine += 1,
+                // Unusable for ever: marking a recovered slot failed, or a thread of a live
+                // process exited holding this permit (a leaked one may still guard a
+                // per-holder resource). The permit is lost; the others still work.
+                Err(e @ (LockError::NotRecoverable | LockError::AbandonedByThread { .. })) => lost = Some(e),
                 Err(e) => return Err(e),
             }
         }
-        if mine == N { Err(LockError::WouldDeadlock) } else { Ok(None) }
+        match lost {
+            // No permit can ever come back to this thread: fail instead of waiting for ever.
+            Some(e) if mine + self.lost() == N => Err(e),
+            _ if mine == N => Err(LockError::WouldDeadlock),
+            _ => Ok(None),
+        }
     }
 
     fn acquire_inner(&self, deadline: Option<Deadline>) -> Result<Permit<'_, N>, LockError> {

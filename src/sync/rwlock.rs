@@ -23,6 +23,8 @@
 //! | a reader, while taking a slot           | nothing: the gate and slot are freed            |
 //! | a writer, while waiting for readers     | nothing: the data was not touched yet           |
 //! | a writer, holding its guard (`WRITING`) | next reader or writer: `AcquireError::OwnerDied` |
+//! | a *thread* holding a write guard exits (the process lives on) | every reader and writer: `LockError::AbandonedByThread`, for ever |
+//! | a *thread* holding a read guard exits  | readers go on; every writer: `LockError::AbandonedByThread`, for ever |
 //!
 //! An owner-died guard — read or write — holds the gate, so it is exclusive until it
 //! is marked consistent (a reader can only vouch that the data is fine; a writer can
@@ -179,8 +181,14 @@ impl<T, const R: usize> RwLock<T, R> {
                     slot.active.store(1, Ordering::Relaxed);
                     return Ok(Some(i));
                 }
-                // Busy, ours, or unusable (a slot left not recoverable): try the next.
-                Err(LockError::WouldBlock | LockError::WouldDeadlock | LockError::NotRecoverable) => {}
+                // Busy, ours, or unusable (a slot left not recoverable, or held for ever by
+                // a reader guard whose thread exited): try the next.
+                Err(
+                    LockError::WouldBlock
+                    | LockError::WouldDeadlock
+                    | LockError::NotRecoverable
+                    | LockError::AbandonedByThread { .. },
+                ) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -356,17 +364,6 @@ impl<T, const R: usize> Deref for RwLockReadGuard<'_, T, R> {
 impl<T, const R: usize> Drop for RwLockReadGuard<'_, T, R> {
     fn drop(&mut self) {
         let lock = self.lock;
-        if let Some(slot) = lock.slots.get(self.slot) {
-            slot.active.store(0, Ordering::Release);
-            // SAFETY: this thread locked the slot in `take_slot`; the guard is !Send.
-            unsafe { slot.owner.unlock() };
-        }
-        if self.holds_gate {
-            lock.state.store(NOT_RECOVERABLE, Ordering::Release);
-            // SAFETY: this thread kept the gate (owner-died, never marked consistent).
-            unsafe { lock.gate.unlock() };
-        }
-        lock.park.notify_all();
         let key = lock.key();
         let _ = READ_HELD.try_with(|v| {
             let mut v = v.borrow_mut();
@@ -374,6 +371,21 @@ impl<T, const R: usize> Drop for RwLockReadGuard<'_, T, R> {
                 v.swap_remove(i);
             }
         });
+        let Some(slot) = lock.slots.get(self.slot) else { return };
+        // Dropped in a forked child, which does not own its parent's slot: change nothing
+        // (clearing `active` would hide the parent's live reader from writers).
+        if !slot.owner.held_by_this_process() {
+            return;
+        }
+        slot.active.store(0, Ordering::Release);
+        // SAFETY: this thread locked the slot in `take_slot`; the guard is !Send.
+        unsafe { slot.owner.unlock() };
+        if self.holds_gate {
+            lock.state.store(NOT_RECOVERABLE, Ordering::Release);
+            // SAFETY: this thread kept the gate (owner-died, never marked consistent).
+            unsafe { lock.gate.unlock() };
+        }
+        lock.park.notify_all();
     }
 }
 
@@ -424,6 +436,10 @@ impl<T: std::fmt::Debug, const R: usize> std::fmt::Debug for RwLockWriteGuard<'_
 
 impl<T, const R: usize> Drop for RwLockWriteGuard<'_, T, R> {
     fn drop(&mut self) {
+        // Dropped in a forked child, which does not own its parent's gate: change nothing.
+        if !self.lock.gate.held_by_this_process() {
+            return;
+        }
         let next = if self.dirty { NOT_RECOVERABLE } else { CLEAN };
         self.lock.state.store(next, Ordering::Release);
         // SAFETY: this thread took the gate in `write_inner`; the guard is !Send.

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod fd;
 pub mod futex;
 pub mod held;
+pub mod owner;
 pub mod pthread;
 
 pub use clock::Deadline;
