@@ -143,6 +143,8 @@ pub mod shared;
 pub mod sync;
 #[doc(hidden)]
 pub mod sys;
+#[doc(hidden)]
+pub mod testing;
 
 pub use manager::{ManagerError, SharedDict, SharedList};
 pub use segment::{Segment, SegmentError, SegmentOptions};

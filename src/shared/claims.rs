@@ -31,7 +31,7 @@
 
 use std::marker::PhantomData;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::sync::{Acquired, LazyRawMutex, LockError};
@@ -185,6 +185,10 @@ pub(crate) struct Table {
 
 const RESCAN: Duration = Duration::from_millis(10);
 
+/// Test hook (see `crate::testing`): the next claim of this process stops it for ever
+/// while it holds the table lock.
+pub(crate) static STOP_IN_TABLE_LOCK: AtomicBool = AtomicBool::new(false);
+
 /// Bytes of control block a table of `capacity` slots needs (saturating: a size that does
 /// not fit in `usize` can never be created).
 pub(crate) const fn control_len(capacity: usize) -> usize {
@@ -294,6 +298,9 @@ impl<'a> Claims<'a> {
         loop {
             let generation = self.table.generation.load(Ordering::Acquire);
             let guard = self.lock_table(table_deadline)?;
+            if STOP_IN_TABLE_LOCK.load(Ordering::Relaxed) {
+                crate::sys::owner::stop_forever();
+            }
             let holder = match self.scan(start, end, mode) {
                 Scan::Free => {
                     let slot = self.take_slot(start, end, mode);

@@ -2,13 +2,13 @@
 //! the range claims that make access to them sound across processes.
 
 mod array;
-mod claims;
+pub(crate) mod claims;
 mod element;
 mod object;
 mod value;
 
 pub use array::{AtomicClaim, Claim, ClaimMut, DEFAULT_CLAIM_SLOTS, SharedArray};
-pub use claims::ClaimError;
+pub use claims::{ClaimError, MAX_CLAIM_SLOTS};
 pub use element::{AtomicElement, Element, type_info};
 pub use object::{SharedObject, object_type_info};
 pub use value::{SharedAtomic, SharedValue, ValueGuard};

@@ -96,8 +96,11 @@ impl Condvar {
         self.wait_until(guard, &Deadline::never()).map(|(g, _)| g)
     }
 
-    /// As [`wait`](Self::wait), but return after at most `timeout` (plus the time to
-    /// relock, which is not limited, as with std and POSIX condition variables).
+    /// As [`wait`](Self::wait), but return after at most `timeout`, relock included:
+    /// unlike std and POSIX condition variables, if the mutex is still held by another
+    /// thread or process (say, one stopped with `SIGSTOP`) when the time is up, the call
+    /// returns [`LockError::Timeout`](super::LockError::Timeout) without the guard rather
+    /// than wait past its deadline.
     pub fn wait_timeout<'a, T>(
         &self,
         guard: MutexGuard<'a, T>,
@@ -118,8 +121,9 @@ impl Condvar {
         Ok(guard)
     }
 
-    /// Wait while `condition` holds, for at most `timeout` in total. The flag is `true`
-    /// when the time ran out with the condition still holding.
+    /// Wait while `condition` holds, for at most `timeout` in total (relocks included,
+    /// as in [`wait_timeout`](Self::wait_timeout)). The flag is `true` when the time ran
+    /// out with the condition still holding.
     pub fn wait_timeout_while<'a, T>(
         &self,
         mut guard: MutexGuard<'a, T>,
@@ -147,7 +151,8 @@ impl Condvar {
         let mutex: &'a Mutex<T> = MutexGuard::into_mutex(guard);
         let outcome = self.park.park(seq, deadline, None);
         self.park.done();
-        let guard = mutex.lock()?;
+        // The relock honours the deadline too (a passed deadline still takes a free lock).
+        let guard = mutex.lock_until(*deadline)?;
         Ok((guard, WaitTimeoutResult(outcome == Wait::TimedOut)))
     }
 

@@ -247,11 +247,7 @@ impl LazyRawMutex {
     /// another process's first-use initialisation.
     #[inline]
     pub fn lock(&self) -> Result<Acquired, LockError> {
-        let r = match self.ready() {
-            Some(raw) => raw.lock(),
-            None => self.get(Deadline::after(INIT_STALL))?.lock(),
-        };
-        self.settle(r, Deadline::never())
+        self.lock_until(Deadline::never())
     }
 
     /// Acquire only if free now. See [`RawMutex::try_lock`].
@@ -269,7 +265,10 @@ impl LazyRawMutex {
     /// Block until acquired or `deadline` passes; every wait on the way (another
     /// process's initialisation included) honours it.
     pub(crate) fn lock_until(&self, deadline: Deadline) -> Result<Acquired, LockError> {
-        self.settle(self.get(deadline)?.lock_until(deadline), deadline)
+        // Without a deadline, another process's initialisation is waited for at most
+        // INIT_STALL (as in `lock`).
+        let init = if deadline.remaining().is_none() { Deadline::after(INIT_STALL) } else { deadline };
+        self.settle(self.get(init)?.lock_until(deadline), deadline)
     }
 
     /// Declare the state protected by a lock acquired with [`Acquired::OwnerDied`]

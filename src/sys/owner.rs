@@ -87,6 +87,15 @@ pub fn process_ended(pid: u32, wait: Duration) -> bool {
     }
 }
 
+/// Stop this process with `SIGSTOP`, for ever (every `SIGCONT` stops it again): the
+/// body of the test hooks that freeze a peer at a chosen point until it is killed.
+pub fn stop_forever() -> ! {
+    loop {
+        // SAFETY: raise has no memory-safety preconditions.
+        unsafe { libc::raise(libc::SIGSTOP) };
+    }
+}
+
 fn exists(pid: u32) -> bool {
     // SAFETY: signal 0 only checks for existence and permission; it sends nothing.
     let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
