@@ -36,6 +36,19 @@
 //! dropped without that, the lock is permanently [`LockError::NotRecoverable`] — an
 //! error, never a hang.
 //!
+//! # When a *thread* exits holding a lock
+//!
+//! Thread death is not process death: a guard leaked by a thread that then exits
+//! (`Box::leak`, `mem::forget`) can keep a `&mut` alive in its process. Only the end of
+//! the whole process ends every borrow. So every lock records its owner's pid, and the
+//! next locker that the kernel tells "owner died" checks that process: if it has ended,
+//! [`AcquireError::OwnerDied`] as above; if it lives (this very process included), the
+//! lock is never granted again — [`LockError::AbandonedByThread`] for every caller in
+//! every process, for ever (a `RobustSemaphore` loses that permit; an `RwLock` whose
+//! reader leaked still admits readers but no writer). Range claims behave the same
+//! ([`ClaimError::Abandoned`](crate::ClaimError::Abandoned)). The protocol is in
+//! `src/sync/README.md`.
+//!
 //! # Rules every guard follows
 //!
 //! - Guards are `!Send`: a robust pthread mutex must be unlocked by the thread that
