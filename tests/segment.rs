@@ -117,6 +117,13 @@ fn bad_names_and_lengths_are_typed_errors() {
     let e = Segment::create(None, 1 << 50).unwrap_err();
     assert!(matches!(e, SegmentError::TooLarge { .. }), "{e}");
     assert!(e.to_string().contains("/dev/shm"), "{e}");
+    let sparse = SegmentOptions::new().reserve(false);
+    for len in [usize::MAX, isize::MAX as usize, isize::MAX as usize + 1] {
+        let e = sparse.create_raw(None, len).unwrap_err();
+        assert!(matches!(e, SegmentError::TooLarge { .. }), "raw {len}: {e}");
+        let e = sparse.anonymous(len).unwrap_err();
+        assert!(matches!(e, SegmentError::TooLarge { .. }), "anonymous {len}: {e}");
+    }
     let e = SharedArray::<u64>::create(None, usize::MAX / 4).unwrap_err();
     assert!(matches!(e, SegmentError::TooLarge { .. }), "{e}");
     assert!(matches!(Segment::open(&unique_name("missing")), Err(SegmentError::NotFound { .. })));
