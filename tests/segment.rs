@@ -1,6 +1,8 @@
 //! Segment protocol: create/open, names, reservation, sealing, unlink policy, bad input.
 
 mod common;
+#[path = "common/hostile.rs"]
+mod hostile;
 
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -115,6 +117,13 @@ fn bad_names_and_lengths_are_typed_errors() {
     let e = Segment::create(None, 1 << 50).unwrap_err();
     assert!(matches!(e, SegmentError::TooLarge { .. }), "{e}");
     assert!(e.to_string().contains("/dev/shm"), "{e}");
+    let sparse = SegmentOptions::new().reserve(false);
+    for len in [usize::MAX, isize::MAX as usize, isize::MAX as usize + 1] {
+        let e = sparse.create_raw(None, len).unwrap_err();
+        assert!(matches!(e, SegmentError::TooLarge { .. }), "raw {len}: {e}");
+        let e = sparse.anonymous(len).unwrap_err();
+        assert!(matches!(e, SegmentError::TooLarge { .. }), "anonymous {len}: {e}");
+    }
     let e = SharedArray::<u64>::create(None, usize::MAX / 4).unwrap_err();
     assert!(matches!(e, SegmentError::TooLarge { .. }), "{e}");
     assert!(matches!(Segment::open(&unique_name("missing")), Err(SegmentError::NotFound { .. })));
@@ -193,10 +202,43 @@ fn foreign_files_are_not_shmkit() {
     let f = Foreign::new("short-magic", &header::MAGIC);
     assert!(matches!(Segment::open(&f.0), Err(SegmentError::Truncated { size: 8, expected: 128, .. })));
     let f = Foreign::new("empty", b"");
-    let opts = SegmentOptions::new().open_timeout(Duration::from_millis(100));
+    let opts = SegmentOptions::new().open_timeout(Duration::from_secs(20));
+    let t = Instant::now();
     let e = opts.open(&f.0).unwrap_err();
-    assert!(matches!(e, SegmentError::InitTimeout { .. }), "an empty file may be a creator before ftruncate: {e}");
-    assert!(e.to_string().contains("shmkit rm"), "message says what to do: {e}");
+    assert!(t.elapsed() < Duration::from_secs(2), "a short wait for a creator's ftruncate, not the open timeout");
+    assert!(matches!(e, SegmentError::EmptyFile { .. }), "an empty file is named as such: {e}");
+    assert!(e.to_string().contains("shmkit rm --force"), "message says what to do: {e}");
+}
+
+/// Every header field at 0, its maximum and one off, every cut of the file: each open path
+/// returns (promptly) a typed error or a header that `validate` accepts, never panics.
+#[test]
+fn hostile_header_fields_are_typed_errors_through_every_open_path() {
+    let quick = SegmentOptions::new().open_timeout(Duration::from_millis(50));
+    for (label, bytes) in hostile::cases() {
+        let f = Foreign::new("hostile", &bytes);
+        let verdict = header::validate(&bytes, bytes.len() as u64);
+        let t = Instant::now();
+        match quick.open_any(&f.0) {
+            Ok(seg) => assert_eq!(seg.header(), verdict.as_ref().ok(), "{label}"),
+            Err(e) => {
+                assert!(verdict.is_err(), "{label}: open_any refused a valid header: {e}");
+                assert!(!matches!(e, SegmentError::Io { .. }), "{label}: a typed error, not {e:?}");
+            }
+        }
+        match quick.open(&f.0) {
+            Ok(seg) => assert_eq!(seg.header().map(|h| h.kind), Some(Kind::Bytes), "{label}"),
+            Err(e) => assert!(!matches!(e, SegmentError::Io { .. }), "{label}: a typed error, not {e:?}"),
+        }
+        let e = SharedArray::<f64>::open_with(&quick, &f.0).unwrap_err();
+        assert!(!matches!(e, SegmentError::Io { .. }), "{label}: {e:?}");
+        let raw = Segment::open_raw(&f.0).unwrap();
+        assert_eq!(raw.len(), bytes.len(), "{label}: raw mode maps the whole file");
+        let status = shmkit::segment::status(&f.0).unwrap();
+        assert_eq!(status.header.as_ref(), verdict.as_ref().ok(), "{label}");
+        assert_eq!(status.size, bytes.len() as u64);
+        assert!(t.elapsed() < Duration::from_secs(2), "{label}: took {:?}", t.elapsed());
+    }
 }
 
 #[test]

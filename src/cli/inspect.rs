@@ -12,33 +12,40 @@ const WAIT: Duration = Duration::from_secs(1);
 const FIRST: usize = 8;
 
 /// `shmkit inspect [--json] NAME`.
+///
+/// A segment that is not a readable shmkit segment (a special or foreign file, a bad
+/// header, a corrupt control block) is an error: one line on stderr, exit code 2, and with
+/// `--json` an object with a top-level `error` on stdout (with the header when it is valid).
 pub fn run(mut args: Args) -> Result<(), CliError> {
     let json = args.flag("json");
     let name = args.next_positional().ok_or_else(|| CliError::Usage("inspect needs a segment name".into()))?;
     args.finish()?;
+    let name_only = || vec![("name", Json::Str(name.clone()))];
     // Liveness before we map it ourselves.
-    let stale = shmkit::segment::is_stale(&name).map_err(|e| CliError::Usage(e.to_string()))?;
+    let stale = shmkit::segment::is_stale(&name).map_err(|e| bad(json, name_only(), e.to_string()))?;
     let opts = SegmentOptions::new().open_timeout(WAIT);
-    let seg = opts.open_any(&name).map_err(|e| CliError::Usage(e.to_string()))?;
-    let h = seg.header().cloned().ok_or_else(|| CliError::Usage(format!("{name} has no shmkit header")))?;
+    let seg = opts.open_any(&name).map_err(|e| bad(json, name_only(), e.to_string()))?;
+    let h = seg.header().cloned().ok_or_else(|| bad(json, name_only(), format!("{name} has no shmkit header")))?;
     drop(seg);
+    let pairs = vec![
+        ("name", Json::Str(name.clone())),
+        ("format_version", Json::Int(h.version.into())),
+        ("kind", Json::Str(h.kind.name().into())),
+        ("element_type", Json::Str(h.elem.name.clone())),
+        ("element_size", Json::Int(h.elem.size.into())),
+        ("element_align", Json::Int(h.elem.align.into())),
+        ("length", Json::Int(h.elem_count.into())),
+        ("payload_offset", Json::Int(h.payload_offset.into())),
+        ("payload_bytes", Json::Int(h.payload_len.into())),
+        ("bytes", Json::Int(h.total_len().into())),
+        ("creator_pid", Json::Int(h.creator_pid.into())),
+        ("created", Json::Str(utc(h.created_unix_ns))),
+        ("mapped_by_others", Json::Bool(!stale)),
+    ];
     let summary = summarize(&opts, &name, &h);
     if json {
-        let mut pairs = vec![
-            ("name", Json::Str(name.clone())),
-            ("format_version", Json::Int(h.version.into())),
-            ("kind", Json::Str(h.kind.name().into())),
-            ("element_type", Json::Str(h.elem.name.clone())),
-            ("element_size", Json::Int(h.elem.size.into())),
-            ("element_align", Json::Int(h.elem.align.into())),
-            ("length", Json::Int(h.elem_count.into())),
-            ("payload_offset", Json::Int(h.payload_offset.into())),
-            ("payload_bytes", Json::Int(h.payload_len.into())),
-            ("bytes", Json::Int(h.total_len().into())),
-            ("creator_pid", Json::Int(h.creator_pid.into())),
-            ("created", Json::Str(utc(h.created_unix_ns))),
-            ("mapped_by_others", Json::Bool(!stale)),
-        ];
+        let Ok(summary) = summary else { return Err(bad(json, pairs, summary.err().unwrap_or_default())) };
+        let mut pairs = pairs;
         pairs.push(("summary", Json::obj(summary.iter().map(|(k, v)| (k.clone(), v.json())))));
         println!("{}", Json::obj(pairs).render());
         return Ok(());
@@ -53,10 +60,19 @@ pub fn run(mut args: Args) -> Result<(), CliError> {
     println!("  creator pid      {} (informational: pids are reused)", h.creator_pid);
     println!("  created          {}", utc(h.created_unix_ns));
     println!("  mapped by others {}", if stale { "no (stale: shmkit gc removes it)" } else { "yes" });
-    for (k, v) in &summary {
+    for (k, v) in &summary.map_err(CliError::Usage)? {
         println!("  {:<16} {}", k.replace('_', " "), v.text());
     }
     Ok(())
+}
+
+/// The error for a bad segment; with `--json`, `fields` and the `error` go to stdout first.
+fn bad(json: bool, mut fields: Vec<(&str, Json)>, message: String) -> CliError {
+    if json {
+        fields.push(("error", Json::Str(message.clone())));
+        println!("{}", Json::obj(fields).render());
+    }
+    CliError::Usage(message)
 }
 
 /// A summary field: text for people, JSON for tools.
@@ -86,6 +102,9 @@ impl Field {
 
 type Summary = Vec<(String, Field)>;
 
+/// A summary, or why the segment's kind-specific structure cannot be read (it is corrupt).
+type Summarized = Result<Summary, String>;
+
 trait AsF64: Element + PartialOrd {
     fn as_f64(self) -> f64;
 }
@@ -101,12 +120,8 @@ struct Ctx<'a> {
     name: &'a str,
 }
 
-fn array<T: AsF64>(ctx: &Ctx<'_>) -> Summary {
-    let (opts, name) = (ctx.opts, ctx.name);
-    let a = match SharedArray::<T>::open_with(opts, name) {
-        Ok(a) => a,
-        Err(e) => return vec![("error".into(), Field::Text(e.to_string()))],
-    };
+fn array<T: AsF64>(ctx: &Ctx<'_>) -> Summarized {
+    let a = SharedArray::<T>::open_with(ctx.opts, ctx.name).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     if let Ok((used, cap)) = a.claim_slots() {
         out.push(("claims".into(), Field::Text(format!("{used} of {cap} slots in use"))));
@@ -128,29 +143,25 @@ fn array<T: AsF64>(ctx: &Ctx<'_>) -> Summary {
         }
         Err(e) => out.push(("contents".into(), Field::Text(format!("not read: {e}")))),
     }
-    out
+    Ok(out)
 }
 
-fn value<T: AsF64>(ctx: &Ctx<'_>) -> Summary {
-    match SharedValue::<T>::open(ctx.name).map(|v| v.lock_timeout(WAIT).map(|g| *g)) {
-        Ok(Ok(x)) => vec![("value".into(), Field::Num(x.as_f64()))],
-        Ok(Err(e)) => vec![("value".into(), Field::Text(format!("not read: {e}")))],
-        Err(e) => vec![("error".into(), Field::Text(e.to_string()))],
-    }
+fn value<T: AsF64>(ctx: &Ctx<'_>) -> Summarized {
+    let v = SharedValue::<T>::open(ctx.name).map_err(|e| e.to_string())?;
+    Ok(match v.lock_timeout(WAIT).map(|g| *g) {
+        Ok(x) => vec![("value".into(), Field::Num(x.as_f64()))],
+        Err(e) => vec![("value".into(), Field::Text(format!("not read: {e}")))],
+    })
 }
 
-fn atomic<T: AsF64 + shmkit::shared::AtomicElement>(name: &str, load: fn(&T::Atomic) -> f64) -> Summary {
-    match SharedAtomic::<T>::open(name) {
-        Ok(a) => vec![("value".into(), Field::Num(load(a.atomic())))],
-        Err(e) => vec![("error".into(), Field::Text(e.to_string()))],
-    }
+fn atomic<T: AsF64 + shmkit::shared::AtomicElement>(name: &str, load: fn(&T::Atomic) -> f64) -> Summarized {
+    let a = SharedAtomic::<T>::open(name).map_err(|e| e.to_string())?;
+    Ok(vec![("value".into(), Field::Num(load(a.atomic())))])
 }
 
-fn queue<T: AsF64>(ctx: &Ctx<'_>) -> Summary {
-    match shmkit::channel::Queue::<T>::open(ctx.name) {
-        Ok(q) => queue_fields(q.capacity(), q.len(), q.is_closed(), q.abandoned()),
-        Err(e) => vec![("error".into(), Field::Text(e.to_string()))],
-    }
+fn queue<T: AsF64>(ctx: &Ctx<'_>) -> Summarized {
+    let q = shmkit::channel::Queue::<T>::open(ctx.name).map_err(|e| e.to_string())?;
+    Ok(queue_fields(q.capacity(), q.len(), q.is_closed(), q.abandoned()))
 }
 
 fn queue_fields(capacity: usize, len: usize, closed: bool, abandoned: u64) -> Summary {
@@ -162,16 +173,15 @@ fn queue_fields(capacity: usize, len: usize, closed: bool, abandoned: u64) -> Su
     ]
 }
 
-fn byte_queue(name: &str) -> Summary {
-    match shmkit::channel::ByteQueue::open(name) {
-        Ok(q) => queue_fields(q.capacity(), q.len(), q.is_closed(), q.abandoned()),
-        // Pipes are two rings in one segment of the same kind.
-        Err(_) => vec![("summary".into(), Field::Text("a pipe (two byte rings); no summary".into()))],
-    }
+fn byte_queue(name: &str) -> Summarized {
+    // Pipes hold another element type (`shmkit.pipe`): a failure here is a bad byte queue.
+    let q = shmkit::channel::ByteQueue::open(name).map_err(|e| e.to_string())?;
+    Ok(queue_fields(q.capacity(), q.len(), q.is_closed(), q.abandoned()))
 }
 
-fn dict<V: AsF64>(ctx: &Ctx<'_>) -> Summary {
+fn dict<V: AsF64>(ctx: &Ctx<'_>) -> Summarized {
     use shmkit::SharedDict;
+    use shmkit::manager::ManagerError;
     fn fields<K: shmkit::manager::DictKey + ?Sized, V: Element>(d: &SharedDict<K, V>, key: &str) -> Summary {
         let len = d.len().map_or_else(|e| Field::Text(format!("not read: {e}")), |n| Field::Num(n as f64));
         vec![
@@ -180,28 +190,26 @@ fn dict<V: AsF64>(ctx: &Ctx<'_>) -> Summary {
             ("len".into(), len),
         ]
     }
-    if let Ok(d) = SharedDict::<str, V>::open(ctx.name) {
-        return fields(&d, "str");
-    }
+    // Each key type in turn: a wrong key type is the only error that says "try the next".
     macro_rules! keys {
         ($($k:ty),*) => {$(
-            if let Ok(d) = SharedDict::<$k, V>::open(ctx.name) {
-                return fields(&d, stringify!($k));
+            match SharedDict::<$k, V>::open(ctx.name) {
+                Ok(d) => return Ok(fields(&d, stringify!($k))),
+                Err(ManagerError::KeyTypeMismatch { .. }) => {}
+                Err(e) => return Err(e.to_string()),
             }
         )*};
     }
-    keys!(u64, i64, u32, i32, usize, u16, i16, u8, i8, [u8]);
-    vec![("summary".into(), Field::Text("a dict with a key type this tool does not know".into()))]
+    keys!(str, u64, i64, u32, i32, usize, u16, i16, u8, i8, [u8]);
+    Ok(vec![("summary".into(), Field::Text("a dict with a key type this tool does not know".into()))])
 }
 
-fn list<T: AsF64>(ctx: &Ctx<'_>) -> Summary {
-    match shmkit::SharedList::<T>::open(ctx.name) {
-        Ok(l) => vec![
-            ("capacity".into(), Field::Num(l.capacity() as f64)),
-            ("len".into(), l.len().map_or_else(|e| Field::Text(format!("not read: {e}")), |n| Field::Num(n as f64))),
-        ],
-        Err(e) => vec![("error".into(), Field::Text(e.to_string()))],
-    }
+fn list<T: AsF64>(ctx: &Ctx<'_>) -> Summarized {
+    let l = shmkit::SharedList::<T>::open(ctx.name).map_err(|e| e.to_string())?;
+    Ok(vec![
+        ("capacity".into(), Field::Num(l.capacity() as f64)),
+        ("len".into(), l.len().map_or_else(|e| Field::Text(format!("not read: {e}")), |n| Field::Num(n as f64))),
+    ])
 }
 
 macro_rules! by_type {
@@ -213,7 +221,7 @@ macro_rules! by_type {
     };
 }
 
-fn summarize(opts: &SegmentOptions, name: &str, h: &HeaderInfo) -> Summary {
+fn summarize(opts: &SegmentOptions, name: &str, h: &HeaderInfo) -> Summarized {
     use std::sync::atomic::Ordering::SeqCst;
     let elem = h.elem.name.as_str();
     let ctx = &Ctx { opts, name };
@@ -235,6 +243,6 @@ fn summarize(opts: &SegmentOptions, name: &str, h: &HeaderInfo) -> Summary {
         _ => None,
     };
     typed.unwrap_or_else(|| {
-        vec![("summary".into(), Field::Text(format!("no {} summary for element type {elem}", h.kind)))]
+        Ok(vec![("summary".into(), Field::Text(format!("no {} summary for element type {elem}", h.kind)))])
     })
 }

@@ -23,7 +23,8 @@ USAGE:
     shmkit inspect [--json] NAME
         The full header and a per-kind summary (first elements, min/max, claims, value).
     shmkit rm [--force] [--json] NAME...
-        Remove segments; refuses one still mapped by a live process unless --force.
+        Remove segments; refuses one still mapped by a live process, and any file that is
+        not a shmkit segment (foreign, empty, FIFO, socket, symlink), unless --force.
     shmkit gc [--dry-run] [--json]
         Remove exactly the stale shmkit segments (mapped by no process) and say which.
     shmkit help
@@ -53,10 +54,16 @@ pub fn run(argv: Vec<String>) -> i32 {
     match result {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("shmkit: {e}");
+            eprintln!("shmkit: {}", printable(&e.to_string()));
             e.exit_code()
         }
     }
+}
+
+/// `s` with control characters escaped: one line, and no terminal escape sequences from
+/// bytes a hostile file put in a message.
+pub fn printable(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
 /// What went wrong in a subcommand.

@@ -1,10 +1,10 @@
 //! `shmkit ls`, `rm` and `gc`: list, remove and collect segments in `/dev/shm`.
 
-use shmkit::Segment;
-use shmkit::segment::{self, SegmentStatus};
+use shmkit::segment::{self, FileKind, SegmentStatus};
+use shmkit::{Segment, SegmentError};
 
 use super::json::{Json, utc};
-use super::{Args, CliError};
+use super::{Args, CliError, printable};
 
 fn status_json(s: &SegmentStatus) -> Json {
     let h = s.header.as_ref();
@@ -100,7 +100,7 @@ pub fn rm(mut args: Args) -> Result<(), CliError> {
         } else {
             match outcome {
                 Ok(()) => println!("removed {name}"),
-                Err(m) => eprintln!("shmkit: {m}"),
+                Err(m) => eprintln!("shmkit: {}", printable(&m)),
             }
         }
     }
@@ -113,13 +113,47 @@ pub fn rm(mut args: Args) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Remove one name. Without `--force` only a shmkit segment that no process maps; with it
+/// any file (but never a directory).
 fn remove_one(name: &str, force: bool) -> Result<(), String> {
-    let stale = segment::is_stale(name).map_err(|e| e.to_string())?;
-    if !stale && !force {
+    let status = match segment::status(name) {
+        Ok(status) => status,
+        Err(e @ SegmentError::SpecialFile { what: FileKind::Directory, .. }) => {
+            return Err(format!("{e}; shmkit never removes directories"));
+        }
+        Err(SegmentError::SpecialFile { .. }) if force => return unlink(name),
+        Err(e @ SegmentError::SpecialFile { .. }) => return Err(format!("{e}; --force removes it anyway")),
+        Err(e) => return Err(e.to_string()),
+    };
+    if force {
+        return unlink(name);
+    }
+    if !status.is_shmkit {
+        let what = if status.size == 0 {
+            "an empty file, not a shmkit segment (or its creator has not sized it yet)".to_owned()
+        } else {
+            format!(
+                "not a shmkit segment: a {}-byte file without the shmkit header (plain shared memory?)",
+                status.size
+            )
+        };
+        return Err(format!("{name} is {what}; --force removes it anyway"));
+    }
+    if status.stale != Some(true) {
         return Err(format!(
             "{name} is mapped by a live process; stop it first, or use --force (its mappings stay valid)"
         ));
     }
+    match segment::remove_if_stale(name) {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            Err(format!("{name} changed while being removed (a process mapped it, or the name was reused); retry"))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn unlink(name: &str) -> Result<(), String> {
     Segment::unlink(name).map_err(|e| e.to_string())
 }
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{Kind, TypeInfo};
+use super::{FileKind, Kind, TypeInfo};
 
 /// Why a segment could not be created, opened or removed.
 ///
@@ -68,6 +68,39 @@ pub enum SegmentError {
         /// The OS error.
         #[source]
         source: std::io::Error,
+    },
+    /// Something other than a regular file sits at the name (anyone can plant a FIFO, a
+    /// directory, a socket or a symlink in the world-writable `/dev/shm`). Refused before
+    /// any blocking operation.
+    #[error(
+        "{name} is a {what}, not a shared-memory file: shmkit will not open it; \
+         find out who put it in /dev/shm (ls -l /dev/shm)"
+    )]
+    SpecialFile {
+        /// The name.
+        name: String,
+        /// What the file is.
+        what: FileKind,
+    },
+    /// The file is empty (0 bytes), and stayed so for a short wait.
+    #[error(
+        "{name} is an empty file, not a shmkit segment (or its creator has not sized it yet): \
+         retry if a creator is starting, or remove it (shmkit rm --force)"
+    )]
+    EmptyFile {
+        /// The name.
+        name: String,
+    },
+    /// Another process held the file's lock exclusively for the whole open timeout.
+    #[error(
+        "segment {name} stayed locked exclusively for {waited:?} (a shmkit gc or rm removing it, or \
+         another program): retry, or open with a longer timeout"
+    )]
+    Locked {
+        /// The name.
+        name: String,
+        /// How long `open` waited.
+        waited: Duration,
     },
     /// The file does not start with the shmkit magic.
     #[error("{name} is not a shmkit segment (no shmkit header): open it in raw mode if it is plain shared memory")]

@@ -21,6 +21,12 @@
 //! every field, initialises the control block and payload, then stores `READY` into
 //! `state` with Release; an opener reads `state` with Acquire before it reads anything
 //! else, and validates every field before it trusts one.
+//!
+//! Openers look at `magic` and `state` while a creator is still writing, so in memory the
+//! header is only ever accessed word by word with atomics of each field's width
+//! ([`store`], [`publish`], [`peek`], [`load`]), never with a plain copy.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use bytemuck::{Pod, Zeroable};
 
@@ -68,6 +74,121 @@ pub struct RawHeader {
 }
 
 const _: () = assert!(std::mem::size_of::<RawHeader>() == HEADER_SIZE);
+
+/// Every word of the header as `(offset, width)`, in order: each field at its own width,
+/// and the type name as seven 8-byte words.
+const WORDS: [(usize, usize); 19] = [
+    (0, 8),
+    (8, 4),
+    (12, 4),
+    (16, 4),
+    (20, 4),
+    (24, 8),
+    (32, 8),
+    (40, 8),
+    (48, 8),
+    (56, 4),
+    (60, 4),
+    (64, 8),
+    (72, 8),
+    (80, 8),
+    (88, 8),
+    (96, 8),
+    (104, 8),
+    (112, 8),
+    (120, 8),
+];
+
+/// Offset of the `state` word.
+const STATE_AT: usize = 12;
+
+const _: () = {
+    // The words tile the header exactly, each aligned to its width.
+    let mut at = 0;
+    let mut i = 0;
+    while i < WORDS.len() {
+        assert!(WORDS[i].0 == at && at % WORDS[i].1 == 0 && (WORDS[i].1 == 4 || WORDS[i].1 == 8));
+        at += WORDS[i].1;
+        i += 1;
+    }
+    assert!(at == HEADER_SIZE && WORDS[2].0 == STATE_AT);
+};
+
+/// Write `raw` into the header at `base`, word by word with Relaxed atomic stores (magic
+/// first). `raw.state` should be 0: [`publish`] makes the segment visible.
+///
+/// # Safety
+///
+/// `base` must be valid for writes of [`HEADER_SIZE`] bytes and 8-aligned; every other
+/// access to these bytes must be atomic ([`peek`], [`load`]) or through system calls.
+pub unsafe fn store(base: *mut u8, raw: &RawHeader) {
+    let bytes = bytemuck::bytes_of(raw);
+    for (at, width) in WORDS {
+        let mut w = [0u8; 8];
+        w[..width].copy_from_slice(&bytes[at..at + width]);
+        // SAFETY: `at + width <= HEADER_SIZE` and `at` is a multiple of `width` (checked at
+        // compile time above) in an 8-aligned region valid for writes, per the contract.
+        unsafe {
+            if width == 8 {
+                AtomicU64::from_ptr(base.add(at).cast()).store(u64::from_ne_bytes(w), Ordering::Relaxed);
+            } else {
+                let v = u32::from_ne_bytes([w[0], w[1], w[2], w[3]]);
+                AtomicU32::from_ptr(base.add(at).cast()).store(v, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Publish the header at `base`: store [`READY`] into `state` with Release.
+///
+/// # Safety
+///
+/// As for [`store`].
+pub unsafe fn publish(base: *mut u8) {
+    // SAFETY: `state` is the aligned 4-byte word at STATE_AT inside the header, per the contract.
+    unsafe { AtomicU32::from_ptr(base.add(STATE_AT).cast()) }.store(READY, Ordering::Release);
+}
+
+/// `(magic, state)` of the header at `base`; `state` read with Acquire, so once it is
+/// [`READY`] a following [`load`] sees everything the creator wrote before publishing.
+///
+/// # Safety
+///
+/// `base` must be valid for reads of [`HEADER_SIZE`] bytes and 8-aligned; every other
+/// access to these bytes must be atomic or through system calls.
+pub unsafe fn peek(base: *const u8) -> (u64, u32) {
+    // SAFETY: the aligned words at offsets 0 and STATE_AT lie inside the header, per the contract.
+    unsafe {
+        let magic = AtomicU64::from_ptr(base.cast_mut().cast()).load(Ordering::Relaxed);
+        let state = AtomicU32::from_ptr(base.add(STATE_AT).cast_mut().cast()).load(Ordering::Acquire);
+        (magic, state)
+    }
+}
+
+/// A snapshot of the header at `base`, word by word with Relaxed atomic loads: a copy to
+/// [`validate`], never trusted in place.
+///
+/// # Safety
+///
+/// As for [`peek`].
+pub unsafe fn load(base: *const u8) -> RawHeader {
+    let mut raw = RawHeader::zeroed();
+    let bytes = bytemuck::bytes_of_mut(&mut raw);
+    for (at, width) in WORDS {
+        // SAFETY: as in `store`: aligned words inside the header, per the contract.
+        let w = unsafe {
+            let p = base.add(at).cast_mut();
+            if width == 8 {
+                AtomicU64::from_ptr(p.cast()).load(Ordering::Relaxed).to_ne_bytes()
+            } else {
+                let v = AtomicU32::from_ptr(p.cast()).load(Ordering::Relaxed).to_ne_bytes();
+                [v[0], v[1], v[2], v[3], 0, 0, 0, 0]
+            }
+        };
+        bytes[at..at + width].copy_from_slice(&w[..width]);
+    }
+    raw
+}
 
 /// What a segment holds.
 #[non_exhaustive]
@@ -265,7 +386,7 @@ pub fn validate(bytes: &[u8], file_len: u64) -> Result<HeaderInfo, HeaderProblem
     if total > file_len {
         return Err(HeaderProblem::Truncated { expected: total });
     }
-    if total > isize::MAX as u64 {
+    if total > super::MAX_SEGMENT_LEN {
         return corrupt(format!("payload end {total} exceeds the address space"));
     }
     let name_len = raw.elem_name.iter().position(|&b| b == 0).unwrap_or(MAX_TYPE_NAME);
@@ -274,6 +395,10 @@ pub fn validate(bytes: &[u8], file_len: u64) -> Result<HeaderInfo, HeaderProblem
     };
     if raw.elem_name[name_len..].iter().any(|&b| b != 0) {
         return corrupt("element type name has bytes after its terminator".into());
+    }
+    if name.chars().any(char::is_control) {
+        // Never echo it: the bytes could be terminal escape sequences.
+        return corrupt("element type name holds control characters".into());
     }
     Ok(HeaderInfo {
         version: raw.version,
@@ -332,6 +457,39 @@ mod tests {
         bytemuck::bytes_of(&raw).to_vec()
     }
 
+    /// Openers peek at the header while its creator writes it: run under Miri
+    /// (`cargo +nightly miri test --lib segment::header`), a plain store over the words they
+    /// load atomically is reported as a data race.
+    #[test]
+    fn concurrent_openers_see_unpublished_or_the_whole_header() {
+        let info = sample();
+        let raw = build(&info);
+        let buf: Box<[AtomicU64; HEADER_SIZE / 8]> = Box::new(std::array::from_fn(|_| AtomicU64::new(0)));
+        let base = buf.as_ptr() as usize;
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: `buf` is HEADER_SIZE bytes, 8-aligned, and only accessed atomically.
+                unsafe {
+                    store(base as *mut u8, &raw);
+                    publish(base as *mut u8);
+                }
+            });
+            loop {
+                // SAFETY: as above.
+                let (magic, state) = unsafe { peek(base as *const u8) };
+                if state == 0 {
+                    assert!(magic == 0 || magic == u64::from_ne_bytes(MAGIC), "torn magic {magic:#x}");
+                    std::thread::yield_now();
+                    continue;
+                }
+                // SAFETY: as above.
+                let seen = unsafe { load(base as *const u8) };
+                assert_eq!(validate(bytemuck::bytes_of(&seen), 4176), Ok(info));
+                break;
+            }
+        });
+    }
+
     #[test]
     fn round_trip() {
         let info = sample();
@@ -358,10 +516,13 @@ mod tests {
         let mut b = good.clone();
         b[20..24].copy_from_slice(&3u32.to_ne_bytes());
         assert!(matches!(validate(&b, 4176), Err(HeaderProblem::Corrupt(_))));
-        let mut b = good;
+        let mut b = good.clone();
         b[40..48].copy_from_slice(&u64::MAX.to_ne_bytes());
         assert!(matches!(validate(&b, u64::MAX), Err(HeaderProblem::Corrupt(_))));
         assert!(matches!(validate(&[0u8; 10], 10), Err(HeaderProblem::Corrupt(_))));
+        let mut b = good;
+        b[72..76].copy_from_slice(b"u\x1b[m");
+        assert!(matches!(validate(&b, 4176), Err(HeaderProblem::Corrupt(m)) if m.contains("control")));
         let mut empty = sample();
         (empty.elem_count, empty.payload_len) = (0, 0);
         assert!(

@@ -24,131 +24,32 @@
 //! accesses fault with SIGBUS. Anonymous segments are sealed against shrinking and growing.
 
 mod error;
+mod file;
 pub mod header;
+mod layout;
 mod liveness;
 mod mapping;
 pub mod name;
+mod options;
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use error::SegmentError;
+pub use file::FileKind;
 pub use header::{HeaderInfo, Kind, TypeInfo};
-pub use liveness::{SegmentStatus, gc, is_stale, list};
+pub(crate) use layout::{Expect, Layout};
+pub use liveness::{SegmentStatus, gc, is_stale, list, remove_if_stale, status};
 pub(crate) use mapping::Mapping;
+pub use options::SegmentOptions;
 
 use crate::sys::fd as sysfd;
-use header::{HEADER_SIZE, HeaderProblem, MAGIC, READY, RawHeader};
+use header::{HEADER_SIZE, HeaderProblem, MAGIC};
 
-/// How segments are created and opened. `SegmentOptions::default()` is what the
-/// plain constructors use.
-///
-/// ```
-/// use shmkit::SegmentOptions;
-/// // A sparse 1 GiB scratch segment: pages are only backed when first touched.
-/// let seg = SegmentOptions::new().reserve(false).create(None, 1 << 30)?;
-/// assert_eq!(seg.len(), 1 << 30);
-/// # Ok::<(), shmkit::SegmentError>(())
-/// ```
-#[derive(Clone, Debug)]
-pub struct SegmentOptions {
-    mode: u32,
-    reserve: bool,
-    open_timeout: Duration,
-}
-
-impl Default for SegmentOptions {
-    fn default() -> Self {
-        Self { mode: 0o600, reserve: true, open_timeout: Duration::from_secs(5) }
-    }
-}
-
-impl SegmentOptions {
-    /// Mode 0600, memory reserved, 5 s open timeout.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Permission bits for named segments (default `0o600`).
-    pub fn mode(mut self, mode: u32) -> Self {
-        self.mode = mode & 0o777;
-        self
-    }
-
-    /// Reserve the memory at creation (default `true`). Without it a segment is sparse
-    /// and touching a page when `/dev/shm` is full raises SIGBUS.
-    pub fn reserve(mut self, reserve: bool) -> Self {
-        self.reserve = reserve;
-        self
-    }
-
-    /// How long `open` waits for a creator that is still initialising (default 5 s).
-    pub fn open_timeout(mut self, timeout: Duration) -> Self {
-        self.open_timeout = timeout;
-        self
-    }
-
-    /// Create a plain byte segment of `len` bytes; `None` picks a random `/shmkit-…` name.
-    pub fn create(&self, name: Option<&str>, len: usize) -> Result<Segment, SegmentError> {
-        Segment::create_typed(self, Target::Named(name), &Layout::bytes(len), |_| Ok(()))
-    }
-
-    /// Open a plain byte segment created by [`create`](Self::create).
-    pub fn open(&self, name: &str) -> Result<Segment, SegmentError> {
-        Segment::open_typed(self, name, &Expect::bytes())
-    }
-
-    /// Open any shmkit segment whatever its kind and element type (for tools that inspect
-    /// segments); the header is validated as always.
-    pub fn open_any(&self, name: &str) -> Result<Segment, SegmentError> {
-        Segment::open_typed(self, name, &Expect { kind: None, elem: None, min_control_len: 0 })
-    }
-
-    /// Create an anonymous byte segment (sealed memfd), shared with forked children.
-    pub fn anonymous(&self, len: usize) -> Result<Segment, SegmentError> {
-        Segment::create_typed(self, Target::Anonymous, &Layout::bytes(len), |_| Ok(()))
-    }
-
-    /// Create a raw segment: no header, the payload is the whole file, exactly as
-    /// Python's `SharedMemory(name, create=True, size=len)` makes it.
-    pub fn create_raw(&self, name: Option<&str>, len: usize) -> Result<Segment, SegmentError> {
-        if len == 0 {
-            return Err(SegmentError::ZeroLength);
-        }
-        let name = match name {
-            Some(n) => name::normalize(n)?,
-            None => name::generate()?.replacen(name::DEFAULT_PREFIX, "/shmkit-raw-", 1),
-        };
-        let total = len as u64;
-        let fd = Segment::create_file(self, &name, total)?;
-        let map = match Mapping::new(fd, len) {
-            Ok(map) => map,
-            Err(e) => {
-                let _ = sysfd::shm_unlink(&name);
-                return Err(SegmentError::io("mmap", &name, e));
-            }
-        };
-        Ok(Segment::assemble(map, Some(name), None, 0, len, Some(sysfd::getpid())))
-    }
-
-    /// Open a raw segment (any file in `/dev/shm`, for example one made by Python's
-    /// `SharedMemory`): the payload is the whole file, no header is checked.
-    pub fn open_raw(&self, name: &str) -> Result<Segment, SegmentError> {
-        let name = name::normalize(name)?;
-        let fd = Segment::open_file(&name)?;
-        let st = sysfd::fstat(fd.as_fd()).map_err(|e| SegmentError::io("fstat", &name, e))?;
-        let len = usize::try_from(st.st_size).unwrap_or(0);
-        if len == 0 {
-            return Err(SegmentError::ZeroLength);
-        }
-        let map = Mapping::new(fd, len).map_err(|e| SegmentError::io("mmap", &name, e))?;
-        Ok(Segment::assemble(map, Some(name), None, 0, len, None))
-    }
-}
-
-/// Sparse (not reserving) segments up to this size skip the `/dev/shm` capacity check.
-const SPARSE_CHECK_ABOVE: u64 = 64 << 20;
+/// The largest segment shmkit creates or maps, header included: `isize::MAX` bytes, the
+/// most one Rust allocation (and so one mapping handed out as a slice) may span. Larger
+/// requests, and headers claiming more, are [`SegmentError::TooLarge`] or corrupt.
+pub const MAX_SEGMENT_LEN: u64 = isize::MAX as u64;
 
 /// A mapped shared-memory segment.
 ///
@@ -194,74 +95,6 @@ pub(crate) enum Target<'a> {
     Named(Option<&'a str>),
     /// A sealed memfd.
     Anonymous,
-}
-
-/// The shape of a new typed segment.
-pub(crate) struct Layout {
-    pub kind: Kind,
-    pub elem: TypeInfo,
-    pub elem_count: u64,
-    /// Bytes of control block between the header and the payload.
-    pub control_len: usize,
-    /// Alignment of the payload (at least the element's).
-    pub payload_align: usize,
-}
-
-impl Layout {
-    fn bytes(len: usize) -> Self {
-        Layout {
-            kind: Kind::Bytes,
-            elem: TypeInfo { size: 1, align: 1, name: "u8".into() },
-            elem_count: len as u64,
-            control_len: 0,
-            payload_align: 64,
-        }
-    }
-
-    /// `(payload_offset, payload_len, total)`, or an error when it cannot exist.
-    fn sizes(&self) -> Result<(u64, u64, u64), SegmentError> {
-        if self.elem_count == 0 {
-            return Err(SegmentError::ZeroLength);
-        }
-        let align = (self.payload_align.max(self.elem.align as usize)).max(1) as u64;
-        let too_large =
-            || SegmentError::TooLarge { requested: u64::MAX, capacity: isize::MAX as u64, where_: "the address space" };
-        let offset = (HEADER_SIZE as u64 + self.control_len as u64).div_ceil(align) * align;
-        let payload = self.elem.size.checked_mul(self.elem_count).ok_or_else(too_large)?;
-        let total = offset.checked_add(payload).ok_or_else(too_large)?;
-        if total > isize::MAX as u64 {
-            return Err(SegmentError::TooLarge {
-                requested: total,
-                capacity: isize::MAX as u64,
-                where_: "the address space",
-            });
-        }
-        Ok((offset, payload, total))
-    }
-}
-
-/// What `open` expects to find.
-pub(crate) struct Expect {
-    pub kind: Option<Kind>,
-    pub elem: Option<TypeInfo>,
-    pub min_control_len: usize,
-}
-
-impl Expect {
-    fn bytes() -> Self {
-        Expect { kind: Some(Kind::Bytes), elem: None, min_control_len: 0 }
-    }
-}
-
-/// Unlinks a half-created named segment when creation fails.
-struct UnlinkGuard<'a>(Option<&'a str>);
-
-impl Drop for UnlinkGuard<'_> {
-    fn drop(&mut self) {
-        if let Some(name) = self.0 {
-            let _ = sysfd::shm_unlink(name);
-        }
-    }
 }
 
 impl Segment {
@@ -406,62 +239,8 @@ impl Segment {
         payload_len: usize,
         unlink_in: Option<u32>,
     ) -> Segment {
-        Segment { map, name, header, payload_offset, payload_len, unlink_in }
-    }
-
-    /// `shm_open(O_CREAT|O_EXCL)`, `LOCK_SH`, size and reserve. Unlinks on failure.
-    fn create_file(opts: &SegmentOptions, name: &str, total: u64) -> Result<OwnedFd, SegmentError> {
-        // A sparse segment this small cannot be absurd, and reserving ones learn of a full
-        // /dev/shm from posix_fallocate anyway: skip the statvfs on the common small path.
-        let check_capacity = opts.reserve || total > SPARSE_CHECK_ABOVE;
-        if check_capacity
-            && let Ok(cap) = sysfd::fs_capacity("/dev/shm")
-            && cap > 0
-            && total > cap
-        {
-            return Err(SegmentError::TooLarge { requested: total, capacity: cap, where_: "/dev/shm" });
-        }
-        let fd = sysfd::shm_open(name, libc::O_CREAT | libc::O_EXCL | libc::O_RDWR, opts.mode)
-            .map_err(|e| open_error(name, "shm_open", e))?;
-        let guard = UnlinkGuard(Some(name));
-        Self::size_file(opts, fd.as_fd(), name, total)?;
-        std::mem::forget(guard);
-        Ok(fd)
-    }
-
-    fn size_file(opts: &SegmentOptions, fd: BorrowedFd<'_>, name: &str, total: u64) -> Result<(), SegmentError> {
-        sysfd::flock(fd, sysfd::Flock::Shared).map_err(|e| SegmentError::io("flock", name, e))?;
-        sysfd::ftruncate(fd, total).map_err(|e| match e.raw_os_error() {
-            Some(libc::EFBIG) | Some(libc::EINVAL) | Some(libc::ENOSPC) => {
-                SegmentError::TooLarge { requested: total, capacity: 0, where_: "the filesystem's file size limit" }
-            }
-            _ => SegmentError::io("ftruncate", name, e),
-        })?;
-        if opts.reserve {
-            sysfd::fallocate(fd, total).map_err(|e| match e.raw_os_error() {
-                Some(libc::ENOSPC) | Some(libc::ENOMEM) => {
-                    SegmentError::NoSpace { name: name.to_owned(), len: total, source: e }
-                }
-                _ => SegmentError::io("posix_fallocate", name, e),
-            })?;
-        }
-        Ok(())
-    }
-
-    /// `shm_open` an existing name, take `LOCK_SH`, and check the name still refers to it.
-    fn open_file(name: &str) -> Result<OwnedFd, SegmentError> {
-        let fd = sysfd::shm_open(name, libc::O_RDWR, 0).map_err(|e| open_error(name, "shm_open", e))?;
-        sysfd::flock(fd.as_fd(), sysfd::Flock::Shared).map_err(|e| SegmentError::io("flock", name, e))?;
-        let st = sysfd::fstat(fd.as_fd()).map_err(|e| SegmentError::io("fstat", name, e))?;
-        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-            return Err(SegmentError::NotShmkit { name: name.to_owned() });
-        }
-        // `gc` may have removed the name between our open and our lock.
-        match sysfd::lstat(&name::dev_shm_path(name)) {
-            Ok(Some(now)) if now.st_ino == st.st_ino && now.st_dev == st.st_dev => Ok(fd),
-            Ok(_) => Err(SegmentError::NotFound { name: name.to_owned() }),
-            Err(e) => Err(SegmentError::io("stat", name, e)),
-        }
+        // From here the mapping's addresses are handed out: a lock may be taken inside it.
+        Segment { map: map.expose(), name, header, payload_offset, payload_len, unlink_in }
     }
 
     /// Create a typed segment: size it, write the header, run `init` on the unpublished
@@ -479,17 +258,18 @@ impl Segment {
                     Some(n) => name::normalize(n)?,
                     None => name::generate()?,
                 };
-                (Self::create_file(opts, &name, total)?, Some(name))
+                (file::create_file(opts, &name, total)?, Some(name))
             }
             Target::Anonymous => {
                 let fd = sysfd::memfd_create("shmkit").map_err(|e| SegmentError::io("memfd_create", "", e))?;
-                Self::size_file(opts, fd.as_fd(), "", total)?;
+                file::size_file(opts, fd.as_fd(), "", total)?;
                 sysfd::seal_size(fd.as_fd()).map_err(|e| SegmentError::io("seal", "", e))?;
                 (fd, None)
             }
         };
-        let mut guard = UnlinkGuard(name.as_deref());
+        let mut guard = file::UnlinkGuard(name.as_deref());
         let label = name.as_deref().unwrap_or("");
+        // `sizes` bounds `total` by MAX_SEGMENT_LEN, so it fits a usize.
         let map = Mapping::new(fd, total as usize).map_err(|e| SegmentError::io("mmap", label, e))?;
         // One getpid (a real syscall) for both the header and the unlink-on-drop owner.
         let pid = sysfd::getpid();
@@ -503,21 +283,15 @@ impl Segment {
             creator_pid: pid,
             created_unix_ns: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64),
         };
-        let raw = header::build(&info);
         let base = map.base();
-        // SAFETY: the mapping is at least HEADER_SIZE bytes, page aligned, and nobody else
-        // reads the header before `state` is READY (openers wait for it). The magic goes in
-        // with an atomic store because openers peek at it while waiting.
-        unsafe {
-            std::ptr::write(base.cast::<RawHeader>(), raw);
-            AtomicU64::from_ptr(base.cast::<u64>()).store(u64::from_ne_bytes(MAGIC), Ordering::Relaxed);
-        }
+        // SAFETY: the mapping is at least HEADER_SIZE bytes and page aligned; openers (in
+        // this process too) only touch the header with atomics or syscalls.
+        unsafe { header::store(base, &header::build(&info)) };
         let unlink_in = name.is_some().then_some(pid);
         let seg = Segment::assemble(map, name.clone(), Some(info), offset as usize, payload_len as usize, unlink_in);
         init(&seg)?;
-        // SAFETY: offset 12 is the 4-aligned `state` word inside the mapped header.
-        let state = unsafe { AtomicU32::from_ptr(base.add(12).cast::<u32>()) };
-        state.store(READY, Ordering::Release);
+        // SAFETY: as above; the Release store publishes the header and everything `init` wrote.
+        unsafe { header::publish(base) };
         guard.0 = None;
         Ok(seg)
     }
@@ -525,10 +299,16 @@ impl Segment {
     /// Open a typed segment by name and validate it against `expect`.
     pub(crate) fn open_typed(opts: &SegmentOptions, name: &str, expect: &Expect) -> Result<Segment, SegmentError> {
         let name = name::normalize(name)?;
-        let fd = Self::open_file(&name)?;
+        let fd = file::open_file(&name, opts.open_timeout)?;
         Self::open_mapped(opts, fd, Some(name), expect)
     }
 
+    /// Wait (bounded) for the segment behind `fd` to be published, validate its header
+    /// against the file and `expect`, and hand it out.
+    ///
+    /// Every mapping made here before the segment is handed out is unmapped when it is
+    /// dropped (a retry, a refusal), even while this process holds a lock: no code has seen
+    /// its addresses, so no held lock can lie inside it.
     fn open_mapped(
         opts: &SegmentOptions,
         fd: OwnedFd,
@@ -536,38 +316,30 @@ impl Segment {
         expect: &Expect,
     ) -> Result<Segment, SegmentError> {
         let label = name.clone().unwrap_or_default();
-        let start = Instant::now();
-        let mut pause = Duration::from_micros(50);
-        let mut fd = Some(fd);
+        file::refuse_special(&label, &file::fstat(fd.as_fd(), &label)?)?;
+        let mut poll = file::Poll::new();
+        let mut fd = fd;
         let (map, info) = loop {
-            let f = fd.take().ok_or_else(|| SegmentError::io("open", &label, std::io::ErrorKind::Other.into()))?;
-            let size = sysfd::fstat(f.as_fd()).map_err(|e| SegmentError::io("fstat", &label, e))?.st_size.max(0) as u64;
-            if size >= HEADER_SIZE as u64 {
-                let map = Mapping::new(f, size as usize).map_err(|e| SegmentError::io("mmap", &label, e))?;
-                match Self::read_header(&map, size) {
-                    Ok(info) => break (map, info),
-                    Err(HeaderProblem::NotReady) => fd = Some(map_into_fd(map)?),
-                    Err(p) => return Err(problem_error(&label, size, p)),
-                }
-            } else if size > 0 {
+            let size = file::wait_sized(fd.as_fd(), &label, opts.open_timeout)?;
+            if size < HEADER_SIZE as u64 {
                 // Creators size the file in one ftruncate: a short non-empty file is not a
                 // segment being created.
                 let mut head = [0u8; 8];
-                let n = sysfd::pread(f.as_fd(), &mut head, 0).unwrap_or(0);
+                let n = sysfd::pread(fd.as_fd(), &mut head, 0).unwrap_or(0);
                 return Err(if n == MAGIC.len() && head == MAGIC {
                     SegmentError::Truncated { name: label, size, expected: HEADER_SIZE as u64 }
                 } else {
                     SegmentError::NotShmkit { name: label }
                 });
-            } else {
-                fd = Some(f);
             }
-            let waited = start.elapsed();
-            if waited >= opts.open_timeout {
-                return Err(SegmentError::InitTimeout { name: label, waited });
+            // `wait_sized` bounds `size` by MAX_SEGMENT_LEN, so it fits a usize.
+            let map = Mapping::new(fd, size as usize).map_err(|e| SegmentError::io("mmap", &label, e))?;
+            match Self::read_header(&map, size) {
+                Ok(info) => break (map, info),
+                Err(HeaderProblem::NotReady) => fd = map.into_fd(),
+                Err(p) => return Err(problem_error(&label, size, p)),
             }
-            std::thread::sleep(pause.min(opts.open_timeout - waited));
-            pause = (pause * 2).min(Duration::from_millis(5));
+            poll.wait(opts.open_timeout).map_err(|waited| SegmentError::InitTimeout { name: label.clone(), waited })?;
         };
         if let Some(kind) = expect.kind
             && info.kind != kind
@@ -579,27 +351,22 @@ impl Segment {
         {
             return Err(SegmentError::TypeMismatch { name: label, expected: elem.clone(), found: info.elem.clone() });
         }
-        if info.payload_offset < (HEADER_SIZE + expect.min_control_len) as u64 {
+        if !expect.control_fits(info.payload_offset) {
             return Err(SegmentError::Corrupt {
                 name: label,
                 reason: format!("payload offset {} leaves no room for the control block", info.payload_offset),
             });
         }
+        // `validate` bounds the payload's end by the file size and MAX_SEGMENT_LEN.
         let (offset, len) = (info.payload_offset as usize, info.payload_len as usize);
         Ok(Segment::assemble(map, name, Some(info), offset, len, None))
     }
 
     /// Read `state` with Acquire, then snapshot and validate the header.
     fn read_header(map: &Mapping, size: u64) -> Result<HeaderInfo, HeaderProblem> {
-        let base = map.base();
-        // SAFETY: the mapping holds at least HEADER_SIZE bytes and is page aligned, so the
-        // magic (offset 0) and state (offset 12) words are in bounds and aligned.
-        let (magic, state) = unsafe {
-            (
-                AtomicU64::from_ptr(base.cast::<u64>()).load(Ordering::Relaxed),
-                AtomicU32::from_ptr(base.add(12).cast::<u32>()).load(Ordering::Acquire),
-            )
-        };
+        // SAFETY: the mapping holds at least HEADER_SIZE bytes and is page aligned; the
+        // header is only ever accessed with atomics or syscalls.
+        let (magic, state) = unsafe { header::peek(map.base()) };
         if state == 0 {
             return if magic == 0 || magic == u64::from_ne_bytes(MAGIC) {
                 Err(HeaderProblem::NotReady)
@@ -607,30 +374,9 @@ impl Segment {
                 Err(HeaderProblem::NotShmkit)
             };
         }
-        // SAFETY: in bounds as above; RawHeader is Pod so any bytes are a valid value. A
-        // volatile copy: the bytes are validated after the copy, never trusted in place.
-        let raw: RawHeader = unsafe { std::ptr::read_volatile(base.cast::<RawHeader>()) };
+        // SAFETY: as above. A copy, validated before any field is used.
+        let raw = unsafe { header::load(map.base()) };
         header::validate(bytemuck::bytes_of(&raw), size)
-    }
-}
-
-/// Recover the descriptor from a mapping we are about to retry with.
-fn map_into_fd(map: Mapping) -> Result<OwnedFd, SegmentError> {
-    let fd = map.fd().try_clone_to_owned().map_err(|e| SegmentError::io("dup", "", e))?;
-    drop(map);
-    Ok(fd)
-}
-
-fn open_error(name: &str, op: &'static str, e: std::io::Error) -> SegmentError {
-    match e.raw_os_error() {
-        Some(libc::EEXIST) => SegmentError::AlreadyExists { name: name.to_owned() },
-        Some(libc::ENOENT) => SegmentError::NotFound { name: name.to_owned() },
-        Some(libc::EACCES) | Some(libc::EPERM) => SegmentError::PermissionDenied { name: name.to_owned(), source: e },
-        Some(libc::ELOOP) => SegmentError::NotShmkit { name: name.to_owned() },
-        Some(libc::ENAMETOOLONG) => {
-            SegmentError::InvalidName { name: name.to_owned(), reason: "it is too long for this system".into() }
-        }
-        _ => SegmentError::io(op, name, e),
     }
 }
 

@@ -22,10 +22,15 @@ fn c_name(name: &str) -> io::Result<CString> {
     CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
 
-/// `shm_open(name, flags | O_NOFOLLOW | O_CLOEXEC, mode)`.
+/// `shm_open(name, flags | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, mode)`.
+///
+/// `O_NONBLOCK` so that whatever sits at the name (anyone may plant a FIFO in the
+/// world-writable `/dev/shm`) the open itself never blocks; it changes nothing for the
+/// regular files shared memory lives in. `O_NOFOLLOW` refuses a symlink at the name
+/// (`ELOOP`). The caller must `fstat` the result and refuse anything but a regular file.
 pub fn shm_open(name: &str, flags: libc::c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {
     let c = c_name(name)?;
-    let flags = flags | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    let flags = flags | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
     let fd = retry(|| {
         // SAFETY: `c` is a NUL-terminated string that outlives the call.
         cvt(unsafe { libc::shm_open(c.as_ptr(), flags, mode as libc::c_uint) })
@@ -125,6 +130,8 @@ pub fn seals(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
 pub enum Flock {
     /// `LOCK_SH`, blocking.
     Shared,
+    /// `LOCK_SH | LOCK_NB`: fails with `WouldBlock` while anyone holds `LOCK_EX`.
+    SharedNonBlocking,
     /// `LOCK_EX | LOCK_NB`: fails with `WouldBlock` when anyone holds the lock.
     ExclusiveNonBlocking,
     /// `LOCK_UN`.
@@ -135,6 +142,7 @@ pub enum Flock {
 pub fn flock(fd: BorrowedFd<'_>, mode: Flock) -> io::Result<()> {
     let op = match mode {
         Flock::Shared => libc::LOCK_SH,
+        Flock::SharedNonBlocking => libc::LOCK_SH | libc::LOCK_NB,
         Flock::ExclusiveNonBlocking => libc::LOCK_EX | libc::LOCK_NB,
         Flock::Unlock => libc::LOCK_UN,
     };
