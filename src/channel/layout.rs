@@ -138,6 +138,10 @@ impl RawRing {
         if format != RING_FORMAT {
             return Err(format!("queue format word is {format:#x}, expected {RING_FORMAT:#x}"));
         }
+        let flags = info.flags.load(Relaxed);
+        if flags != 0 {
+            return Err(format!("queue flags word is {flags:#x}, expected 0 (reserved)"));
+        }
         let found = Shape {
             capacity: info.capacity.load(Relaxed),
             stride: info.stride.load(Relaxed),
@@ -155,7 +159,8 @@ impl RawRing {
             return Err(format!("queue words say {found:?}, the segment header implies {expect:?}"));
         }
         let cap = usize::try_from(found.capacity).map_err(|_| "capacity overflows".to_string())?;
-        if cap == 0 || ring_len(cap) > avail || cap > avail / size_of::<SlotMeta<RawMutex>>() {
+        // The division first: `ring_len` of a huge count would wrap.
+        if cap == 0 || cap > avail / size_of::<SlotMeta<RawMutex>>() || ring_len(cap) > avail {
             return Err(format!("{cap} slots do not fit the control block"));
         }
         let data_len = found.capacity.checked_mul(found.stride).and_then(|n| n.checked_add(found.data_offset));

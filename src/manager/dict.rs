@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::error::ManagerError;
 use super::key::{DictKey, key_hash};
-use super::layout::{Geometry, MetaFixed, STRIPES_OFF, StripeHead};
+use super::layout::{Geometry, MAX_CAPACITY, MAX_KEY_LEN, MAX_VALUE_SIZE, MetaFixed, STRIPES_OFF, StripeHead};
 use super::options::DictOptions;
 use super::stripe::{StripeGuard, Table};
 use crate::segment::header::HEADER_SIZE;
@@ -137,6 +137,16 @@ impl<K: DictKey + ?Sized, V: Element> SharedDict<K, V> {
 
     pub(super) fn build(opts: &DictOptions, target: Target<'_>, capacity: usize) -> Result<Self, ManagerError> {
         let key_cap = K::FIXED_LEN.unwrap_or(opts.max_key_len);
+        // Sizes from the caller are bounded before anything is computed from them.
+        for (what, requested, max) in [
+            ("dict capacity", capacity, MAX_CAPACITY as usize),
+            ("max_key_len", key_cap, MAX_KEY_LEN),
+            ("dict value size", std::mem::size_of::<V>(), MAX_VALUE_SIZE),
+        ] {
+            if requested > max {
+                return Err(ManagerError::TooLarge { what, requested: requested as u64, max: max as u64 });
+            }
+        }
         let key_cap = u32::try_from(key_cap)
             .map_err(|_| ManagerError::Invalid { what: "max_key_len", reason: format!("{key_cap} bytes") })?;
         let geom = Geometry::plan(
@@ -194,12 +204,24 @@ impl<K: DictKey + ?Sized, V: Element> SharedDict<K, V> {
                 h.elem_count
             )));
         }
+        // The record must describe this very value type: every value access uses its size.
+        if geom.value_size != std::mem::size_of::<V>() || geom.value_align != std::mem::align_of::<V>() {
+            return Err(ManagerError::corrupt_dict(format!(
+                "its record says values of {} bytes aligned to {}, the segment holds {} ({} bytes, aligned to {})",
+                geom.value_size,
+                geom.value_align,
+                V::TYPE_NAME,
+                std::mem::size_of::<V>(),
+                std::mem::align_of::<V>()
+            )));
+        }
         let found = Geometry::key_name(&meta);
         let fits = match K::FIXED_LEN {
             Some(n) => geom.key_fixed && geom.key_cap as usize == n,
             None => !geom.key_fixed,
         };
-        if !fits || found != K::key_type_name() {
+        // Byte for byte, as this build writes it: nothing may hide after the terminator.
+        if !fits || meta.key_name != geom.meta(&K::key_type_name()).key_name {
             return Err(ManagerError::KeyTypeMismatch { name: label, expected: K::key_type_name().into(), found });
         }
         Ok(SharedDict { seg, geom, timeout: opts.timeout, _kv: PhantomData })

@@ -27,6 +27,8 @@ pub const MAX_STRIPES: u32 = 1024;
 pub const MAX_KEY_LEN: usize = 4096;
 /// Largest capacity a dict may be created with.
 pub const MAX_CAPACITY: u64 = 1 << 31;
+/// Largest value type a dict may hold, in bytes (each stripe's journal keeps a copy of one).
+pub const MAX_VALUE_SIZE: usize = 1 << 20;
 pub(crate) const KEY_NAME_LEN: usize = 56;
 
 /// Immutable after creation; read once by each opener and validated.
@@ -168,7 +170,10 @@ impl Geometry {
         if s.capacity == 0 || s.capacity > total_nodes || s.capacity > MAX_CAPACITY {
             return Err(format!("capacity {} for {total_nodes} nodes", s.capacity));
         }
-        if !s.value_align.is_power_of_two() || !s.value_size.is_multiple_of(s.value_align) || s.value_size > 1 << 20 {
+        if !s.value_align.is_power_of_two()
+            || !s.value_size.is_multiple_of(s.value_align)
+            || s.value_size > MAX_VALUE_SIZE
+        {
             return Err(format!("value size {} / alignment {}", s.value_size, s.value_align));
         }
         let too_big = || "the dict does not fit in the address space".to_owned();
@@ -269,6 +274,9 @@ impl Geometry {
     pub(crate) fn from_meta(m: &MetaFixed) -> Result<Geometry, String> {
         if m.magic != DICT_MAGIC {
             return Err(format!("dict magic {:#x}", m.magic));
+        }
+        if m.reserved != [0; 24] {
+            return Err("its record's reserved bytes are not zero".into());
         }
         let key_fixed = match m.key_kind {
             KEY_FIXED => true,

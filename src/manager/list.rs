@@ -194,9 +194,22 @@ impl<T: Element> SharedList<T> {
         Self::build(opts, Target::Named(name), capacity)
     }
 
+    /// Most elements a list of `T` may be created for: its elements must fit in half the
+    /// address space. Larger capacities give [`ManagerError::TooLarge`] (and a capacity that
+    /// `/dev/shm` cannot hold gives a segment error).
+    pub const MAX_CAPACITY: usize =
+        (isize::MAX as usize / 2) / if std::mem::size_of::<T>() == 0 { 1 } else { std::mem::size_of::<T>() };
+
     fn build(opts: &SegmentOptions, target: Target<'_>, capacity: usize) -> Result<Self, ManagerError> {
         if capacity == 0 {
             return Err(ManagerError::Invalid { what: "list capacity", reason: "it must be at least 1".into() });
+        }
+        if capacity > Self::MAX_CAPACITY {
+            return Err(ManagerError::TooLarge {
+                what: "list capacity",
+                requested: capacity as u64,
+                max: Self::MAX_CAPACITY as u64,
+            });
         }
         let layout = Layout {
             kind: Kind::List,
@@ -237,6 +250,7 @@ impl<T: Element> SharedList<T> {
         // `open_typed`), 8-aligned; ListMeta is Pod; the copy is validated below.
         let meta: ListMeta = unsafe { std::ptr::read_volatile(seg.control_ptr().cast::<ListMeta>()) };
         let ok = meta.magic == LIST_MAGIC
+            && meta.reserved == [0; 11]
             && meta.capacity == h.elem_count
             && meta.capacity > 0
             && meta.elem_size as usize == std::mem::size_of::<T>()

@@ -95,6 +95,6 @@ mod stripe;
 pub use dict::{RecoveryStats, SharedDict};
 pub use error::ManagerError;
 pub use key::{DictKey, key_hash};
-pub use layout::{MAX_CAPACITY, MAX_KEY_LEN, MAX_STRIPES};
+pub use layout::{MAX_CAPACITY, MAX_KEY_LEN, MAX_STRIPES, MAX_VALUE_SIZE};
 pub use list::SharedList;
 pub use options::{DEFAULT_MAX_KEY_LEN, DictOptions};

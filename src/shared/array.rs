@@ -12,6 +12,11 @@ use crate::sys::Deadline;
 /// Default number of claim slots of an array: how many claims may be live at once.
 pub const DEFAULT_CLAIM_SLOTS: usize = 128;
 
+/// Most claim slots an array may be created with (each claim scans the whole table, and
+/// the table lives in the segment's control block). Larger counts are refused with
+/// [`SegmentError::TooLarge`].
+pub const MAX_CLAIM_SLOTS: usize = 1 << 16;
+
 /// A fixed-length array of `T` in shared memory, like Python's `multiprocessing.Array`
 /// or a numpy array over `SharedMemory`, but with sound access only:
 ///
@@ -62,6 +67,14 @@ pub(crate) fn create_claimed<T: Element>(
     slots: usize,
     init_payload: impl FnOnce(&Segment),
 ) -> Result<Segment, SegmentError> {
+    // Bounded before any size is computed from it: `control_len` of a huge count would wrap.
+    if slots > MAX_CLAIM_SLOTS {
+        return Err(SegmentError::TooLarge {
+            requested: slots as u64,
+            capacity: MAX_CLAIM_SLOTS as u64,
+            where_: "the claim table (slots, see MAX_CLAIM_SLOTS)",
+        });
+    }
     let layout = Layout {
         kind,
         elem: type_info::<T>(),
@@ -102,7 +115,9 @@ impl<T: Element> SharedArray<T> {
         Self::create_with(&SegmentOptions::default(), name, len, DEFAULT_CLAIM_SLOTS)
     }
 
-    /// Create with explicit options and number of claim slots.
+    /// Create with explicit options and number of claim slots (1 to [`MAX_CLAIM_SLOTS`];
+    /// 0 means 1). More slots than that, or more elements than the address space holds,
+    /// give [`SegmentError::TooLarge`].
     pub fn create_with(
         opts: &SegmentOptions,
         name: Option<&str>,

@@ -7,7 +7,7 @@ mod element;
 mod object;
 mod value;
 
-pub use array::{AtomicClaim, Claim, ClaimMut, DEFAULT_CLAIM_SLOTS, SharedArray};
+pub use array::{AtomicClaim, Claim, ClaimMut, DEFAULT_CLAIM_SLOTS, MAX_CLAIM_SLOTS, SharedArray};
 pub use claims::ClaimError;
 pub use element::{AtomicElement, Element, type_info};
 pub use object::{SharedObject, object_type_info};
