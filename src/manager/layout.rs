@@ -16,9 +16,10 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
+use crate::shared::fnv1a;
 use crate::sync::RawMutex;
 
-pub(crate) const DICT_MAGIC: u32 = u32::from_le_bytes(*b"DCT1");
+pub(crate) const DICT_MAGIC: u32 = u32::from_le_bytes(*b"DCT2");
 pub(crate) const KEY_FIXED: u32 = 1;
 pub(crate) const KEY_VARIABLE: u32 = 2;
 /// Most stripes a dict may have (a snapshot holds all their locks at once).
@@ -47,7 +48,9 @@ pub(crate) struct MetaFixed {
     pub value_size: u32,
     pub value_align: u32,
     pub key_name: [u8; KEY_NAME_LEN],
-    pub reserved: [u8; 24],
+    /// FNV-1a of this record with `check` zero: a field a peer overwrote fails it at open.
+    pub check: u64,
+    pub reserved: [u8; 16],
 }
 
 const _: () = assert!(std::mem::size_of::<MetaFixed>() == 128);
@@ -253,7 +256,7 @@ impl Geometry {
         let mut name = [0u8; KEY_NAME_LEN];
         let n = key_name.len().min(KEY_NAME_LEN);
         name[..n].copy_from_slice(&key_name.as_bytes()[..n]);
-        MetaFixed {
+        let mut m = MetaFixed {
             magic: DICT_MAGIC,
             key_kind: if self.key_fixed { KEY_FIXED } else { KEY_VARIABLE },
             key_cap: self.key_cap,
@@ -266,8 +269,16 @@ impl Geometry {
             value_size: self.value_size as u32,
             value_align: self.value_align as u32,
             key_name: name,
-            reserved: [0; 24],
-        }
+            check: 0,
+            reserved: [0; 16],
+        };
+        m.check = Self::check_word(&m);
+        m
+    }
+
+    /// The check word of a record: FNV-1a of its bytes with `check` zero.
+    fn check_word(m: &MetaFixed) -> u64 {
+        fnv1a(bytemuck::bytes_of(&MetaFixed { check: 0, ..*m }))
     }
 
     /// Validate an opener's copy of the record and derive the geometry from it.
@@ -275,7 +286,10 @@ impl Geometry {
         if m.magic != DICT_MAGIC {
             return Err(format!("dict magic {:#x}", m.magic));
         }
-        if m.reserved != [0; 24] {
+        if m.check != Self::check_word(m) {
+            return Err("its record fails its check word: a process overwrote it".into());
+        }
+        if m.reserved != [0; 16] {
             return Err("its record's reserved bytes are not zero".into());
         }
         let key_fixed = match m.key_kind {
