@@ -304,8 +304,10 @@ impl<K: DictKey + ?Sized, V: Element> SharedDict<K, V> {
         let table = self.table();
         let mut f = Some(f);
         let mut recounted = false;
+        // One deadline for the whole operation, recount included.
+        let deadline = self.deadline();
         loop {
-            let guard = table.lock(s, self.deadline())?;
+            let guard = table.lock(s, deadline)?;
             if let Some(found) = guard.find(bytes, h)? {
                 let cur = guard.read(found.node)?;
                 let new = f.take().map(|f| f(Some(cur))).ok_or_else(|| ManagerError::corrupt_dict("retried"))?;
@@ -316,7 +318,7 @@ impl<K: DictKey + ?Sized, V: Element> SharedDict<K, V> {
                 if !recounted && table.live().needs_recount.load(Ordering::Acquire) != 0 {
                     // The count may still hold reservations of a dead process: fix it and retry.
                     drop(guard);
-                    self.recount()?;
+                    self.recount(deadline)?;
                     recounted = true;
                     continue;
                 }
@@ -377,7 +379,7 @@ impl<K: DictKey + ?Sized, V: Element> SharedDict<K, V> {
     /// # Ok::<(), shmkit::manager::ManagerError>(())
     /// ```
     pub fn clear(&self) -> Result<(), ManagerError> {
-        let guards = self.lock_all()?;
+        let guards = self.lock_all(self.deadline())?;
         for g in &guards {
             g.clear()?;
         }
@@ -390,7 +392,7 @@ impl<K: DictKey + ?Sized, V: Element> SharedDict<K, V> {
     pub fn len(&self) -> Result<usize, ManagerError> {
         let live = self.table().live();
         if live.needs_recount.load(Ordering::Acquire) != 0 {
-            return self.recount().map(|n| n as usize);
+            return self.recount(self.deadline()).map(|n| n as usize);
         }
         Ok(live.total.load(Ordering::Relaxed).min(self.geom.capacity) as usize)
     }
@@ -400,16 +402,16 @@ impl<K: DictKey + ?Sized, V: Element> SharedDict<K, V> {
         Ok(self.len()? == 0)
     }
 
-    /// Lock every stripe, in index order (the only order in which more than one is held).
-    fn lock_all(&self) -> Result<Vec<StripeGuard<'_>>, ManagerError> {
+    /// Lock every stripe, in index order (the only order in which more than one is held),
+    /// giving up at the operation's `deadline`.
+    fn lock_all(&self, deadline: Deadline) -> Result<Vec<StripeGuard<'_>>, ManagerError> {
         let table = self.table();
-        let deadline = self.deadline();
         (0..self.geom.stripes as usize).map(|s| table.lock(s, deadline)).collect()
     }
 
-    /// Recount the entries under every stripe lock and store the count.
-    fn recount(&self) -> Result<u64, ManagerError> {
-        let guards = self.lock_all()?;
+    /// Recount the entries under every stripe lock (by `deadline`) and store the count.
+    fn recount(&self, deadline: Deadline) -> Result<u64, ManagerError> {
+        let guards = self.lock_all(deadline)?;
         let mut sum = 0u64;
         for g in &guards {
             sum += u64::from(g.len()?);
@@ -438,7 +440,7 @@ impl<K: DictKey + ?Sized, V: Element> SharedDict<K, V> {
     /// # Ok::<(), shmkit::manager::ManagerError>(())
     /// ```
     pub fn snapshot(&self) -> Result<Vec<(K::Owned, V)>, ManagerError> {
-        let guards = self.lock_all()?;
+        let guards = self.lock_all(self.deadline())?;
         let mut out = Vec::new();
         let mut sum = 0u64;
         let mut bad_key = false;
