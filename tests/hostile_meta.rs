@@ -9,10 +9,14 @@
 //! (`tests/hostile_live.rs`).
 
 mod common;
+#[path = "common/hostile.rs"]
+mod hostile;
 
 use std::fmt::{Debug, Display};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
+
+use hostile::{CTL, RING_HEADER, SLOT_META, hostile_values, path, read_word, write_word};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
@@ -22,12 +26,6 @@ use shmkit::manager::{DictOptions, SharedDict, SharedList};
 use shmkit::shared::SharedObject;
 use shmkit::sync::Mutex;
 use shmkit::{SegmentOptions, SharedArray, SharedAtomic, SharedValue};
-
-/// Start of the control block (after the 128-byte segment header).
-const CTL: usize = 128;
-/// Bytes of a ring's shared header (five cache lines) and of one slot's metadata.
-const RING_HEADER: usize = 320;
-const SLOT_META: usize = 64;
 
 /// Whether a changed field must be refused.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -85,30 +83,6 @@ fn ring_fields(label: &str, ring: usize) -> Vec<Field> {
     for (name, off, width) in [("head", 64, 8), ("tail", 128, 8), ("consumers", 192, 8), ("producers", 256, 8)] {
         v.push(field(format!("{label}.{name}"), at + off, width, Any));
     }
-    v
-}
-
-fn path(name: &str) -> String {
-    format!("/dev/shm/{}", name.trim_start_matches('/'))
-}
-
-fn read_word(f: &File, at: usize, width: usize) -> u64 {
-    let mut b = [0u8; 8];
-    f.read_exact_at(&mut b[..width], at as u64).expect("read field");
-    u64::from_ne_bytes(b)
-}
-
-fn write_word(f: &File, at: usize, width: usize, v: u64) {
-    f.write_all_at(&v.to_ne_bytes()[..width], at as u64).expect("write field");
-}
-
-/// 0, the maximum and off by one either way, without the original value.
-fn hostile_values(orig: u64, width: usize) -> Vec<u64> {
-    let max = if width == 8 { u64::MAX } else { (1u64 << (8 * width)) - 1 };
-    let mut v = vec![0, max, orig.wrapping_add(1) & max, orig.wrapping_sub(1) & max];
-    v.retain(|&x| x != orig);
-    v.sort_unstable();
-    v.dedup();
     v
 }
 
