@@ -12,12 +12,14 @@
 use std::mem::size_of;
 use std::sync::atomic::Ordering::Relaxed;
 
+use super::bytes::byte_stride;
 use super::park::ProcessHook;
 use super::ring::{Lock, Ring, RingHeader, SlotLock, SlotMeta, free};
+use crate::shared::fnv1a;
 use crate::sync::{Acquired, LockError, RawMutex};
 
-/// Format of the ring words; bumped when they change.
-pub(crate) const RING_FORMAT: u32 = 0x5249_4E01;
+/// Format of the ring words; bumped when they change (2: the `check` word).
+pub(crate) const RING_FORMAT: u32 = 0x5249_4E02;
 
 /// Bytes of control block one ring of `capacity` slots needs.
 pub(crate) const fn ring_len(capacity: usize) -> usize {
@@ -62,6 +64,19 @@ pub(crate) struct Shape {
     pub(crate) data_offset: u64,
 }
 
+impl Shape {
+    /// The check word of a ring with this shape and these `format` and `flags` words.
+    fn check_word(&self, format: u32, flags: u32) -> u64 {
+        let mut b = [0u8; 40];
+        b[..4].copy_from_slice(&format.to_ne_bytes());
+        b[4..8].copy_from_slice(&flags.to_ne_bytes());
+        for (i, w) in [self.capacity, self.stride, self.max_msg, self.data_offset].into_iter().enumerate() {
+            b[8 + 8 * i..16 + 8 * i].copy_from_slice(&w.to_ne_bytes());
+        }
+        fnv1a(&b)
+    }
+}
+
 /// Initialise a ring in unpublished memory.
 ///
 /// # Safety
@@ -79,7 +94,8 @@ pub(crate) unsafe fn init(ctl: *mut u8, shape: Shape) -> Result<(), LockError> {
     info.stride.store(shape.stride, Relaxed);
     info.max_msg.store(shape.max_msg, Relaxed);
     info.data_offset.store(shape.data_offset, Relaxed);
-    info.format.store(super::layout::RING_FORMAT, Relaxed);
+    info.format.store(RING_FORMAT, Relaxed);
+    info.check.store(shape.check_word(RING_FORMAT, 0), Relaxed);
     // SAFETY: the slots follow the header inside the region (ring_len); SlotMeta is 64-byte
     // aligned and so is the header's size.
     let slots = unsafe { hdr.add(1).cast::<SlotMeta<RawMutex>>() };
@@ -111,9 +127,10 @@ unsafe impl Send for RawRing {}
 unsafe impl Sync for RawRing {}
 
 impl RawRing {
-    /// Check the ring at `ctl` against the shape the segment header implies. For byte rings
-    /// (`expect.max_msg != expect.stride`) any `max_msg` that fits a slot after its 8-byte
-    /// length is accepted and reported in the result's shape.
+    /// Check the ring at `ctl` against the shape the segment header implies: the format and
+    /// flags words, the check word over the fixed words, and each fixed word. For byte rings
+    /// (`expect.max_msg != expect.stride`) any `max_msg` whose slot stride is the header's is
+    /// accepted and reported in the result's shape.
     ///
     /// # Safety
     ///
@@ -138,15 +155,26 @@ impl RawRing {
         if format != RING_FORMAT {
             return Err(format!("queue format word is {format:#x}, expected {RING_FORMAT:#x}"));
         }
+        let flags = info.flags.load(Relaxed);
+        if flags != 0 {
+            return Err(format!("queue flags word is {flags:#x}, expected 0 (reserved)"));
+        }
         let found = Shape {
             capacity: info.capacity.load(Relaxed),
             stride: info.stride.load(Relaxed),
             max_msg: info.max_msg.load(Relaxed),
             data_offset: info.data_offset.load(Relaxed),
         };
+        if info.check.load(Relaxed) != found.check_word(format, flags) {
+            return Err("the queue's fixed words fail their check word: a process overwrote them".into());
+        }
         let fixed = expect.max_msg == expect.stride;
-        let msg_ok =
-            if fixed { found.max_msg == found.stride } else { found.max_msg <= found.stride.saturating_sub(8) };
+        // Byte rings: the stride is exactly what the creator derives from `max_msg`.
+        let msg_ok = if fixed {
+            found.max_msg == found.stride
+        } else {
+            usize::try_from(found.max_msg).ok().and_then(|m| byte_stride(m).ok()) == Some(found.stride)
+        };
         if found.capacity != expect.capacity
             || found.stride != expect.stride
             || found.data_offset != expect.data_offset
@@ -155,7 +183,8 @@ impl RawRing {
             return Err(format!("queue words say {found:?}, the segment header implies {expect:?}"));
         }
         let cap = usize::try_from(found.capacity).map_err(|_| "capacity overflows".to_string())?;
-        if cap == 0 || ring_len(cap) > avail || cap > avail / size_of::<SlotMeta<RawMutex>>() {
+        // The division first: `ring_len` of a huge count would wrap.
+        if cap == 0 || cap > avail / size_of::<SlotMeta<RawMutex>>() || ring_len(cap) > avail {
             return Err(format!("{cap} slots do not fit the control block"));
         }
         let data_len = found.capacity.checked_mul(found.stride).and_then(|n| n.checked_add(found.data_offset));

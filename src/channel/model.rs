@@ -98,6 +98,7 @@ impl ModelRing {
                 max_msg: AtomicU64::new(8),
                 data_offset: AtomicU64::new(0),
                 abandoned: AtomicU64::new(0),
+                check: AtomicU64::new(0),
             }),
             head: Line(AtomicU64::new(0)),
             tail: Line(AtomicU64::new(0)),

@@ -68,11 +68,14 @@ impl std::fmt::Debug for PipeEnd {
     }
 }
 
-fn shapes(capacity: u64, stride: u64, max_msg: u64) -> [Shape; 2] {
-    [
+/// The two rings of a pipe, back to back in the payload; `None` when their data would not
+/// fit a `u64` (a size from the caller or from the file: never wrapped).
+fn shapes(capacity: u64, stride: u64, max_msg: u64) -> Option<[Shape; 2]> {
+    let second = capacity.checked_mul(stride)?;
+    Some([
         Shape { capacity, stride, max_msg, data_offset: 0 },
-        Shape { capacity, stride, max_msg, data_offset: capacity * stride },
-    ]
+        Shape { capacity, stride, max_msg, data_offset: second },
+    ])
 }
 
 impl Pipe {
@@ -120,6 +123,11 @@ impl Pipe {
     fn make(opts: &SegmentOptions, target: Target<'_>, capacity: usize, max: usize) -> Result<Segment, SegmentError> {
         check_capacity(capacity, 2)?;
         let stride = byte_stride(max)?;
+        let shapes = shapes(capacity as u64, stride, max as u64).ok_or(SegmentError::TooLarge {
+            requested: u64::MAX,
+            capacity: isize::MAX as u64,
+            where_: "the address space (capacity × max_message)",
+        })?;
         let layout = Layout {
             kind: Kind::Queue,
             elem: TypeInfo { size: stride, align: 8, name: PIPE_TYPE.into() },
@@ -128,7 +136,7 @@ impl Pipe {
             payload_align: if stride >= 4096 { 4096 } else { 64 },
         };
         // The pipe header is zero-filled by the fresh segment: nobody has connected.
-        create_segment(opts, target, &layout, PIPE_HEADER, &shapes(capacity as u64, stride, max as u64))
+        create_segment(opts, target, &layout, PIPE_HEADER, &shapes)
     }
 }
 
@@ -142,7 +150,7 @@ impl PipeEnd {
         if count % 2 != 0 {
             return Err(corrupt("a pipe has an even number of slots").into());
         }
-        let [s0, s1] = shapes(cap, stride, u64::MAX);
+        let [s0, s1] = shapes(cap, stride, u64::MAX).ok_or_else(|| corrupt("its rings overflow the payload"))?;
         let r0 = attach_ring(&seg, PIPE_HEADER, &[], s0)?;
         let r1 = attach_ring(&seg, PIPE_HEADER, &[r0.shape], s1)?;
         if r0.shape.max_msg != r1.shape.max_msg {

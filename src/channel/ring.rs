@@ -82,6 +82,9 @@ pub(crate) struct RingInfo {
     pub(crate) data_offset: AtomicU64,
     /// Messages lost because their writer or reader died inside an operation.
     pub(crate) abandoned: AtomicU64,
+    /// FNV-1a of the fixed words above (all but `abandoned`), written with them: a field a
+    /// peer overwrote fails it at open.
+    pub(crate) check: AtomicU64,
 }
 
 /// The shared words of one ring, `#[repr(C)]`, valid for any bit pattern.

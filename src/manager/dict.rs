@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::error::ManagerError;
 use super::key::{DictKey, key_hash};
-use super::layout::{Geometry, MetaFixed, STRIPES_OFF, StripeHead};
+use super::layout::{Geometry, MAX_CAPACITY, MAX_KEY_LEN, MAX_VALUE_SIZE, MetaFixed, STRIPES_OFF, StripeHead};
 use super::options::DictOptions;
 use super::stripe::{StripeGuard, Table};
 use crate::segment::header::HEADER_SIZE;
@@ -137,6 +137,16 @@ impl<K: DictKey + ?Sized, V: Element> SharedDict<K, V> {
 
     pub(super) fn build(opts: &DictOptions, target: Target<'_>, capacity: usize) -> Result<Self, ManagerError> {
         let key_cap = K::FIXED_LEN.unwrap_or(opts.max_key_len);
+        // Sizes from the caller are bounded before anything is computed from them.
+        for (what, requested, max) in [
+            ("dict capacity", capacity, MAX_CAPACITY as usize),
+            ("max_key_len", key_cap, MAX_KEY_LEN),
+            ("dict value size", std::mem::size_of::<V>(), MAX_VALUE_SIZE),
+        ] {
+            if requested > max {
+                return Err(ManagerError::TooLarge { what, requested: requested as u64, max: max as u64 });
+            }
+        }
         let key_cap = u32::try_from(key_cap)
             .map_err(|_| ManagerError::Invalid { what: "max_key_len", reason: format!("{key_cap} bytes") })?;
         let geom = Geometry::plan(
@@ -194,12 +204,24 @@ impl<K: DictKey + ?Sized, V: Element> SharedDict<K, V> {
                 h.elem_count
             )));
         }
+        // The record must describe this very value type: every value access uses its size.
+        if geom.value_size != std::mem::size_of::<V>() || geom.value_align != std::mem::align_of::<V>() {
+            return Err(ManagerError::corrupt_dict(format!(
+                "its record says values of {} bytes aligned to {}, the segment holds {} ({} bytes, aligned to {})",
+                geom.value_size,
+                geom.value_align,
+                V::TYPE_NAME,
+                std::mem::size_of::<V>(),
+                std::mem::align_of::<V>()
+            )));
+        }
         let found = Geometry::key_name(&meta);
         let fits = match K::FIXED_LEN {
             Some(n) => geom.key_fixed && geom.key_cap as usize == n,
             None => !geom.key_fixed,
         };
-        if !fits || found != K::key_type_name() {
+        // Byte for byte, as this build writes it: nothing may hide after the terminator.
+        if !fits || meta.key_name != geom.meta(&K::key_type_name()).key_name {
             return Err(ManagerError::KeyTypeMismatch { name: label, expected: K::key_type_name().into(), found });
         }
         Ok(SharedDict { seg, geom, timeout: opts.timeout, _kv: PhantomData })
@@ -282,8 +304,10 @@ impl<K: DictKey + ?Sized, V: Element> SharedDict<K, V> {
         let table = self.table();
         let mut f = Some(f);
         let mut recounted = false;
+        // One deadline for the whole operation, recount included.
+        let deadline = self.deadline();
         loop {
-            let guard = table.lock(s, self.deadline())?;
+            let guard = table.lock(s, deadline)?;
             if let Some(found) = guard.find(bytes, h)? {
                 let cur = guard.read(found.node)?;
                 let new = f.take().map(|f| f(Some(cur))).ok_or_else(|| ManagerError::corrupt_dict("retried"))?;
@@ -294,7 +318,7 @@ impl<K: DictKey + ?Sized, V: Element> SharedDict<K, V> {
                 if !recounted && table.live().needs_recount.load(Ordering::Acquire) != 0 {
                     // The count may still hold reservations of a dead process: fix it and retry.
                     drop(guard);
-                    self.recount()?;
+                    self.recount(deadline)?;
                     recounted = true;
                     continue;
                 }
@@ -355,7 +379,7 @@ impl<K: DictKey + ?Sized, V: Element> SharedDict<K, V> {
     /// # Ok::<(), shmkit::manager::ManagerError>(())
     /// ```
     pub fn clear(&self) -> Result<(), ManagerError> {
-        let guards = self.lock_all()?;
+        let guards = self.lock_all(self.deadline())?;
         for g in &guards {
             g.clear()?;
         }
@@ -368,7 +392,7 @@ impl<K: DictKey + ?Sized, V: Element> SharedDict<K, V> {
     pub fn len(&self) -> Result<usize, ManagerError> {
         let live = self.table().live();
         if live.needs_recount.load(Ordering::Acquire) != 0 {
-            return self.recount().map(|n| n as usize);
+            return self.recount(self.deadline()).map(|n| n as usize);
         }
         Ok(live.total.load(Ordering::Relaxed).min(self.geom.capacity) as usize)
     }
@@ -378,16 +402,16 @@ impl<K: DictKey + ?Sized, V: Element> SharedDict<K, V> {
         Ok(self.len()? == 0)
     }
 
-    /// Lock every stripe, in index order (the only order in which more than one is held).
-    fn lock_all(&self) -> Result<Vec<StripeGuard<'_>>, ManagerError> {
+    /// Lock every stripe, in index order (the only order in which more than one is held),
+    /// giving up at the operation's `deadline`.
+    fn lock_all(&self, deadline: Deadline) -> Result<Vec<StripeGuard<'_>>, ManagerError> {
         let table = self.table();
-        let deadline = self.deadline();
         (0..self.geom.stripes as usize).map(|s| table.lock(s, deadline)).collect()
     }
 
-    /// Recount the entries under every stripe lock and store the count.
-    fn recount(&self) -> Result<u64, ManagerError> {
-        let guards = self.lock_all()?;
+    /// Recount the entries under every stripe lock (by `deadline`) and store the count.
+    fn recount(&self, deadline: Deadline) -> Result<u64, ManagerError> {
+        let guards = self.lock_all(deadline)?;
         let mut sum = 0u64;
         for g in &guards {
             sum += u64::from(g.len()?);
@@ -416,7 +440,7 @@ impl<K: DictKey + ?Sized, V: Element> SharedDict<K, V> {
     /// # Ok::<(), shmkit::manager::ManagerError>(())
     /// ```
     pub fn snapshot(&self) -> Result<Vec<(K::Owned, V)>, ManagerError> {
-        let guards = self.lock_all()?;
+        let guards = self.lock_all(self.deadline())?;
         let mut out = Vec::new();
         let mut sum = 0u64;
         let mut bad_key = false;

@@ -75,6 +75,18 @@ pub enum ManagerError {
         /// What the dict holds.
         found: String,
     },
+    /// A size asked for at creation (capacity, key length, value size) is above its
+    /// documented bound ([`MAX_CAPACITY`](super::MAX_CAPACITY), [`MAX_KEY_LEN`](super::MAX_KEY_LEN),
+    /// [`SharedList::MAX_CAPACITY`](super::SharedList::MAX_CAPACITY), …).
+    #[error("{what} of {requested} is too large: at most {max} is allowed; ask for less, or split the data")]
+    TooLarge {
+        /// What was too large (`"dict capacity"`, `"max_key_len"`, `"list capacity"`, …).
+        what: &'static str,
+        /// What was asked for.
+        requested: u64,
+        /// The bound.
+        max: u64,
+    },
     /// A creation parameter is out of range.
     #[error("invalid {what}: {reason}")]
     Invalid {

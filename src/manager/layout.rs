@@ -16,9 +16,10 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
+use crate::shared::fnv1a;
 use crate::sync::RawMutex;
 
-pub(crate) const DICT_MAGIC: u32 = u32::from_le_bytes(*b"DCT1");
+pub(crate) const DICT_MAGIC: u32 = u32::from_le_bytes(*b"DCT2");
 pub(crate) const KEY_FIXED: u32 = 1;
 pub(crate) const KEY_VARIABLE: u32 = 2;
 /// Most stripes a dict may have (a snapshot holds all their locks at once).
@@ -27,6 +28,8 @@ pub const MAX_STRIPES: u32 = 1024;
 pub const MAX_KEY_LEN: usize = 4096;
 /// Largest capacity a dict may be created with.
 pub const MAX_CAPACITY: u64 = 1 << 31;
+/// Largest value type a dict may hold, in bytes (each stripe's journal keeps a copy of one).
+pub const MAX_VALUE_SIZE: usize = 1 << 20;
 pub(crate) const KEY_NAME_LEN: usize = 56;
 
 /// Immutable after creation; read once by each opener and validated.
@@ -45,7 +48,9 @@ pub(crate) struct MetaFixed {
     pub value_size: u32,
     pub value_align: u32,
     pub key_name: [u8; KEY_NAME_LEN],
-    pub reserved: [u8; 24],
+    /// FNV-1a of this record with `check` zero: a field a peer overwrote fails it at open.
+    pub check: u64,
+    pub reserved: [u8; 16],
 }
 
 const _: () = assert!(std::mem::size_of::<MetaFixed>() == 128);
@@ -168,7 +173,10 @@ impl Geometry {
         if s.capacity == 0 || s.capacity > total_nodes || s.capacity > MAX_CAPACITY {
             return Err(format!("capacity {} for {total_nodes} nodes", s.capacity));
         }
-        if !s.value_align.is_power_of_two() || !s.value_size.is_multiple_of(s.value_align) || s.value_size > 1 << 20 {
+        if !s.value_align.is_power_of_two()
+            || !s.value_size.is_multiple_of(s.value_align)
+            || s.value_size > MAX_VALUE_SIZE
+        {
             return Err(format!("value size {} / alignment {}", s.value_size, s.value_align));
         }
         let too_big = || "the dict does not fit in the address space".to_owned();
@@ -248,7 +256,7 @@ impl Geometry {
         let mut name = [0u8; KEY_NAME_LEN];
         let n = key_name.len().min(KEY_NAME_LEN);
         name[..n].copy_from_slice(&key_name.as_bytes()[..n]);
-        MetaFixed {
+        let mut m = MetaFixed {
             magic: DICT_MAGIC,
             key_kind: if self.key_fixed { KEY_FIXED } else { KEY_VARIABLE },
             key_cap: self.key_cap,
@@ -261,14 +269,28 @@ impl Geometry {
             value_size: self.value_size as u32,
             value_align: self.value_align as u32,
             key_name: name,
-            reserved: [0; 24],
-        }
+            check: 0,
+            reserved: [0; 16],
+        };
+        m.check = Self::check_word(&m);
+        m
+    }
+
+    /// The check word of a record: FNV-1a of its bytes with `check` zero.
+    fn check_word(m: &MetaFixed) -> u64 {
+        fnv1a(bytemuck::bytes_of(&MetaFixed { check: 0, ..*m }))
     }
 
     /// Validate an opener's copy of the record and derive the geometry from it.
     pub(crate) fn from_meta(m: &MetaFixed) -> Result<Geometry, String> {
         if m.magic != DICT_MAGIC {
             return Err(format!("dict magic {:#x}", m.magic));
+        }
+        if m.check != Self::check_word(m) {
+            return Err("its record fails its check word: a process overwrote it".into());
+        }
+        if m.reserved != [0; 16] {
+            return Err("its record's reserved bytes are not zero".into());
         }
         let key_fixed = match m.key_kind {
             KEY_FIXED => true,

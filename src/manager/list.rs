@@ -18,11 +18,11 @@ use super::error::ManagerError;
 use super::stripe::{is_word, store_word};
 use crate::segment::header::HEADER_SIZE;
 use crate::segment::{Expect, Kind, Layout, Segment, SegmentError, SegmentOptions, Target};
-use crate::shared::{Element, type_info};
+use crate::shared::{Element, fnv1a, type_info};
 use crate::sync::{Acquired, RawMutex};
 use crate::sys::Deadline;
 
-const LIST_MAGIC: u32 = u32::from_le_bytes(*b"LST1");
+const LIST_MAGIC: u32 = u32::from_le_bytes(*b"LST2");
 const IDLE: u32 = 0;
 const SET: u32 = 1;
 
@@ -33,7 +33,16 @@ struct ListMeta {
     elem_size: u32,
     capacity: u64,
     elem_align: u32,
-    reserved: [u32; 11],
+    _pad: u32,
+    /// FNV-1a of this record with `check` zero: a field a peer overwrote fails it at open.
+    check: u64,
+    reserved: [u32; 8],
+}
+
+impl ListMeta {
+    fn check_word(&self) -> u64 {
+        fnv1a(bytemuck::bytes_of(&ListMeta { check: 0, ..*self }))
+    }
 }
 
 const _: () = assert!(std::mem::size_of::<ListMeta>() == 64);
@@ -194,9 +203,22 @@ impl<T: Element> SharedList<T> {
         Self::build(opts, Target::Named(name), capacity)
     }
 
+    /// Most elements a list of `T` may be created for: its elements must fit in half the
+    /// address space. Larger capacities give [`ManagerError::TooLarge`] (and a capacity that
+    /// `/dev/shm` cannot hold gives a segment error).
+    pub const MAX_CAPACITY: usize =
+        (isize::MAX as usize / 2) / if std::mem::size_of::<T>() == 0 { 1 } else { std::mem::size_of::<T>() };
+
     fn build(opts: &SegmentOptions, target: Target<'_>, capacity: usize) -> Result<Self, ManagerError> {
         if capacity == 0 {
             return Err(ManagerError::Invalid { what: "list capacity", reason: "it must be at least 1".into() });
+        }
+        if capacity > Self::MAX_CAPACITY {
+            return Err(ManagerError::TooLarge {
+                what: "list capacity",
+                requested: capacity as u64,
+                max: Self::MAX_CAPACITY as u64,
+            });
         }
         let layout = Layout {
             kind: Kind::List,
@@ -205,13 +227,16 @@ impl<T: Element> SharedList<T> {
             control_len: control_len::<T>(),
             payload_align: 64,
         };
-        let meta = ListMeta {
+        let mut meta = ListMeta {
             magic: LIST_MAGIC,
             elem_size: std::mem::size_of::<T>() as u32,
             capacity: capacity as u64,
             elem_align: std::mem::align_of::<T>() as u32,
-            reserved: [0; 11],
+            _pad: 0,
+            check: 0,
+            reserved: [0; 8],
         };
+        meta.check = meta.check_word();
         let seg = Segment::create_typed(opts, target, &layout, |seg| {
             let ctl = seg.control_ptr();
             // SAFETY: the control block holds `control_len::<T>()` bytes, 64-aligned, zeroed,
@@ -237,6 +262,9 @@ impl<T: Element> SharedList<T> {
         // `open_typed`), 8-aligned; ListMeta is Pod; the copy is validated below.
         let meta: ListMeta = unsafe { std::ptr::read_volatile(seg.control_ptr().cast::<ListMeta>()) };
         let ok = meta.magic == LIST_MAGIC
+            && meta.check == meta.check_word()
+            && meta._pad == 0
+            && meta.reserved == [0; 8]
             && meta.capacity == h.elem_count
             && meta.capacity > 0
             && meta.elem_size as usize == std::mem::size_of::<T>()

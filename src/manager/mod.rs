@@ -77,12 +77,14 @@
 //! recoverer sets `needs_recount`, and the next [`len`](SharedDict::len), snapshot or insert
 //! that finds the dict full recounts under all stripe locks.
 //!
-//! **Validation**: the shape record is copied once at open and checked against the segment's
-//! size; every node index, length and journal word read from shared memory is range-checked
+//! **Validation**: the shape record is copied once at open, checked against its check word
+//! (FNV-1a of the record, so a single overwritten field is reported, not believed), against
+//! the caller's key and value types (size, alignment, name) and against the segment's size; every node index, length and journal word read from shared memory is range-checked
 //! and chains are walked at most `nodes` steps. Hostile bytes give [`ManagerError::Corrupt`],
 //! never a panic or an out-of-bounds access.
 //!
-//! The control block starts with the magic `DCT1`; a different layout gets a new magic.
+//! The control block starts with the magic `DCT2` (2: the record's check word); a different
+//! layout gets a new magic.
 
 mod dict;
 mod error;
@@ -95,6 +97,6 @@ mod stripe;
 pub use dict::{RecoveryStats, SharedDict};
 pub use error::ManagerError;
 pub use key::{DictKey, key_hash};
-pub use layout::{MAX_CAPACITY, MAX_KEY_LEN, MAX_STRIPES};
+pub use layout::{MAX_CAPACITY, MAX_KEY_LEN, MAX_STRIPES, MAX_VALUE_SIZE};
 pub use list::SharedList;
 pub use options::{DEFAULT_MAX_KEY_LEN, DictOptions};

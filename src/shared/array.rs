@@ -4,13 +4,14 @@ use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut, Range, RangeBounds};
 use std::time::Duration;
 
-use super::claims::{self, ClaimError, Claims, Mode, SlotGuard};
+use super::claims::{self, ClaimError, Claims, MAX_CLAIM_SLOTS, Mode, SlotGuard};
 use super::element::{AtomicElement, Element, type_info};
 use crate::segment::{Expect, Kind, Layout, Segment, SegmentError, SegmentOptions, Target};
 use crate::sys::Deadline;
 
 /// Default number of claim slots of an array: how many claims may be live at once.
 pub const DEFAULT_CLAIM_SLOTS: usize = 128;
+
 
 /// A fixed-length array of `T` in shared memory, like Python's `multiprocessing.Array`
 /// or a numpy array over `SharedMemory`, but with sound access only:
@@ -62,6 +63,14 @@ pub(crate) fn create_claimed<T: Element>(
     slots: usize,
     init_payload: impl FnOnce(&Segment),
 ) -> Result<Segment, SegmentError> {
+    // Bounded before any size is computed from it: `control_len` of a huge count would wrap.
+    if slots > MAX_CLAIM_SLOTS {
+        return Err(SegmentError::TooLarge {
+            requested: slots as u64,
+            capacity: MAX_CLAIM_SLOTS as u64,
+            where_: "the claim table (slots, see MAX_CLAIM_SLOTS)",
+        });
+    }
     let layout = Layout {
         kind,
         elem: type_info::<T>(),
@@ -71,9 +80,9 @@ pub(crate) fn create_claimed<T: Element>(
     };
     Segment::create_typed(opts, target, &layout, |seg| {
         // SAFETY: the control block is `control_len(slots)` bytes, aligned (offset 128 of a
-        // page-aligned mapping), and unpublished: nobody else can see it yet.
+        // page-aligned mapping), zero-filled and unpublished: nobody else can see it yet.
         unsafe { Claims::init(seg.control_ptr(), slots.max(1), len as u64) }
-            .map_err(|e| SegmentError::io("pthread_mutex_init", seg.name().unwrap_or(""), std::io::Error::other(e)))?;
+            .map_err(|reason| SegmentError::Corrupt { name: seg.name().unwrap_or("").to_owned(), reason })?;
         init_payload(seg);
         Ok(())
     })
@@ -102,7 +111,9 @@ impl<T: Element> SharedArray<T> {
         Self::create_with(&SegmentOptions::default(), name, len, DEFAULT_CLAIM_SLOTS)
     }
 
-    /// Create with explicit options and number of claim slots.
+    /// Create with explicit options and number of claim slots (1 to [`MAX_CLAIM_SLOTS`];
+    /// 0 means 1). More slots than that, or more elements than the address space holds,
+    /// give [`SegmentError::TooLarge`].
     pub fn create_with(
         opts: &SegmentOptions,
         name: Option<&str>,

@@ -57,8 +57,10 @@ impl Mode {
     }
 }
 
-/// The most slots a claim table may have: enough for every thread of a large machine,
-/// small enough that the table's size can never overflow.
+/// Most claim slots an array may be created with (each claim scans the whole table, and
+/// the table lives in the segment's control block): enough for every thread of a large
+/// machine, small enough that the table's size can never overflow. Larger counts are
+/// refused with [`SegmentError::TooLarge`](crate::SegmentError::TooLarge).
 pub const MAX_CLAIM_SLOTS: usize = 1 << 16;
 
 /// How long a `try_*` claim waits for the table lock (held by another claimant for a

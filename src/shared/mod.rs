@@ -10,5 +10,6 @@ mod value;
 pub use array::{AtomicClaim, Claim, ClaimMut, DEFAULT_CLAIM_SLOTS, SharedArray};
 pub use claims::{ClaimError, MAX_CLAIM_SLOTS};
 pub use element::{AtomicElement, Element, type_info};
+pub(crate) use object::fnv1a;
 pub use object::{SharedObject, object_type_info};
 pub use value::{SharedAtomic, SharedValue, ValueGuard};

@@ -13,6 +13,13 @@ use std::ops::Deref;
 use crate::segment::{Expect, Kind, Layout, Segment, SegmentError, SegmentOptions, Target, TypeInfo};
 use crate::sync::ShmSafe;
 
+/// FNV-1a over `bytes`: stable across builds and machines. Type names are shortened with it,
+/// and the immutable records of queues, dicts and lists carry it as a check word, so that a
+/// corrupted field is reported instead of believed.
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
 /// The fingerprint stored for `S`: size, alignment, and `std::any::type_name::<S>()`
 /// (shortened to 56 bytes with a hash of the full name when longer). Both sides must be
 /// built with the same definition of `S`, under the same path.
@@ -21,8 +28,7 @@ pub fn object_type_info<S>() -> TypeInfo {
     let name = if full.len() <= crate::segment::header::MAX_TYPE_NAME {
         full.to_owned()
     } else {
-        // FNV-1a: stable across builds and machines.
-        let hash = full.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
+        let hash = fnv1a(full.as_bytes());
         let mut cut = 39;
         while !full.is_char_boundary(cut) {
             cut -= 1;
