@@ -52,14 +52,18 @@
 
 mod api;
 mod chunks;
+mod config;
 mod core;
 mod error;
+mod handle;
 mod imap;
 mod layout;
 mod manager;
+mod sink;
 mod task;
 mod worker;
 
-pub use api::{AsyncResult, Pool, PoolBuilder, Progress};
+pub use api::{Pool, PoolBuilder, Progress};
 pub use error::PoolError;
+pub use handle::AsyncResult;
 pub use imap::Imap;
