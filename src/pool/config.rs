@@ -192,3 +192,122 @@ pub(crate) fn new_key() -> Result<u64, PoolError> {
     crate::sys::fd::random_bytes(&mut b).map_err(|e| PoolError::Os { op: "getrandom", source: e })?;
     Ok(u64::from_ne_bytes(b))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::pool::layout::{HEADER_LEN, View};
+    use crate::process::EXIT_RECORD_LEN;
+
+    fn config(key: u64) -> Config {
+        Config {
+            shape: Shape { workers: 2, depth: 4, msg: 128 },
+            pool_pid: 4242,
+            max_tasks: 0,
+            init_tramp: 0x1000,
+            init_fn: 0x2000,
+            init_arg_len: 8,
+            direct_fork: false,
+            start_timeout: Duration::from_secs(20),
+            key,
+        }
+    }
+
+    /// Which header word a case writes.
+    type Word = fn(&Header) -> &AtomicU64;
+
+    /// Every checked header word, with the values that must be refused.
+    fn hostile() -> Vec<(&'static str, Word, u64)> {
+        vec![
+            ("header.pool_pid", |h| &h.pool_pid, 0),
+            ("header.pool_pid", |h| &h.pool_pid, u64::MAX),
+            ("header.pool_pid", |h| &h.pool_pid, i32::MAX as u64 + 1),
+            ("header.workers", |h| &h.workers, 0),
+            ("header.workers", |h| &h.workers, u64::MAX),
+            ("header.workers", |h| &h.workers, MAX_WORKERS as u64 + 1),
+            ("header.depth", |h| &h.depth, 0),
+            ("header.depth", |h| &h.depth, u64::MAX),
+            ("header.depth", |h| &h.depth, MAX_DEPTH as u64 + 1),
+            ("header.msg", |h| &h.msg, 0),
+            ("header.msg", |h| &h.msg, u64::MAX),
+            ("header.msg", |h| &h.msg, MIN_MSG as u64 - 1),
+            ("header.msg", |h| &h.msg, MAX_MSG as u64 + 1),
+            ("header.init_arg_len", |h| &h.init_arg_len, u64::MAX),
+            ("header.init_arg_len", |h| &h.init_arg_len, INIT_ARG_CAP as u64 + 1),
+            ("header.direct_fork", |h| &h.direct_fork, 2),
+            ("header.direct_fork", |h| &h.direct_fork, u64::MAX),
+            ("header.start_timeout_ms", |h| &h.start_timeout_ms, 0),
+            ("header.start_timeout_ms", |h| &h.start_timeout_ms, u64::MAX),
+            ("header.start_timeout_ms", |h| &h.start_timeout_ms, MAX_START_TIMEOUT.as_millis() as u64 + 1),
+            ("header.init_mac", |h| &h.init_mac, 0),
+            ("header.init_mac", |h| &h.init_mac, u64::MAX),
+            // The code addresses and the argument length are bound by the MAC: any change,
+            // even a legal-looking one, is refused.
+            ("header.init_mac", |h| &h.init_tramp, 0x1001),
+            ("header.init_mac", |h| &h.init_fn, 0),
+            ("header.init_mac", |h| &h.init_arg_len, 7),
+            ("header.init_mac", |h| &h.init_arg_len, 0),
+        ]
+    }
+
+    #[test]
+    fn every_config_word_is_checked_at_0_max_and_one_past_its_limit() {
+        let key = 0x1234_5678_9abc_def0;
+        let c = config(key);
+        let seg = Segment::anonymous(c.shape.total()).unwrap();
+        let hdr = View::header_of(&seg).unwrap();
+        c.publish(hdr);
+        assert_eq!(Config::load(&seg, key), Ok(c));
+        // Without the key (another process), even the pool's own bytes do not pass.
+        assert_eq!(Config::load(&seg, key ^ 1).map_err(|e| e.field()), Err("header.init_mac"));
+        for (field, word, bad) in hostile() {
+            c.publish(hdr);
+            word(hdr).store(bad, Ordering::Relaxed);
+            let got = Config::load(&seg, key);
+            assert_eq!(got.map_err(|e| e.field()), Err(field), "{field} = {bad}");
+            let e: PoolError = Corrupt::new(field, bad).into();
+            assert!(e.to_string().contains(field), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_shape_larger_than_the_segment_is_refused() {
+        let key = 7;
+        let c = config(key);
+        let seg = Segment::anonymous(c.shape.total()).unwrap();
+        let hdr = View::header_of(&seg).unwrap();
+        // Legal values each, but the shape they make needs more bytes than the segment has.
+        assert!(Shape { workers: 3, ..c.shape }.total() > seg.len());
+        for (word, v) in [(&hdr.workers, 3), (&hdr.depth, 4096), (&hdr.msg, 1 << 20)] {
+            c.publish(hdr);
+            word.store(v, Ordering::Relaxed);
+            assert_eq!(Config::load(&seg, key).map_err(|e| e.field()), Err("segment length"), "{v}");
+        }
+        // A segment too short for the header at all.
+        let tiny = Segment::anonymous(EXIT_RECORD_LEN + HEADER_LEN - 1).unwrap();
+        if tiny.len() < EXIT_RECORD_LEN + HEADER_LEN {
+            assert_eq!(Config::load(&tiny, key).map_err(|e| e.field()), Err("segment length"));
+        }
+    }
+
+    #[test]
+    fn entry_macs_bind_slot_code_and_sizes() {
+        let c = config(99);
+        let m = c.entry_mac(1, 5, 0x10, 0x20, 3, 24);
+        assert_eq!(m, entry_mac(99, 1, 5, 0x10, 0x20, 3, 24));
+        for other in [
+            c.entry_mac(0, 5, 0x10, 0x20, 3, 24),
+            c.entry_mac(1, 6, 0x10, 0x20, 3, 24),
+            c.entry_mac(1, 5, 0x11, 0x20, 3, 24),
+            c.entry_mac(1, 5, 0x10, 0x21, 3, 24),
+            c.entry_mac(1, 5, 0x10, 0x20, 4, 24),
+            c.entry_mac(1, 5, 0x10, 0x20, 3, 25),
+            entry_mac(98, 1, 5, 0x10, 0x20, 3, 24),
+        ] {
+            assert_ne!(m, other);
+        }
+    }
+}

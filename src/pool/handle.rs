@@ -11,7 +11,7 @@ use super::core::Core;
 use super::sink::Cell;
 use crate::sys::Deadline;
 
-/// The pending result of [`Pool::apply_async`].
+/// The pending result of [`Pool::apply_async`](super::Pool::apply_async).
 pub struct AsyncResult<R: Pod> {
     core: Arc<Core>,
     cell: Arc<Cell>,

@@ -176,27 +176,30 @@ enum Work {
 fn wait_for_work(view: &View<'_>, mb: &Mailbox, t: u32) -> Work {
     let hdr = view.header();
     let depth = view.shape().depth as u32;
-    let queued = || mb.head.load(Ordering::Acquire).wrapping_sub(t);
-    if queued() > depth {
-        return Work::Corrupt;
-    }
-    let has_work = || queued() != 0;
-    if has_work() {
-        return Work::Entry;
+    // Some(Entry) once `head` moved; Some(Corrupt) if it moved more than a ring ahead.
+    let work = || match mb.head.load(Ordering::Acquire).wrapping_sub(t) {
+        0 => None,
+        q if q > depth => Some(Work::Corrupt),
+        _ => Some(Work::Entry),
+    };
+    if let Some(w) = work() {
+        return w;
     }
     let start = Instant::now();
     let mut spins = 0u32;
     loop {
         for _ in 0..64 {
-            if has_work() {
-                return Work::Entry;
+            if let Some(w) = work() {
+                return w;
             }
             std::hint::spin_loop();
         }
         spins += 1;
         if hdr.state.load(Ordering::Relaxed) != RUN {
-            let go = has_work() && hdr.state.load(Ordering::Relaxed) != KILL;
-            return if go { Work::Entry } else { Work::Stop };
+            return match work() {
+                Some(w) if hdr.state.load(Ordering::Relaxed) != KILL => w,
+                _ => Work::Stop,
+            };
         }
         if spins & 15 == 0 && start.elapsed() > SPIN {
             break;
@@ -205,9 +208,9 @@ fn wait_for_work(view: &View<'_>, mb: &Mailbox, t: u32) -> Work {
     loop {
         mb.sleeping.store(1, Ordering::SeqCst);
         let bell = mb.doorbell.load(Ordering::SeqCst);
-        if has_work() {
+        if let Some(w) = work() {
             mb.sleeping.store(0, Ordering::Relaxed);
-            return Work::Entry;
+            return w;
         }
         if hdr.state.load(Ordering::SeqCst) != RUN {
             mb.sleeping.store(0, Ordering::Relaxed);
@@ -215,8 +218,8 @@ fn wait_for_work(view: &View<'_>, mb: &Mailbox, t: u32) -> Work {
         }
         futex::wait(&mb.doorbell, bell, Deadline::never(), Some(Duration::from_millis(200)));
         mb.sleeping.store(0, Ordering::Relaxed);
-        if has_work() {
-            return Work::Entry;
+        if let Some(w) = work() {
+            return w;
         }
     }
 }
