@@ -71,8 +71,9 @@ fn pools_from_many_threads_at_once() {
     }
 }
 
-/// A single-threaded process (a re-executed copy of this binary running one test with
-/// `--test-threads=1`) forks the manager directly: `StartMethod::Fork`.
+/// A fresh process (a re-executed copy of this binary running one test with
+/// `--test-threads=1`) forks the manager directly: `force_fork` (libtest's main thread
+/// exists, so `StartMethod::Fork` alone is refused).
 #[test]
 fn direct_fork_pool_in_a_fresh_process() {
     let mut child = common::spawn_role("direct_fork_pool_role", "fork", &[]);
@@ -85,7 +86,12 @@ fn direct_fork_pool_role() {
     if common::role().is_none() {
         return;
     }
-    let pool = Pool::builder().processes(2).start_method(StartMethod::Fork).build().unwrap();
+    // `StartMethod::Fork` alone refuses: libtest's main thread exists.
+    let e = Pool::builder().processes(2).start_method(StartMethod::Fork).build().unwrap_err();
+    assert!(matches!(e, shmkit::pool::PoolError::Process(shmkit::process::ProcessError::ThreadsExist { .. })));
+    // SAFETY: the only other thread is libtest's main thread, which waits for this test on a
+    // channel and holds no lock the pool's processes take; nothing here prints.
+    let pool = unsafe { Pool::builder().processes(2).force_fork() }.build().unwrap();
     assert_eq!(pool.map(|x: u32| x + 1, 0..100u32).unwrap()[99], 100);
     let victim = pool.worker_pids()[0];
     let h = pool.apply_async(|ms: u64| std::thread::sleep(Duration::from_millis(ms)), 60_000).unwrap();

@@ -99,8 +99,8 @@ fn many_children_at_once() {
     assert_eq!(sum, 2 * (0..16).sum::<u64>());
 }
 
-/// Direct fork, from a single-threaded process: a re-executed copy of this binary that
-/// forks as its very first action would (libtest's main thread waits, holding nothing).
+/// Direct fork from a fresh process: a re-executed copy of this binary that forks as its very
+/// first action would (libtest's main thread waits, holding nothing), with `force_fork`.
 #[test]
 fn direct_fork_in_a_fresh_process() {
     let mut child = common::spawn_role("direct_fork_role", "fork", &[]);
@@ -113,9 +113,15 @@ fn direct_fork_role() {
     if common::role().is_none() {
         return;
     }
-    let mut p = ProcessBuilder::new().start_method(StartMethod::Fork).spawn(|x: u32| x + 1, 41).unwrap();
+    // `StartMethod::Fork` alone refuses: libtest's main thread exists.
+    let e = ProcessBuilder::new().start_method(StartMethod::Fork).spawn(|x: u32| x + 1, 41).unwrap_err();
+    assert!(matches!(e, ProcessError::ThreadsExist { .. }), "{e:?}");
+    // SAFETY: the only other thread is libtest's main thread, which waits for this test on a
+    // channel and holds no lock the children take; they do not print.
+    let forced = || unsafe { ProcessBuilder::new().force_fork() };
+    let mut p = forced().spawn(|x: u32| x + 1, 41).unwrap();
     assert_eq!(p.join_timeout(T).unwrap(), 42);
-    let mut p = ProcessBuilder::new().start_method(StartMethod::Fork).spawn(sleep_ms, 60_000).unwrap();
+    let mut p = forced().spawn(sleep_ms, 60_000).unwrap();
     p.kill().unwrap();
     assert!(matches!(p.join_timeout(T), Err(ProcessError::Killed { signal: libc::SIGKILL, .. })));
 }

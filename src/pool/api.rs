@@ -1,16 +1,18 @@
 //! `Pool`, its builder, and `AsyncResult`.
 
-use std::marker::PhantomData;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytemuck::Pod;
 
 use super::PoolError;
-use super::core::{Batch, Callback, Cell, Core, Job, Sink};
+use super::config::{Config, MAX_DEPTH, MAX_MSG, MAX_START_TIMEOUT, MAX_WORKERS, MIN_MSG, new_key};
+use super::core::{Core, Job};
+use super::handle::AsyncResult;
 use super::layout::{INIT_ARG_CAP, Shape};
+use super::sink::{Batch, Callback, Cell, Sink};
 use super::task::{InitTramp, Tramp, init0_tramp, init1_tramp, map_tramp, star2_tramp, tramp_addr};
-use crate::process::StartMethod;
+use crate::process::{Method, StartMethod, os};
 use crate::sys::Deadline;
 
 /// Options for a [`Pool`], like the arguments of Python's `multiprocessing.Pool`.
@@ -30,30 +32,77 @@ pub struct PoolBuilder {
     max_tasks: u64,
     msg: usize,
     depth: usize,
+    start_timeout: Duration,
+    forced_fork: bool,
 }
 
 impl Default for PoolBuilder {
     fn default() -> Self {
-        PoolBuilder { processes: None, method: StartMethod::Auto, init: None, max_tasks: 0, msg: 1024, depth: 64 }
+        PoolBuilder {
+            processes: None,
+            method: StartMethod::Auto,
+            init: None,
+            max_tasks: 0,
+            msg: 1024,
+            depth: 64,
+            start_timeout: Duration::from_secs(20),
+            forced_fork: false,
+        }
     }
 }
 
 impl PoolBuilder {
     /// Defaults: one worker per available core, [`StartMethod::Auto`], no initializer,
-    /// workers never recycled, 1 KiB task messages, 64 queued entries per worker.
+    /// workers never recycled, 1 KiB task messages, 64 queued entries per worker, 20 s for
+    /// each worker to start.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Number of worker processes (default: `std::thread::available_parallelism`).
+    /// Number of worker processes (default: `std::thread::available_parallelism`), 1 to 4096.
     pub fn processes(mut self, n: usize) -> Self {
-        self.processes = Some(n.max(1));
+        self.processes = Some(n.clamp(1, MAX_WORKERS));
         self
     }
 
     /// How the pool starts its manager process (which forks the workers); see [`StartMethod`].
+    /// [`StartMethod::Fork`] from a process with several threads is refused
+    /// ([`ProcessError::ThreadsExist`](crate::process::ProcessError::ThreadsExist)); see
+    /// [`force_fork`](Self::force_fork).
     pub fn start_method(mut self, method: StartMethod) -> Self {
         self.method = method;
+        self.forced_fork = false;
+        self
+    }
+
+    /// Fork the pool's manager directly from this process even if it has other threads.
+    ///
+    /// The manager and every worker are then copies of this process as it was at that
+    /// instant, including every lock another thread held: stdout and stderr (a thread that
+    /// prints), the panic hook, your own mutexes, a non-glibc allocator. A worker that takes
+    /// such a lock waits for ever. A worker stuck before it reports ready (in the initializer)
+    /// is caught by [`start_timeout`](Self::start_timeout) and the pool fails with
+    /// [`PoolError::StartTimeout`]; a *task* that blocks so hangs its call. The fork server
+    /// ([`StartMethod::Auto`]) has none of this.
+    ///
+    /// # Safety
+    ///
+    /// At the moment of [`build`](Self::build), no other thread of this process may hold a
+    /// lock that the manager, the initializer or any task will take, and the child must not
+    /// depend on any state another thread was changing (POSIX allows only async-signal-safe
+    /// functions after `fork` in a multi-threaded process; this pool's own code keeps to
+    /// that, yours must be safe to run in such a copy).
+    pub unsafe fn force_fork(mut self) -> Self {
+        self.method = StartMethod::Fork;
+        self.forced_fork = true;
+        self
+    }
+
+    /// How long each worker (and each replacement) may take to start and run the
+    /// initializer before it is killed and the pool fails with [`PoolError::StartTimeout`]
+    /// (default 20 s; 1 ms to 24 h).
+    pub fn start_timeout(mut self, timeout: Duration) -> Self {
+        self.start_timeout = timeout.clamp(Duration::from_millis(1), MAX_START_TIMEOUT);
         self
     }
 
@@ -80,43 +129,45 @@ impl PoolBuilder {
     /// Bytes available for one task's arguments, and again for its results (default 1024).
     /// Chunks of `map` are cut to fit.
     pub fn message_size(mut self, bytes: usize) -> Self {
-        self.msg = bytes.clamp(64, 1 << 24);
+        self.msg = bytes.clamp(MIN_MSG, MAX_MSG);
         self
     }
 
     /// Entries queued per worker (default 64).
     pub fn queue_depth(mut self, n: usize) -> Self {
-        self.depth = n.clamp(1, 1 << 16);
+        self.depth = n.clamp(1, MAX_DEPTH);
         self
     }
 
-    /// Start the pool: one manager process, which forks the workers.
+    /// Start the pool: one manager process, which forks the workers. Returns once every
+    /// worker has run the initializer and waits for tasks.
     pub fn build(self) -> Result<Pool, PoolError> {
         let workers = self.processes.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        let method = self.method.resolve()?;
-        let shape = Shape { workers, depth: self.depth, msg: self.msg };
-        if let Some((_, _, arg)) = &self.init
-            && arg.len() > INIT_ARG_CAP
-        {
+        let method = if self.forced_fork { Method::Fork } else { self.method.resolve()? };
+        let shape = Shape { workers: workers.clamp(1, MAX_WORKERS), depth: self.depth, msg: self.msg };
+        let (init_tramp, init_fn, arg) = match &self.init {
+            Some((tramp, f, arg)) => (*tramp, *f, arg.as_slice()),
+            None => (0, 0, &[][..]),
+        };
+        if arg.len() > INIT_ARG_CAP {
             return Err(PoolError::MessageTooLarge {
                 what: "initializer argument",
                 size: arg.len(),
                 limit: INIT_ARG_CAP,
             });
         }
-        let core = Core::start(method, shape, |h| {
-            // SAFETY: `h` is the header of the fresh segment that no other process maps yet.
-            unsafe {
-                (*h).max_tasks = self.max_tasks;
-                if let Some((tramp, f, arg)) = &self.init {
-                    (*h).init_tramp = *tramp;
-                    (*h).init_fn = *f;
-                    (*h).init_arg_len = arg.len() as u64;
-                    let dst = std::ptr::addr_of_mut!((*h).init_arg).cast::<u8>();
-                    std::ptr::copy_nonoverlapping(arg.as_ptr(), dst, arg.len());
-                }
-            }
-        })?;
+        let config = Config {
+            shape,
+            pool_pid: os::getpid(),
+            max_tasks: self.max_tasks,
+            init_tramp,
+            init_fn,
+            init_arg_len: arg.len(),
+            direct_fork: method == Method::Fork,
+            start_timeout: self.start_timeout,
+            key: new_key()?,
+        };
+        let core = Core::start(method, config, arg)?;
         Ok(Pool { core: Arc::new(core) })
     }
 }
@@ -278,14 +329,17 @@ impl Pool {
         self.core.drive(Deadline::never(), |core, d| {
             Ok(core.try_submit(d, &job, Sink::Cell(Arc::clone(&cell)))?.then_some(()))
         })?;
-        Ok(AsyncResult { core: Arc::clone(&self.core), cell, spent: Mutex::new(None), _r: PhantomData })
+        Ok(AsyncResult::new(Arc::clone(&self.core), cell))
     }
 
     /// `f` over every item, results in order. Chunks as Python does (about four chunks per
     /// worker); see [`map_chunksize`](Self::map_chunksize).
     ///
-    /// Fails fast: the first failed chunk (a panic, a dead worker) is returned as soon as it
-    /// is known; chunks already queued still run in the workers, their results are dropped.
+    /// On the first failed chunk (a panic, a dead worker) the call cancels its chunks that
+    /// have not started and returns that error once none of its chunks can still run (it
+    /// waits for the ones running then), so a retry never races with the failed call. The
+    /// same holds for every batch call: `map*`, `starmap`, `map_chunks*`, and `imap*` when
+    /// its iterator is dropped.
     pub fn map<A: Pod, R: Pod>(&self, f: fn(A) -> R, items: impl IntoIterator<Item = A>) -> Result<Vec<R>, PoolError> {
         let items: Vec<A> = items.into_iter().collect();
         let per = items.len().div_ceil(self.processes() * 4).max(1);
@@ -409,7 +463,7 @@ impl Pool {
                 observer(Progress { completed, total: n });
             }
             if batch.failed() {
-                // Fail fast: the rest still runs in the workers, its results are dropped.
+                // Stop feeding; `settle` below cancels what is queued.
                 return Ok(Some(()));
             }
             while next < n {
@@ -424,6 +478,10 @@ impl Pool {
             }
             Ok((next == n && batch.is_done()).then_some(()))
         });
+        if result.is_err() || batch.failed() {
+            // None of this call's entries may run after it returns.
+            self.core.settle(&|sink: &Sink| sink.is_batch(&batch));
+        }
         result?;
         let completed = n - batch.remaining();
         if completed != reported {
@@ -438,6 +496,9 @@ impl Pool {
     }
 
     /// After [`close`](Self::close): wait for queued tasks, then for the workers to exit.
+    ///
+    /// On a pool that was not closed (nor terminated) it returns
+    /// [`PoolError::StillRunning`] at once, as Python raises `ValueError`.
     pub fn join(&self) -> Result<(), PoolError> {
         self.join_until(Deadline::never())
     }
@@ -449,16 +510,28 @@ impl Pool {
 
     fn join_until(&self, deadline: Deadline) -> Result<(), PoolError> {
         if !self.core.lock().closed {
-            return Err(PoolError::TaskFailed { message: "join() needs close() first (as in Python)".into() });
+            return Err(PoolError::StillRunning);
         }
         if !self.core.is_dead() {
+            let start = std::time::Instant::now();
             self.core.drive(deadline, |_, d| Ok((d.outstanding() == 0).then_some(())))?;
-            self.core.stop_gracefully(deadline.remaining().unwrap_or(Duration::from_secs(10)));
+            // Idle workers exit at once; an untimed join gives stragglers 10 s, then kills.
+            let stop_by = match deadline.remaining() {
+                Some(_) => deadline,
+                None => Deadline::after(Duration::from_secs(10)),
+            };
+            if !self.core.stop_gracefully(stop_by) {
+                return Err(PoolError::Timeout { waited: start.elapsed() });
+            }
         }
         Ok(())
     }
 
     /// Stop at once: kill the workers; outstanding tasks fail with [`PoolError::Terminated`].
+    ///
+    /// Every thread waiting on the pool meanwhile (a `map` on another thread, an
+    /// [`AsyncResult`], the callbacks of [`apply_async_with`](Self::apply_async_with)) gets
+    /// `Terminated`: the tasks are marked before the workers are killed.
     pub fn terminate(&self) {
         self.core.lock().closed = true;
         self.core.terminate();
@@ -468,61 +541,5 @@ impl Pool {
 impl Drop for Pool {
     fn drop(&mut self) {
         self.core.terminate();
-    }
-}
-
-/// The pending result of [`Pool::apply_async`].
-pub struct AsyncResult<R: Pod> {
-    core: Arc<Core>,
-    cell: Arc<Cell>,
-    spent: Mutex<Option<Result<R, String>>>,
-    _r: PhantomData<fn() -> R>,
-}
-
-impl<R: Pod> std::fmt::Debug for AsyncResult<R> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AsyncResult").field("ready", &self.ready()).finish()
-    }
-}
-
-impl<R: Pod> AsyncResult<R> {
-    /// Whether the task has ended (successfully or not). Never blocks: it collects whatever
-    /// results the workers have finished, so polling `ready()` alone makes progress.
-    pub fn ready(&self) -> bool {
-        if self.cell.is_done() || self.spent.lock().unwrap_or_else(PoisonError::into_inner).is_some() {
-            return true;
-        }
-        // One harvest pass, no waiting: the step yields at once.
-        let _ = self.core.drive(Deadline::after(Duration::ZERO), |_, _| Ok(Some(())));
-        self.cell.is_done()
-    }
-
-    /// Wait for the result.
-    pub fn get(self) -> Result<R, PoolError> {
-        self.wait_take(Deadline::never())
-    }
-
-    /// Wait at most `timeout`: [`PoolError::Timeout`] if the task still runs (then ask again).
-    pub fn get_timeout(&self, timeout: Duration) -> Result<R, PoolError> {
-        self.wait_take(Deadline::after(timeout))
-    }
-
-    fn wait_take(&self, deadline: Deadline) -> Result<R, PoolError> {
-        let mut spent = self.spent.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(s) = spent.as_ref() {
-            return s.clone().map_err(|message| PoolError::TaskFailed { message });
-        }
-        let cell = &self.cell;
-        let r = self.core.drive(deadline, |_, _| Ok(cell.is_done().then(|| cell.take())))?;
-        let r = match r {
-            Some(Ok(bytes)) if bytes.len() == std::mem::size_of::<R>() => Ok(bytemuck::pod_read_unaligned(&bytes)),
-            Some(Ok(_)) => {
-                Err(PoolError::TaskFailed { message: "a worker returned a result of the wrong size".into() })
-            }
-            Some(Err(e)) => Err(e),
-            None => Err(PoolError::TaskFailed { message: "the result was taken already".into() }),
-        };
-        *spent = Some(r.as_ref().map(|v| *v).map_err(ToString::to_string));
-        r
     }
 }

@@ -7,113 +7,47 @@
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
 
 use super::PoolError;
+use super::config::{Config, Corrupt, entry_mac};
 use super::layout::{
-    Entry, KILL, MGR_BROKEN, MGR_READY, MGR_STARTING, OUT_DIED, OUT_ERROR, OUT_NONE, OUT_OK, OUT_PANIC, REASON_CAP,
-    STOP, Shape, View, read_text,
+    BROKEN_CORRUPT, BROKEN_INIT, BROKEN_START, Entry, KILL, MGR_BROKEN, MGR_READY, MGR_STARTING, OUT_NONE, REASON_CAP,
+    RUN, STOP, Shape, View, read_text,
 };
 use super::manager::manager_main;
-use crate::process::{Child, Method, os, spawn};
+use super::sink::{Fired, Sink, deliver, drop_fired_elsewhere, fail, run_fired};
+use crate::process::{Child, ExitStatus, Method, os, spawn};
 use crate::segment::Segment;
 use crate::sys::{Deadline, futex};
-
-/// Runs in the pool's process with the outcome of an `apply_async` task.
-pub(crate) type Callback = Box<dyn FnOnce(Result<&[u8], &PoolError>) + Send>;
-
-/// One task's result, for `apply_async` and `imap`.
-#[derive(Default)]
-pub(crate) struct Cell {
-    done: AtomicBool,
-    state: Mutex<CellState>,
-}
-
-#[derive(Default)]
-struct CellState {
-    result: Option<Result<Vec<u8>, PoolError>>,
-    callback: Option<Callback>,
-}
-
-impl Cell {
-    pub fn with_callback(cb: Option<Callback>) -> Self {
-        Cell { done: AtomicBool::new(false), state: Mutex::new(CellState { result: None, callback: cb }) }
-    }
-
-    pub fn is_done(&self) -> bool {
-        self.done.load(Ordering::Acquire)
-    }
-
-    /// Take the result once it is done (`None` if not done or taken already).
-    pub fn take(&self) -> Option<Result<Vec<u8>, PoolError>> {
-        if !self.is_done() {
-            return None;
-        }
-        self.state.lock().unwrap_or_else(PoisonError::into_inner).result.take()
-    }
-}
-
-/// Result bytes, and the first error with its item index.
-type BatchOut = (Vec<u8>, Option<(usize, PoolError)>);
-
-/// Results of a `map`: `elem` bytes per item, the first error by item index.
-pub(crate) struct Batch {
-    elem: usize,
-    remaining: AtomicUsize,
-    out: Mutex<BatchOut>,
-}
-
-impl Batch {
-    pub fn new(items: usize, elem: usize) -> Self {
-        Batch { elem, remaining: AtomicUsize::new(items), out: Mutex::new((vec![0; items * elem], None)) }
-    }
-
-    pub fn is_done(&self) -> bool {
-        self.remaining.load(Ordering::Acquire) == 0
-    }
-
-    /// Items not finished yet.
-    pub fn remaining(&self) -> usize {
-        self.remaining.load(Ordering::Acquire)
-    }
-
-    /// Whether some item has failed already.
-    pub fn failed(&self) -> bool {
-        self.out.lock().unwrap_or_else(PoisonError::into_inner).1.is_some()
-    }
-
-    /// The bytes, or the error of the lowest failed item.
-    pub fn finish(&self) -> Result<Vec<u8>, PoolError> {
-        let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
-        match out.1.take() {
-            Some((_, e)) => Err(e),
-            None => Ok(std::mem::take(&mut out.0)),
-        }
-    }
-}
-
-/// Where a harvested entry's result goes.
-pub(crate) enum Sink {
-    Cell(Arc<Cell>),
-    Batch { batch: Arc<Batch>, first: usize, count: usize },
-}
 
 /// Why the pool stopped taking work.
 #[derive(Clone, Debug)]
 enum Dead {
     Terminated,
+    /// Closed and joined: workers exited after their queued work.
+    Joined,
     Broken(String),
     Init(String),
+    Start {
+        role: &'static str,
+        pid: u32,
+        waited: Duration,
+    },
+    Corrupt(Corrupt),
 }
 
 impl Dead {
     fn error(&self) -> PoolError {
         match self {
             Dead::Terminated => PoolError::Terminated,
+            Dead::Joined => PoolError::Closed,
             Dead::Broken(r) => PoolError::Broken { reason: r.clone() },
             Dead::Init(r) => PoolError::InitializerFailed { reason: r.clone() },
+            Dead::Start { role, pid, waited } => PoolError::StartTimeout { role, pid: *pid, waited: *waited },
+            Dead::Corrupt(c) => (*c).into(),
         }
     }
 }
@@ -151,7 +85,12 @@ impl Dispatch {
 pub(crate) struct Core {
     seg: Segment,
     shape: Shape,
+    /// The MAC key for entries (private to this process, the manager and its workers).
+    key: u64,
+    /// Locked by whoever reaps the manager (terminate, join) for the whole time it takes;
+    /// timed calls only `try_lock` it.
     manager: Mutex<Child>,
+    manager_pid: u32,
     bell: OwnedFd,
     disp: Mutex<Dispatch>,
     callbacks: AtomicUsize,
@@ -166,63 +105,66 @@ pub(crate) struct Job<'a> {
     pub args: &'a [&'a [u8]],
 }
 
+/// How long the pool waits for the manager's own start, beyond the workers' start timeout.
+const MANAGER_GRACE: Duration = Duration::from_secs(5);
+
 impl Core {
-    /// Create the segment, start the manager (which starts the workers), wait until ready.
-    pub fn start(
-        method: Method,
-        shape: Shape,
-        init: impl FnOnce(*mut super::layout::Header),
-    ) -> Result<Core, PoolError> {
+    /// Create the segment, start the manager (which starts the workers), wait until every
+    /// worker reported ready.
+    pub fn start(method: Method, config: Config, init_arg: &[u8]) -> Result<Core, PoolError> {
+        let shape = config.shape;
         let seg = Segment::anonymous(shape.total())?;
-        let view = View::with_shape(&seg, shape);
-        let p = view.header_ptr();
-        // SAFETY: the segment is fresh and no other process maps it yet; `p` points to the
-        // header inside it; plain stores to the config fields before the manager is forked.
-        unsafe {
-            (*p).pool_pid = os::getpid() as u64;
-            (*p).workers = shape.workers as u64;
-            (*p).depth = shape.depth as u64;
-            (*p).msg = shape.msg as u64;
-            (*p).direct_fork = u64::from(method == Method::Fork);
-        }
-        init(p);
+        let view = View::with_shape(&seg, shape)
+            .ok_or(PoolError::Broken { reason: "the pool's segment is smaller than asked for".into() })?;
+        config.publish(view.header());
+        let len = init_arg.len().min(super::layout::INIT_ARG_CAP);
+        // SAFETY: the segment is fresh and no other process maps it yet; the area has
+        // INIT_ARG_CAP bytes inside the header.
+        unsafe { std::ptr::copy_nonoverlapping(init_arg.as_ptr(), view.init_arg_area(), len) };
         let bell = os::eventfd().map_err(|e| PoolError::Os { op: "eventfd", source: e })?;
-        let manager = spawn(method, &seg, manager_main, 0, &[bell.as_raw_fd()], false)?;
+        // The key travels as the manager's start argument: a register copied by fork, or a
+        // message on the fork server's private socket; never shared memory.
+        let manager = spawn(method, &seg, manager_main, config.key, &[bell.as_raw_fd()], false)?;
         let sides = (0..shape.workers).map(|_| Side { head: 0, harvested: 0, sinks: VecDeque::new() }).collect();
         let core = Core {
             seg,
             shape,
+            key: config.key,
+            manager_pid: manager.pid(),
             manager: Mutex::new(manager),
             bell,
             disp: Mutex::new(Dispatch { sides, closed: false, dead: None, next: 0 }),
             callbacks: AtomicUsize::new(0),
             helper: Mutex::new(false),
         };
-        core.wait_ready()?;
+        core.wait_ready(config.start_timeout + MANAGER_GRACE)?;
         Ok(core)
     }
 
     fn view(&self) -> View<'_> {
-        View::with_shape(&self.seg, self.shape)
+        // SAFETY: `start` built a view with this very shape over this very segment
+        // (`with_shape` accepted it); neither changes afterwards.
+        unsafe { View::assume(&self.seg, self.shape) }
     }
 
     pub fn shape(&self) -> Shape {
         self.shape
     }
 
-    fn wait_ready(&self) -> Result<(), PoolError> {
+    fn wait_ready(&self, bound: Duration) -> Result<(), PoolError> {
         let hdr = self.view().header();
-        let deadline = Deadline::after(Duration::from_secs(10));
+        let deadline = Deadline::after(bound);
         loop {
             let c = hdr.completions.load(Ordering::SeqCst);
             match hdr.manager.load(Ordering::SeqCst) {
                 MGR_READY => return Ok(()),
                 MGR_STARTING => {}
-                _ => return Err(self.broken_error()),
+                MGR_BROKEN => return Err(self.broken().error()),
+                other => return Err(Corrupt::new("header.manager", u64::from(other)).into()),
             }
             if deadline.passed() {
                 self.terminate();
-                return Err(PoolError::Broken { reason: "the workers did not start within 10 s".into() });
+                return Err(PoolError::StartTimeout { role: "manager", pid: self.manager_pid, waited: bound });
             }
             if let Some(status) = self.manager_status() {
                 return Err(PoolError::Broken { reason: format!("the manager process ended at start ({status})") });
@@ -231,19 +173,31 @@ impl Core {
         }
     }
 
-    fn broken_error(&self) -> PoolError {
+    /// Why the manager gave up, from what it published.
+    fn broken(&self) -> Dead {
         let view = self.view();
         let hdr = view.header();
         let reason = read_text(view.reason_area(), REASON_CAP, &hdr.reason_len);
-        if reason.contains("initializer") {
-            PoolError::InitializerFailed { reason }
-        } else {
-            PoolError::Broken { reason }
+        let value = hdr.broken_value.load(Ordering::Relaxed);
+        match hdr.broken_kind.load(Ordering::Relaxed) {
+            BROKEN_INIT => Dead::Init(reason),
+            BROKEN_START => Dead::Start {
+                role: "worker",
+                pid: hdr.broken_pid.load(Ordering::Relaxed),
+                waited: Duration::from_millis(value),
+            },
+            BROKEN_CORRUPT => Dead::Corrupt(Corrupt::from_raw(hdr.broken_field.load(Ordering::Relaxed), value)),
+            _ => Dead::Broken(reason),
         }
     }
 
-    fn manager_status(&self) -> Option<crate::process::ExitStatus> {
-        let mut m = self.manager.lock().unwrap_or_else(PoisonError::into_inner);
+    /// How the manager ended, if it has (never waits: someone reaping it holds the lock).
+    fn manager_status(&self) -> Option<ExitStatus> {
+        let mut m = match self.manager.try_lock() {
+            Ok(m) => m,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
         m.try_wait(self.view().exit_record()).ok().flatten()
     }
 
@@ -258,7 +212,7 @@ impl Core {
 
     /// The manager's pid.
     pub fn manager_pid(&self) -> u32 {
-        self.manager.lock().unwrap_or_else(PoisonError::into_inner).pid()
+        self.manager_pid
     }
 
     /// Submit one entry to the least-loaded worker with room. `false`: every ring is full.
@@ -282,7 +236,9 @@ impl Core {
         let view = self.view();
         let side = &mut d.sides[w];
         let entry = view.entry(w, side.head);
-        write_job(&entry, job);
+        write_job(&entry, job, |tramp, func, count, arg_len| {
+            entry_mac(self.key, w, side.head, tramp, func, count, arg_len)
+        });
         side.head = side.head.wrapping_add(1);
         side.sinks.push_back(sink);
         let mb = view.mailbox(w);
@@ -294,11 +250,17 @@ impl Core {
         Ok(true)
     }
 
-    /// Move finished entries to their sinks; returns callbacks to run outside the lock.
-    fn harvest(&self, d: &mut Dispatch, fired: &mut Vec<(Arc<Cell>, Callback)>) {
+    /// Move finished entries to their sinks; callbacks to run outside the lock go to `fired`.
+    /// A `tail` outside `harvested..=head` is reported (and nothing of that mailbox taken).
+    fn harvest(&self, d: &mut Dispatch, fired: &mut Fired) -> Result<(), Corrupt> {
         let view = self.view();
+        let mut bad = Ok(());
         for (w, side) in d.sides.iter_mut().enumerate() {
             let tail = view.mailbox(w).tail.load(Ordering::Acquire);
+            if tail.wrapping_sub(side.harvested) > side.head.wrapping_sub(side.harvested) {
+                bad = Err(Corrupt::new("mailbox.tail", u64::from(tail)));
+                continue;
+            }
             while side.harvested != tail {
                 let Some(sink) = side.sinks.pop_front() else { break };
                 let entry = view.entry(w, side.harvested);
@@ -306,12 +268,13 @@ impl Core {
                 side.harvested = side.harvested.wrapping_add(1);
             }
         }
+        bad
     }
 
     /// Fail everything in flight and refuse new work.
     fn kill_outstanding(&self, d: &mut Dispatch, why: Dead) {
         let mut fired = Vec::new();
-        self.harvest(d, &mut fired);
+        let _ = self.harvest(d, &mut fired);
         for side in &mut d.sides {
             for sink in side.sinks.drain(..) {
                 fail(sink, why.error(), &mut fired);
@@ -345,19 +308,24 @@ impl Core {
         let mut fired = Vec::new();
         loop {
             let mut d = self.lock();
-            self.harvest(&mut d, &mut fired);
-            if d.dead.is_none() && hdr.manager.load(Ordering::Acquire) == MGR_BROKEN {
-                let e = self.broken_error();
-                let why = if let PoolError::InitializerFailed { reason } = e {
-                    Dead::Init(reason)
-                } else {
-                    Dead::Broken(e.to_string())
-                };
-                self.kill_outstanding(&mut d, why);
+            let harvested = self.harvest(&mut d, &mut fired);
+            let mut stop_workers = false;
+            if d.dead.is_none() {
+                if let Err(c) = harvested {
+                    self.kill_outstanding(&mut d, Dead::Corrupt(c));
+                    stop_workers = true;
+                } else if hdr.manager.load(Ordering::Acquire) == MGR_BROKEN {
+                    self.kill_outstanding(&mut d, self.broken());
+                }
             }
             let out = step(self, &mut d);
             let snap = self.snapshot(&d);
             drop(d);
+            if stop_workers {
+                // Do not trust the mailboxes any more: the manager kills the workers.
+                hdr.state.store(KILL, Ordering::SeqCst);
+                os::eventfd_ring(self.bell.as_raw_fd());
+            }
             self.run_callbacks(&mut fired);
             match out {
                 Ok(Some(t)) => return Ok(t),
@@ -397,27 +365,25 @@ impl Core {
         woke
     }
 
-    /// If the manager has ended, the pool is broken: fail everything.
+    /// If the manager has ended, the pool is broken: fail everything. (If we asked it to
+    /// stop, `terminate`/`join` hold the manager's lock and have marked the tasks already.)
     fn check_manager(&self) {
         if let Some(status) = self.manager_status() {
             let mut d = self.lock();
             if d.dead.is_none() {
-                let why = Dead::Broken(format!("the pool's manager process ended ({status})"));
+                let why = match self.view().header().state.load(Ordering::SeqCst) {
+                    RUN => Dead::Broken(format!("the pool's manager process ended ({status})")),
+                    STOP => Dead::Joined,
+                    _ => Dead::Terminated,
+                };
                 self.kill_outstanding(&mut d, why);
             }
         }
     }
 
-    fn run_callbacks(&self, fired: &mut Vec<(Arc<Cell>, Callback)>) {
+    fn run_callbacks(&self, fired: &mut Fired) {
         for (cell, cb) in fired.drain(..) {
-            {
-                let st = cell.state.lock().unwrap_or_else(PoisonError::into_inner);
-                let r = st.result.as_ref().map(|r| r.as_ref().map(Vec::as_slice));
-                if let Some(r) = r {
-                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb(r)));
-                }
-            }
-            cell.done.store(true, Ordering::Release);
+            run_fired(&cell, cb);
             self.callbacks.fetch_sub(1, Ordering::AcqRel);
         }
     }
@@ -448,18 +414,49 @@ impl Core {
         }
     }
 
-    /// Stop at once: workers are killed, outstanding tasks fail with `Terminated`.
-    pub fn terminate(&self) {
-        let view = self.view();
-        view.header().state.store(KILL, Ordering::SeqCst);
-        os::eventfd_ring(self.bell.as_raw_fd());
-        self.reap_manager(Duration::from_secs(3));
-        let mut d = self.lock();
-        self.kill_outstanding(&mut d, Dead::Terminated);
+    /// A failed call's tail: cancel its entries that `owns` picks and that have not started,
+    /// then wait until none of them can still run (each is harvested, or the workers are
+    /// gone). Afterwards nothing of the call touches shared data any more.
+    pub fn settle(&self, owns: &dyn Fn(&Sink) -> bool) {
+        {
+            let d = self.lock();
+            let view = self.view();
+            for (w, side) in d.sides.iter().enumerate() {
+                for (i, sink) in side.sinks.iter().enumerate() {
+                    if owns(sink) {
+                        let entry = view.entry(w, side.harvested.wrapping_add(i as u32));
+                        entry.head.cancel.store(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        }
+        let _ =
+            self.drive(Deadline::never(), |_, d| Ok((!d.sides.iter().any(|s| s.sinks.iter().any(owns))).then_some(())));
+        if self.is_dead() {
+            // Its entries were failed without being harvested: wait for the workers to be
+            // gone (terminate() holds the manager's lock until they are).
+            let mut m = self.manager.lock().unwrap_or_else(PoisonError::into_inner);
+            self.reap(&mut m, Deadline::after(Duration::from_secs(3)));
+        }
     }
 
-    /// Let workers finish what they have and exit; then reap the manager.
-    pub fn stop_gracefully(&self, timeout: Duration) {
+    /// Stop at once: outstanding tasks fail with `Terminated` (before anything else, so
+    /// every waiter sees that), then the workers are killed and the manager reaped.
+    pub fn terminate(&self) {
+        let mut m = self.manager.lock().unwrap_or_else(PoisonError::into_inner);
+        {
+            let mut d = self.lock();
+            self.kill_outstanding(&mut d, Dead::Terminated);
+        }
+        self.view().header().state.store(KILL, Ordering::SeqCst);
+        os::eventfd_ring(self.bell.as_raw_fd());
+        self.reap(&mut m, Deadline::after(Duration::from_secs(3)));
+    }
+
+    /// Let workers finish what they have and exit; then reap the manager, all by `deadline`
+    /// (then they are killed). `false`: another thread holds the manager past the deadline.
+    pub fn stop_gracefully(&self, deadline: Deadline) -> bool {
+        let Some(mut m) = self.lock_manager_until(deadline) else { return false };
         let view = self.view();
         view.header().state.store(STOP, Ordering::SeqCst);
         os::eventfd_ring(self.bell.as_raw_fd());
@@ -468,16 +465,28 @@ impl Core {
             mb.doorbell.fetch_add(1, Ordering::SeqCst);
             futex::wake_all(&mb.doorbell);
         }
-        self.reap_manager(timeout);
+        self.reap(&mut m, deadline);
         let mut d = self.lock();
-        self.kill_outstanding(&mut d, Dead::Terminated);
+        self.kill_outstanding(&mut d, Dead::Joined);
+        true
     }
 
-    fn reap_manager(&self, timeout: Duration) {
+    fn lock_manager_until(&self, deadline: Deadline) -> Option<MutexGuard<'_, Child>> {
+        loop {
+            match self.manager.try_lock() {
+                Ok(m) => return Some(m),
+                Err(TryLockError::Poisoned(p)) => return Some(p.into_inner()),
+                Err(TryLockError::WouldBlock) if deadline.passed() => return None,
+                Err(TryLockError::WouldBlock) => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+    }
+
+    /// Wait for the manager to exit until `deadline`, then kill it. Its workers die with it
+    /// (it kills them on its way out, and `PR_SET_PDEATHSIG` covers a SIGKILL).
+    fn reap(&self, m: &mut Child, deadline: Deadline) {
         let record = self.view().exit_record();
-        let mut m = self.manager.lock().unwrap_or_else(PoisonError::into_inner);
-        if !matches!(m.wait(record, Deadline::after(timeout)), Ok(Some(_))) {
-            // Its workers die with it (PR_SET_PDEATHSIG).
+        if !matches!(m.wait(record, deadline), Ok(Some(_))) {
             m.kill_and_reap(record);
         }
     }
@@ -496,7 +505,8 @@ impl Drop for Core {
     }
 }
 
-fn write_job(entry: &Entry<'_>, job: &Job<'_>) {
+/// Write a job into an entry the pool owns, with the MAC `mac(tramp, func, count, arg_len)`.
+fn write_job(entry: &Entry<'_>, job: &Job<'_>, mac: impl FnOnce(u64, u64, u32, u32) -> u64) {
     let mut at = 0usize;
     for part in job.args {
         // SAFETY: the pool owns this entry (its previous use was harvested, the worker has
@@ -509,107 +519,8 @@ fn write_job(entry: &Entry<'_>, job: &Job<'_>) {
     h.func.store(job.func, Ordering::Relaxed);
     h.count.store(job.count, Ordering::Relaxed);
     h.arg_len.store(at as u32, Ordering::Relaxed);
+    h.mac.store(mac(job.tramp, job.func, job.count, at as u32), Ordering::Relaxed);
     h.outcome.store(OUT_NONE, Ordering::Relaxed);
     h.res_len.store(0, Ordering::Relaxed);
-}
-
-fn outcome<'a>(entry: &Entry<'a>) -> Result<&'a [u8], PoolError> {
-    let h = entry.head;
-    let len = (h.res_len.load(Ordering::Relaxed) as usize).min(entry.msg());
-    // SAFETY: the worker published this entry (tail, Acquire) and no longer touches it; the
-    // result area is `msg` bytes inside the mapping.
-    let bytes = unsafe { std::slice::from_raw_parts(entry.res_ptr(), len) };
-    let pid = h.died_pid.load(Ordering::Relaxed);
-    let text = || String::from_utf8_lossy(bytes).into_owned();
-    match h.outcome.load(Ordering::Relaxed) {
-        OUT_OK => Ok(bytes),
-        OUT_PANIC => Err(PoolError::TaskPanicked { pid, message: text() }),
-        OUT_ERROR => Err(PoolError::TaskFailed { message: text() }),
-        OUT_DIED => {
-            let s = h.died_signal.load(Ordering::Relaxed);
-            if s & 0x100 != 0 {
-                Err(PoolError::WorkerExited { pid, code: (s & 0xff) as i32 })
-            } else {
-                Err(PoolError::WorkerDied { pid, signal: s as i32 })
-            }
-        }
-        other => Err(PoolError::TaskFailed { message: format!("corrupt task outcome {other}") }),
-    }
-}
-
-fn deliver(entry: &Entry<'_>, sink: Sink, fired: &mut Vec<(Arc<Cell>, Callback)>) {
-    let res = outcome(entry);
-    match sink {
-        Sink::Cell(cell) => set_cell(cell, res.map(<[u8]>::to_vec), fired),
-        Sink::Batch { batch, first, count } => {
-            let mut out = batch.out.lock().unwrap_or_else(PoisonError::into_inner);
-            match res {
-                Ok(bytes) => {
-                    let want = count * batch.elem;
-                    if bytes.len() == want {
-                        out.0[first * batch.elem..first * batch.elem + want].copy_from_slice(bytes);
-                    } else if out.1.as_ref().is_none_or(|(i, _)| first < *i) {
-                        let e =
-                            PoolError::TaskFailed { message: "a worker returned a result of the wrong size".into() };
-                        out.1 = Some((first, e));
-                    }
-                }
-                Err(e) => {
-                    if out.1.as_ref().is_none_or(|(i, _)| first < *i) {
-                        out.1 = Some((first, e));
-                    }
-                }
-            }
-            drop(out);
-            batch.remaining.fetch_sub(count, Ordering::AcqRel);
-        }
-    }
-}
-
-fn fail(sink: Sink, e: PoolError, fired: &mut Vec<(Arc<Cell>, Callback)>) {
-    match sink {
-        Sink::Cell(cell) => set_cell(cell, Err(e), fired),
-        Sink::Batch { batch, first, count } => {
-            let mut out = batch.out.lock().unwrap_or_else(PoisonError::into_inner);
-            if out.1.as_ref().is_none_or(|(i, _)| first < *i) {
-                out.1 = Some((first, e));
-            }
-            drop(out);
-            batch.remaining.fetch_sub(count, Ordering::AcqRel);
-        }
-    }
-}
-
-fn set_cell(cell: Arc<Cell>, r: Result<Vec<u8>, PoolError>, fired: &mut Vec<(Arc<Cell>, Callback)>) {
-    let mut st = cell.state.lock().unwrap_or_else(PoisonError::into_inner);
-    st.result = Some(r);
-    let cb = st.callback.take();
-    drop(st);
-    match cb {
-        Some(cb) => fired.push((cell, cb)),
-        None => cell.done.store(true, Ordering::Release),
-    }
-}
-
-/// Callbacks fired while failing everything run on a short-lived thread, so that no lock is
-/// held while user code runs.
-fn drop_fired_elsewhere(fired: Vec<(Arc<Cell>, Callback)>) {
-    if fired.is_empty() {
-        return;
-    }
-    let run = move || {
-        for (cell, cb) in fired {
-            {
-                let st = cell.state.lock().unwrap_or_else(PoisonError::into_inner);
-                if let Some(r) = st.result.as_ref() {
-                    let _ =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb(r.as_ref().map(Vec::as_slice))));
-                }
-            }
-            cell.done.store(true, Ordering::Release);
-        }
-    };
-    if let Err(e) = std::thread::Builder::new().name("shmkit-pool-callbacks".into()).spawn(run) {
-        drop(e);
-    }
+    h.cancel.store(0, Ordering::Relaxed);
 }

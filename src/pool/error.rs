@@ -76,6 +76,51 @@ pub enum PoolError {
         /// What happened.
         reason: String,
     },
+    /// [`Pool::join`](super::Pool::join) or [`join_timeout`](super::Pool::join_timeout) was
+    /// called on a pool that still takes tasks (Python raises `ValueError("Pool is still
+    /// running")`). Nothing was stopped; the pool keeps working.
+    #[error(
+        "join() waits for a stopped pool, and this one still runs: call close() first (queued tasks \
+         finish, then join() returns) or terminate() (stop at once)"
+    )]
+    StillRunning,
+    /// A worker (or the pool's manager) did not report ready within the start-up timeout
+    /// ([`PoolBuilder::start_timeout`](super::PoolBuilder::start_timeout)); it was killed and
+    /// the pool cannot run tasks.
+    ///
+    /// The usual cause is a process forked from a multi-threaded program
+    /// ([`PoolBuilder::force_fork`](super::PoolBuilder::force_fork)): the child inherits every
+    /// lock another thread held at that instant (stdout, a mutex, the panic hook) and
+    /// deadlocks when it takes one. Otherwise, an initializer that blocks or is slow.
+    #[error(
+        "the pool's {role} process {pid} did not report ready within {waited:?} and was killed: a \
+         process forked from a multi-threaded program can deadlock in the child on a lock another \
+         thread held at the fork (stdout, a mutex); start pools through the fork server \
+         (StartMethod::Auto or ForkServer, with shmkit::process::fork_server::start() first thing in \
+         main or shmkit::fork_server_at_load!()). If the initializer is only slow, raise \
+         PoolBuilder::start_timeout; create a new pool"
+    )]
+    StartTimeout {
+        /// "worker" or "manager".
+        role: &'static str,
+        /// The pid of the process that did not come up.
+        pid: u32,
+        /// How long it was given.
+        waited: Duration,
+    },
+    /// A word of the pool's shared memory (its header or a worker's mailbox) holds a value
+    /// the pool never writes there: another process with access to the memory wrote it. The
+    /// pool stops (its workers are killed) rather than trust it.
+    #[error(
+        "the pool's shared memory is corrupt: {field} = {value} is impossible here (another process \
+         wrote into it); the pool was stopped: create a new pool"
+    )]
+    Corrupt {
+        /// The field, such as "header.workers" or "mailbox.tail".
+        field: &'static str,
+        /// The value found.
+        value: u64,
+    },
     /// The pool's manager process died or gave up: the pool cannot run tasks.
     #[error("the pool is broken: {reason}; create a new pool")]
     Broken {

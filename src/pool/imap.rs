@@ -8,7 +8,8 @@ use std::sync::Arc;
 use bytemuck::Pod;
 
 use super::api::{Pool, decode_vec, per_entry};
-use super::core::{Cell, Job, Sink};
+use super::core::Job;
+use super::sink::{Cell, Sink};
 use super::task::{Tramp, map_tramp, tramp_addr};
 use super::{PoolError, core::Core};
 use crate::sys::Deadline;
@@ -17,6 +18,10 @@ use crate::sys::Deadline;
 ///
 /// Input is consumed lazily: at most about two chunks per queued entry of every worker are in
 /// flight. Each item is `Ok(result)` or the error of its chunk.
+///
+/// Dropping the iterator before the end (for example `collect::<Result<Vec<_>, _>>()`
+/// stopping at the first error) cancels the chunks in flight that have not started and waits
+/// until none of them can still run, so that nothing of it races with what comes next.
 pub struct Imap<'p, A: Pod, R: Pod, I: Iterator<Item = A>> {
     pool: &'p Pool,
     func: u64,
@@ -166,6 +171,15 @@ impl<A: Pod, R: Pod, I: Iterator<Item = A>> Iterator for Imap<'_, A, R, I> {
                 self.unpack(r, count);
                 self.ready.pop_front()
             }
+        }
+    }
+}
+
+impl<A: Pod, R: Pod, I: Iterator<Item = A>> Drop for Imap<'_, A, R, I> {
+    fn drop(&mut self) {
+        if self.pending.iter().any(|(cell, _)| !cell.is_done()) {
+            let pending = &self.pending;
+            self.pool.core.settle(&|sink: &Sink| pending.iter().any(|(cell, _)| sink.is_cell(cell)));
         }
     }
 }

@@ -15,6 +15,16 @@
 //!   task, writes the outcome and result bytes, then stores `tail = t + 1` (SeqCst) and, if the
 //!   pool announced `sleepers`, bumps `completions` and futex-wakes it.
 //! - The pool reads entries below `tail` (Acquire) and then advances its private `harvested`.
+//!   A `tail` outside `harvested..=head` is impossible and makes the pool stop
+//!   ([`PoolError::Corrupt`](super::PoolError::Corrupt)).
+//! - To cancel a queued entry (its call failed) the pool sets the entry's `cancel` word; a
+//!   worker that finds it set after storing `running` skips the task (outcome `CANCELLED`).
+//!   Either way the entry is published through `tail`, so the pool knows when none of a
+//!   call's entries can still run.
+//! - Each entry carries a MAC of its code addresses and sizes under a key that never enters
+//!   shared memory (the pool hands it to the manager as its start argument; workers are forks
+//!   of the manager). A worker runs only entries whose MAC matches, so bytes written into the
+//!   mailbox by another process cannot make it call an arbitrary address.
 //! - When a worker dies, the manager (its parent) reaps it; if `running == tail + 1` the entry
 //!   at `tail` was in flight: the manager writes outcome `DIED` with pid and signal, stores
 //!   `tail + 1` and wakes the pool, then forks a replacement that continues at `tail`.
@@ -49,27 +59,45 @@ pub(crate) const OUT_OK: u32 = 1;
 pub(crate) const OUT_PANIC: u32 = 2;
 pub(crate) const OUT_ERROR: u32 = 3;
 pub(crate) const OUT_DIED: u32 = 4;
+pub(crate) const OUT_CANCELLED: u32 = 5;
+pub(crate) const OUT_CORRUPT: u32 = 6;
+
+/// Why the manager gave up (`Header::broken_kind`).
+pub(crate) const BROKEN_OTHER: u32 = 0;
+pub(crate) const BROKEN_INIT: u32 = 1;
+pub(crate) const BROKEN_START: u32 = 2;
+pub(crate) const BROKEN_CORRUPT: u32 = 3;
 
 /// Configuration and pool-wide words, after the exit record.
+///
+/// The configuration is written by the pool before the manager starts and read once, and
+/// validated, by the manager ([`Config`](super::config::Config)); workers use the manager's
+/// private copy. Nobody trusts it later.
 #[repr(C)]
 pub(crate) struct Header {
     // Written once before the manager starts.
-    pub pool_pid: u64,
-    pub workers: u64,
-    pub depth: u64,
-    pub msg: u64,
-    pub max_tasks: u64,
-    pub init_tramp: u64,
-    pub init_fn: u64,
-    pub init_arg_len: u64,
-    pub direct_fork: u64,
+    pub pool_pid: AtomicU64,
+    pub workers: AtomicU64,
+    pub depth: AtomicU64,
+    pub msg: AtomicU64,
+    pub max_tasks: AtomicU64,
+    pub init_tramp: AtomicU64,
+    pub init_fn: AtomicU64,
+    pub init_arg_len: AtomicU64,
+    pub direct_fork: AtomicU64,
+    pub start_timeout_ms: AtomicU64,
+    pub init_mac: AtomicU64,
     // Pool-wide words.
     pub state: AtomicU32,
     pub manager: AtomicU32,
     pub completions: AtomicU32,
     pub sleepers: AtomicU32,
     pub reason_len: AtomicU32,
-    _pad: [u32; 7],
+    // Why the manager gave up (written before `manager = MGR_BROKEN`).
+    pub broken_kind: AtomicU32,
+    pub broken_pid: AtomicU32,
+    pub broken_field: AtomicU32,
+    pub broken_value: AtomicU64,
     pub init_arg: [u8; INIT_ARG_CAP],
     pub reason: [u8; REASON_CAP],
 }
@@ -88,7 +116,9 @@ pub(crate) struct Mailbox {
     pub tail: AtomicU32,
     pub running: AtomicU32,
     pub sleeping: AtomicU32,
-    _p1: [u32; 13],
+    /// The pid of the worker once it has run its initializer and takes tasks.
+    pub ready: AtomicU32,
+    _p1: [u32; 12],
     // Written by the manager.
     pub pid: AtomicU32,
     pub generation: AtomicU32,
@@ -106,19 +136,23 @@ const _: () = assert!(std::mem::size_of::<Mailbox>() == MAILBOX_LEN);
 pub(crate) struct EntryHead {
     pub tramp: AtomicU64,
     pub func: AtomicU64,
+    /// MAC of (worker, ring index, tramp, func, count, arg_len) under the pool's key.
+    pub mac: AtomicU64,
     pub count: AtomicU32,
     pub arg_len: AtomicU32,
     pub outcome: AtomicU32,
     pub res_len: AtomicU32,
     pub died_pid: AtomicU32,
     pub died_signal: AtomicU32,
-    _pad: [u32; 6],
+    /// Set by the pool: skip this entry if it has not started.
+    pub cancel: AtomicU32,
+    _pad: [u32; 3],
 }
 
 const _: () = assert!(std::mem::size_of::<EntryHead>() == ENTRY_HEAD_LEN);
 
 /// Sizes of a pool segment.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Shape {
     pub workers: usize,
     pub depth: usize,
@@ -137,6 +171,13 @@ impl Shape {
     pub fn total(&self) -> usize {
         EXIT_RECORD_LEN + HEADER_LEN + self.workers * self.worker_len()
     }
+
+    /// [`total`](Self::total) without overflow, for shapes read from shared memory.
+    pub fn checked_total(&self) -> Option<usize> {
+        let entry = self.msg.checked_mul(2)?.checked_add(ENTRY_HEAD_LEN)?;
+        let worker = self.depth.checked_mul(entry)?.checked_add(MAILBOX_LEN)?;
+        self.workers.checked_mul(worker)?.checked_add(EXIT_RECORD_LEN + HEADER_LEN)
+    }
 }
 
 /// Typed views over a mapped pool segment. All views are shared references to atomics or
@@ -148,23 +189,31 @@ pub(crate) struct View<'a> {
 }
 
 impl<'a> View<'a> {
-    /// A view with the shape recorded in the header.
-    pub fn new(seg: &'a Segment) -> View<'a> {
-        let h = Self::header_of(seg);
-        let shape = Shape { workers: h.workers as usize, depth: h.depth as usize, msg: h.msg as usize };
+    /// A view with a shape that fits the segment: the creator's, or one the manager read
+    /// and checked ([`Config::load`](super::config::Config::load)). `None` if it does not fit.
+    pub fn with_shape(seg: &'a Segment, shape: Shape) -> Option<View<'a>> {
+        (shape.workers > 0 && shape.depth > 0 && shape.checked_total().is_some_and(|t| t <= seg.len()))
+            .then_some(View { seg, shape })
+    }
+
+    /// A view with a shape that [`with_shape`](Self::with_shape) accepted for this segment
+    /// before.
+    ///
+    /// # Safety
+    ///
+    /// `with_shape(seg, shape)` returned `Some` (the shape fits the segment).
+    pub unsafe fn assume(seg: &'a Segment, shape: Shape) -> View<'a> {
         View { seg, shape }
     }
 
-    /// A view with a known shape (the creator's).
-    pub fn with_shape(seg: &'a Segment, shape: Shape) -> View<'a> {
-        View { seg, shape }
-    }
-
-    fn header_of(seg: &Segment) -> &Header {
-        // SAFETY: pool segments are created with at least EXIT_RECORD_LEN + HEADER_LEN bytes,
-        // page aligned; Header's config fields are plain integers written before any other
-        // process exists, the rest are atomics.
-        unsafe { &*seg.as_ptr().add(EXIT_RECORD_LEN).cast::<Header>() }
+    /// The header of a segment of at least `EXIT_RECORD_LEN + HEADER_LEN` bytes.
+    pub fn header_of(seg: &Segment) -> Option<&Header> {
+        if seg.len() < EXIT_RECORD_LEN + HEADER_LEN {
+            return None;
+        }
+        // SAFETY: in bounds (checked above); the mapping is page aligned, so the header is
+        // 64-aligned; Header is atomics and byte arrays, valid for any bit pattern.
+        Some(unsafe { &*seg.as_ptr().add(EXIT_RECORD_LEN).cast::<Header>() })
     }
 
     pub fn shape(&self) -> Shape {
@@ -176,12 +225,8 @@ impl<'a> View<'a> {
     }
 
     pub fn header(&self) -> &'a Header {
-        Self::header_of(self.seg)
-    }
-
-    /// Raw pointer to the header, for initialisation before any other process exists.
-    pub fn header_ptr(&self) -> *mut Header {
-        self.seg.as_ptr().wrapping_add(EXIT_RECORD_LEN).cast()
+        // SAFETY: `with_shape` checked that the segment holds the header and every mailbox.
+        unsafe { &*self.seg.as_ptr().add(EXIT_RECORD_LEN).cast::<Header>() }
     }
 
     fn worker_base(&self, w: usize) -> *mut u8 {
@@ -189,11 +234,17 @@ impl<'a> View<'a> {
         self.seg.as_ptr().wrapping_add(EXIT_RECORD_LEN + HEADER_LEN + w * self.shape.worker_len())
     }
 
-    /// The broken-pool reason text area (`REASON_CAP` bytes), as a raw pointer: it is written
-    /// by the manager and read by the pool, ordered by `reason_len`.
+    /// The broken-pool reason text area; see [`reason_area`].
     pub fn reason_area(&self) -> *mut u8 {
+        reason_area(self.seg)
+    }
+
+    /// The initializer argument area (`INIT_ARG_CAP` bytes), as a raw pointer: written by
+    /// the pool before the manager starts.
+    pub fn init_arg_area(&self) -> *mut u8 {
+        let hdr = self.seg.as_ptr().wrapping_add(EXIT_RECORD_LEN).cast::<Header>();
         // SAFETY: only computes a field address inside the mapped header.
-        unsafe { std::ptr::addr_of_mut!((*self.header_ptr()).reason).cast() }
+        unsafe { std::ptr::addr_of_mut!((*hdr).init_arg).cast() }
     }
 
     /// Worker `w`'s initializer-error text area (60 bytes), as a raw pointer.
@@ -253,6 +304,15 @@ impl Entry<'_> {
         self.head.res_len.store(bytes.len() as u32, Ordering::Relaxed);
         self.head.outcome.store(outcome, Ordering::Relaxed);
     }
+}
+
+/// The broken-pool reason text area (`REASON_CAP` bytes) of a segment that holds a header
+/// (see [`View::header_of`]), as a raw pointer: it is written by the manager and read by the
+/// pool, ordered by `reason_len`.
+pub(crate) fn reason_area(seg: &Segment) -> *mut u8 {
+    let hdr = seg.as_ptr().wrapping_add(EXIT_RECORD_LEN).cast::<Header>();
+    // SAFETY: only computes a field address; callers hold a segment with a header.
+    unsafe { std::ptr::addr_of_mut!((*hdr).reason).cast() }
 }
 
 /// Copy a short text into a fixed area and publish its length (Release).

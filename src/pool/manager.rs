@@ -2,51 +2,117 @@
 //! fails the in-flight task of a worker that died (naming its pid and signal), and forks a
 //! replacement. Because it is single-threaded, its forks are always safe, whatever threads
 //! the pool's own process has by then.
+//!
+//! Start-up is bounded: a worker that has not reported ready (initializer done) within the
+//! pool's start timeout is killed and the pool is broken with
+//! [`PoolError::StartTimeout`](super::PoolError::StartTimeout) — at start and for every
+//! replacement — so a worker that deadlocked in its first instructions cannot hang a call.
 
 use std::os::fd::RawFd;
+use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
-use super::layout::{KILL, MGR_BROKEN, MGR_READY, OUT_DIED, REASON_CAP, RUN, STOP, View, read_text, write_text};
-use super::worker::{EXIT_INIT_FAILED, worker_main};
-use crate::process::{Child, ExitStatus, Method, os, spawn};
+use super::config::{Config, Corrupt};
+use super::layout::{
+    BROKEN_CORRUPT, BROKEN_INIT, BROKEN_OTHER, BROKEN_START, Header, KILL, MGR_BROKEN, MGR_READY, OUT_DIED, REASON_CAP,
+    RUN, STOP, View, read_text, reason_area, write_text,
+};
+use super::worker::{EXIT_CORRUPT_HEAD, EXIT_INIT_FAILED, worker_main};
+use crate::process::{Child, ExitRecord, ExitStatus, Method, os, spawn};
 use crate::segment::Segment;
 use crate::sys::futex;
 
-/// Entry point of the manager process. `fds[0]` is the pool's eventfd doorbell.
-pub(crate) fn manager_main(seg: &Segment, _arg: u64, fds: &[RawFd]) -> i32 {
-    let view = View::new(seg);
-    let hdr = view.header();
+/// The manager's checked configuration; its forks (the workers) read it from here, never
+/// from shared memory.
+static CONFIG: OnceLock<Config> = OnceLock::new();
+
+/// The configuration, in the manager and in its workers.
+pub(crate) fn config() -> Option<&'static Config> {
+    CONFIG.get()
+}
+
+/// Why the manager gives up.
+enum GiveUp<'a> {
+    Other(&'a str),
+    Init(&'a str),
+    Start { pid: u32, waited: Duration },
+    Corrupt(Corrupt),
+}
+
+/// Entry point of the manager process. `key` is the pool's MAC key; `fds[0]` is the pool's
+/// eventfd doorbell (which the workers ring when they are ready).
+pub(crate) fn manager_main(seg: &Segment, key: u64, fds: &[RawFd]) -> i32 {
+    let Some(hdr) = View::header_of(seg) else { return 4 };
+    let config = match Config::load(seg, key) {
+        Ok(c) => c,
+        Err(c) => return give_up(seg, hdr, &mut [], GiveUp::Corrupt(c)),
+    };
+    let config = CONFIG.get_or_init(|| config);
+    let Some(view) = View::with_shape(seg, config.shape) else { return 4 };
     let Some(&bell) = fds.first() else { return 2 };
     // The pool's process, by pidfd: its end is ours (whatever thread started us).
-    let Ok(pool) = os::pidfd_open(hdr.pool_pid as libc::pid_t) else { return 3 };
+    let Ok(pool) = os::pidfd_open(config.pool_pid) else { return 3 };
     // SAFETY: getppid cannot fail.
-    if hdr.direct_fork != 0 && unsafe { libc::getppid() } != hdr.pool_pid as libc::pid_t {
+    if config.direct_fork && unsafe { libc::getppid() } != config.pool_pid {
         return os::EXIT_ORPHANED; // the pool died before we opened its pidfd
     }
-    let n = view.shape().workers;
+    let n = config.shape.workers;
     let mut kids: Vec<Option<Child>> = (0..n).map(|_| None).collect();
-    for (w, kid) in kids.iter_mut().enumerate() {
-        match start_worker(&view, seg, w) {
-            Some(c) => *kid = Some(c),
-            None => return broken(&view, &mut kids, "the manager could not fork a worker (process limit?)"),
+    // When each worker that has not reported ready yet was forked.
+    let mut starting: Vec<Option<Instant>> = vec![None; n];
+    for w in 0..n {
+        match start_worker(&view, seg, w, bell) {
+            Some(c) => kids[w] = Some(c),
+            None => {
+                return give_up(
+                    seg,
+                    hdr,
+                    &mut kids,
+                    GiveUp::Other("the manager could not fork a worker (process limit?)"),
+                );
+            }
         }
+        starting[w] = Some(Instant::now());
     }
-    hdr.manager.store(MGR_READY, Ordering::SeqCst);
-    wake_pool(&view);
+    let mut announced = false;
     let mut fds: Vec<RawFd> = Vec::new();
     let mut ready = Vec::new();
     let record = view.exit_record();
     loop {
+        // Ready workers; a worker that is late is killed and breaks the pool.
+        for w in 0..n {
+            let (Some(since), Some(kid)) = (starting[w], kids[w].as_mut()) else { continue };
+            if view.mailbox(w).ready.load(Ordering::SeqCst) == kid.pid() {
+                starting[w] = None;
+            } else if since.elapsed() >= config.start_timeout {
+                let pid = kid.pid();
+                kid.kill_and_reap(record);
+                let waited = config.start_timeout;
+                return give_up(seg, hdr, &mut kids, GiveUp::Start { pid, waited });
+            }
+        }
+        if !announced && starting.iter().all(Option::is_none) {
+            announced = true;
+            hdr.manager.store(MGR_READY, Ordering::SeqCst);
+            wake_pool(hdr);
+        }
+        let next_check = starting
+            .iter()
+            .flatten()
+            .map(|s| (*s + config.start_timeout).saturating_duration_since(Instant::now()))
+            .min();
         fds.clear();
         fds.push(bell);
         fds.push(std::os::fd::AsRawFd::as_raw_fd(&pool));
         fds.extend(kids.iter().map(|k| k.as_ref().map_or(-1, |c| c.pidfd())));
-        if os::poll_readable(&fds, None, &mut ready).is_err() {
-            return broken(&view, &mut kids, "the manager's poll failed");
+        let wait = next_check.map(|d| d.max(Duration::from_millis(1)));
+        if os::poll_readable(&fds, wait, &mut ready).is_err() {
+            return give_up(seg, hdr, &mut kids, GiveUp::Other("the manager's poll failed"));
         }
         if ready.get(1) == Some(&true) {
             // The pool's process is gone: nobody will read results.
-            kill_all(&view, &mut kids);
+            kill_all(record, &mut kids);
             return 0;
         }
         if ready.first() == Some(&true) {
@@ -54,7 +120,7 @@ pub(crate) fn manager_main(seg: &Segment, _arg: u64, fds: &[RawFd]) -> i32 {
         }
         let state = hdr.state.load(Ordering::SeqCst);
         if state == KILL {
-            kill_all(&view, &mut kids);
+            kill_all(record, &mut kids);
             return 0;
         }
         for w in 0..n {
@@ -65,17 +131,27 @@ pub(crate) fn manager_main(seg: &Segment, _arg: u64, fds: &[RawFd]) -> i32 {
             let Ok(Some(status)) = kid.try_wait(record) else { continue };
             let pid = kid.pid();
             kids[w] = None;
+            starting[w] = None;
             if status == ExitStatus::Code(EXIT_INIT_FAILED) {
                 let mb = view.mailbox(w);
                 let why = read_text(view.init_error_area(w), 60, &mb.init_error_len);
-                return broken(&view, &mut kids, &format!("the initializer panicked in worker {pid}: {why}"));
+                let text = format!("the initializer panicked in worker {pid}: {why}");
+                return give_up(seg, hdr, &mut kids, GiveUp::Init(&text));
+            }
+            if status == ExitStatus::Code(EXIT_CORRUPT_HEAD) {
+                let head = view.mailbox(w).head.load(Ordering::SeqCst);
+                return give_up(seg, hdr, &mut kids, GiveUp::Corrupt(Corrupt::new("mailbox.head", u64::from(head))));
             }
             fail_in_flight(&view, w, pid, status);
             if hdr.state.load(Ordering::SeqCst) == RUN {
-                match start_worker(&view, seg, w) {
+                match start_worker(&view, seg, w, bell) {
                     Some(c) => kids[w] = Some(c),
-                    None => return broken(&view, &mut kids, "the manager could not fork a replacement worker"),
+                    None => {
+                        let why = GiveUp::Other("the manager could not fork a replacement worker");
+                        return give_up(seg, hdr, &mut kids, why);
+                    }
                 }
+                starting[w] = Some(Instant::now());
             }
         }
         if hdr.state.load(Ordering::SeqCst) == STOP {
@@ -87,9 +163,10 @@ pub(crate) fn manager_main(seg: &Segment, _arg: u64, fds: &[RawFd]) -> i32 {
     }
 }
 
-fn start_worker(view: &View<'_>, seg: &Segment, w: usize) -> Option<Child> {
-    let child = spawn(Method::Fork, seg, worker_main, w as u64, &[], true).ok()?;
+fn start_worker(view: &View<'_>, seg: &Segment, w: usize, bell: RawFd) -> Option<Child> {
     let mb = view.mailbox(w);
+    mb.ready.store(0, Ordering::SeqCst);
+    let child = spawn(Method::Fork, seg, worker_main, w as u64, &[bell], true).ok()?;
     mb.pid.store(child.pid(), Ordering::SeqCst);
     mb.generation.fetch_add(1, Ordering::SeqCst);
     Some(child)
@@ -115,11 +192,10 @@ fn fail_in_flight(view: &View<'_>, w: usize, pid: u32, status: ExitStatus) {
     entry.head.res_len.store(0, Ordering::Relaxed);
     entry.head.outcome.store(OUT_DIED, Ordering::Relaxed);
     mb.tail.store(t.wrapping_add(1), Ordering::SeqCst);
-    wake_pool(view);
+    wake_pool(view.header());
 }
 
-fn wake_pool(view: &View<'_>) {
-    let hdr = view.header();
+fn wake_pool(hdr: &Header) {
     hdr.completions.fetch_add(1, Ordering::SeqCst);
     futex::wake_all(&hdr.completions);
 }
@@ -132,8 +208,7 @@ fn ring_all(view: &View<'_>) {
     }
 }
 
-fn kill_all(view: &View<'_>, kids: &mut [Option<Child>]) {
-    let record = view.exit_record();
+fn kill_all(record: &ExitRecord, kids: &mut [Option<Child>]) {
     for kid in kids.iter().flatten() {
         let _ = kid.signal(libc::SIGKILL);
     }
@@ -144,11 +219,24 @@ fn kill_all(view: &View<'_>, kids: &mut [Option<Child>]) {
     }
 }
 
-fn broken(view: &View<'_>, kids: &mut [Option<Child>], why: &str) -> i32 {
-    let hdr = view.header();
-    write_text(view.reason_area(), REASON_CAP, &hdr.reason_len, why);
+/// Kill and reap every worker, then publish why the pool is broken (so that when the pool
+/// sees `MGR_BROKEN`, none of its tasks can still run).
+fn give_up(seg: &Segment, hdr: &Header, kids: &mut [Option<Child>], why: GiveUp<'_>) -> i32 {
+    kill_all(ExitRecord::of(seg), kids);
+    let (kind, pid, field, value, text) = match why {
+        GiveUp::Other(t) => (BROKEN_OTHER, 0, 0, 0, t.to_owned()),
+        GiveUp::Init(t) => (BROKEN_INIT, 0, 0, 0, t.to_owned()),
+        GiveUp::Start { pid, waited } => {
+            (BROKEN_START, pid, 0, waited.as_millis() as u64, format!("worker {pid} did not start"))
+        }
+        GiveUp::Corrupt(c) => (BROKEN_CORRUPT, 0, c.index(), c.value, format!("{} = {}", c.field(), c.value)),
+    };
+    write_text(reason_area(seg), REASON_CAP, &hdr.reason_len, &text);
+    hdr.broken_kind.store(kind, Ordering::Relaxed);
+    hdr.broken_pid.store(pid, Ordering::Relaxed);
+    hdr.broken_field.store(field, Ordering::Relaxed);
+    hdr.broken_value.store(value, Ordering::Relaxed);
     hdr.manager.store(MGR_BROKEN, Ordering::SeqCst);
-    kill_all(view, kids);
-    wake_pool(view);
+    wake_pool(hdr);
     1
 }

@@ -39,11 +39,41 @@
 //!   `main` — and `Auto` uses it. Workers then start from the server's early snapshot: pass
 //!   everything they need as task arguments or in shared memory, not in globals set later.
 //! - Neither: `Auto` returns [`ProcessError::ThreadsExist`](crate::process::ProcessError)
-//!   with these instructions. [`StartMethod::Fork`] forces a direct fork if you know that no
-//!   other thread holds a lock the workers will need.
+//!   with these instructions, and so does [`StartMethod::Fork`] (it forks only a
+//!   single-threaded process). Forking a process with threads anyway is the `unsafe`
+//!   opt-in [`PoolBuilder::force_fork`], whose contract is that no other thread holds a lock
+//!   the manager, the initializer or a task will take.
 //!
 //! Replacement workers are always forked by the single-threaded manager, so a pool stays
 //! fork-safe however many threads your process starts after creating it.
+//!
+//! # Promises at the edges
+//!
+//! - **Bounded start-up.** [`PoolBuilder::build`] returns once every worker has run the
+//!   initializer and reported ready. A worker (or a replacement) that has not within
+//!   [`PoolBuilder::start_timeout`] (default 20 s) is killed and the pool fails with
+//!   [`PoolError::StartTimeout`], naming its pid: the typical cause is a worker deadlocked on
+//!   a lock inherited through a fork from a multi-threaded process.
+//! - **A failed batch call leaves nothing behind.** When a `map*`, `starmap` or
+//!   `map_chunks*` call fails (a panic, a dead worker), it cancels its queued tasks and
+//!   returns only once none of its tasks can still run (it waits for those running); so does
+//!   an [`Imap`] dropped before its end. A retry never races with a straggler of the failed
+//!   call.
+//! - **`terminate()` says `Terminated`** to every thread waiting on the pool (another
+//!   thread's `map`, an [`AsyncResult`], `apply_async_with` callbacks): tasks are marked
+//!   before the workers are killed.
+//! - **`join()` needs a stopped pool:** without [`Pool::close`] or [`Pool::terminate`]
+//!   first it returns [`PoolError::StillRunning`] (Python's `ValueError`).
+//! - **Timed calls keep their deadlines** ([`AsyncResult::get_timeout`],
+//!   [`AsyncResult::ready`], [`Pool::join_timeout`]) even while a worker or the manager is
+//!   stopped (SIGSTOP) or another thread is terminating the pool.
+//! - **Shared memory is not trusted.** The configuration is read once by the manager and
+//!   checked against the segment's size and the pool's limits; workers use the manager's
+//!   private copy. Mailbox words are checked against the ring (`tail` within what was
+//!   queued, `head` at most a ring ahead), and every entry carries a MAC of its code
+//!   addresses and sizes under a key that never enters shared memory, so a worker never
+//!   calls an address another process wrote. An impossible value gives
+//!   [`PoolError::Corrupt`] (and the pool stops), never a crash or a hang.
 //!
 //! [`StartMethod`]: crate::process::StartMethod
 //! [`StartMethod::Auto`]: crate::process::StartMethod::Auto
@@ -52,14 +82,18 @@
 
 mod api;
 mod chunks;
+mod config;
 mod core;
 mod error;
+mod handle;
 mod imap;
 mod layout;
 mod manager;
+mod sink;
 mod task;
 mod worker;
 
-pub use api::{AsyncResult, Pool, PoolBuilder, Progress};
+pub use api::{Pool, PoolBuilder, Progress};
 pub use error::PoolError;
+pub use handle::AsyncResult;
 pub use imap::Imap;

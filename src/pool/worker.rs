@@ -6,8 +6,13 @@ use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::layout::{KILL, Mailbox, OUT_ERROR, OUT_OK, OUT_PANIC, RUN, View, write_text};
+use super::config::Config;
+use super::layout::{
+    INIT_ARG_CAP, KILL, Mailbox, OUT_CANCELLED, OUT_CORRUPT, OUT_ERROR, OUT_OK, OUT_PANIC, RUN, View, write_text,
+};
+use super::manager;
 use super::task::{InitTramp, Tramp};
+use crate::process::os;
 use crate::segment::Segment;
 use crate::sys::{Deadline, futex};
 
@@ -43,21 +48,36 @@ fn take_panic(payload: &(dyn std::any::Any + Send)) -> String {
     LAST_PANIC.with(|p| p.borrow_mut().take()).unwrap_or_else(|| crate::process::panic_message(payload))
 }
 
-/// Entry point of a worker process (`arg` = its mailbox index).
-pub(crate) fn worker_main(seg: &Segment, index: u64, _fds: &[RawFd]) -> i32 {
-    let view = View::new(seg);
+/// Exit code of a worker whose mailbox `head` was impossible (the manager breaks the pool).
+pub(crate) const EXIT_CORRUPT_HEAD: i32 = 122;
+/// Exit code of a worker started without the manager's configuration (a bug).
+const EXIT_NO_CONFIG: i32 = 123;
+
+/// Entry point of a worker process (`arg` = its mailbox index, `fds[0]` the manager's
+/// doorbell, rung once the worker is ready).
+pub(crate) fn worker_main(seg: &Segment, index: u64, fds: &[RawFd]) -> i32 {
+    // The manager's checked copy of the configuration: this process is its fork.
+    let Some(config) = manager::config() else { return EXIT_NO_CONFIG };
     let w = index as usize;
+    let Some(view) = View::with_shape(seg, config.shape).filter(|_| w < config.shape.workers) else {
+        return EXIT_NO_CONFIG;
+    };
     let mb = view.mailbox(w);
     let hdr = view.header();
     install_panic_capture();
-    if hdr.init_tramp != 0 {
-        let len = (hdr.init_arg_len as usize).min(hdr.init_arg.len());
-        let args = &hdr.init_arg[..len];
-        // SAFETY: `init_tramp`/`init_fn` were written by the pool from an InitTramp instance
-        // and a matching fn item of this binary image, before this process was forked.
+    if config.init_tramp != 0 {
+        let mut arg = [0u8; INIT_ARG_CAP];
+        let len = config.init_arg_len.min(INIT_ARG_CAP);
+        // SAFETY: the area has INIT_ARG_CAP bytes inside the header; the pool wrote it before
+        // the manager started and never writes it again.
+        unsafe { std::ptr::copy_nonoverlapping(view.init_arg_area(), arg.as_mut_ptr(), len) };
+        let args = &arg[..len];
+        // SAFETY: `init_tramp`/`init_fn` were checked against their MAC (Config::load): the
+        // pool wrote them from an InitTramp instance and a matching fn item of this binary
+        // image, which this process shares.
         let run = || unsafe {
-            let tramp = std::mem::transmute::<usize, InitTramp>(hdr.init_tramp as usize);
-            tramp(hdr.init_fn, args)
+            let tramp = std::mem::transmute::<usize, InitTramp>(config.init_tramp as usize);
+            tramp(config.init_fn, args)
         };
         if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
             let text = take_panic(payload.as_ref());
@@ -65,33 +85,52 @@ pub(crate) fn worker_main(seg: &Segment, index: u64, _fds: &[RawFd]) -> i32 {
             return EXIT_INIT_FAILED;
         }
     }
-    let max_tasks = hdr.max_tasks;
+    // Ready: the manager stops counting this worker's start-up time.
+    mb.ready.store(std::process::id(), Ordering::SeqCst);
+    if let Some(&bell) = fds.first() {
+        os::eventfd_ring(bell);
+    }
     let mut done: u64 = 0;
     loop {
         let t = mb.tail.load(Ordering::Relaxed);
-        if !wait_for_work(&view, mb, t) {
-            return 0;
+        match wait_for_work(&view, mb, t) {
+            Work::Stop => return 0,
+            Work::Corrupt => return EXIT_CORRUPT_HEAD,
+            Work::Entry => {}
         }
-        run_entry(&view, w, mb, t);
+        run_entry(config, &view, w, mb, t);
         mb.tail.store(t.wrapping_add(1), Ordering::SeqCst);
         if hdr.sleepers.load(Ordering::SeqCst) != 0 {
             hdr.completions.fetch_add(1, Ordering::SeqCst);
             futex::wake_all(&hdr.completions);
         }
         done += 1;
-        if max_tasks != 0 && done >= max_tasks {
+        if config.max_tasks != 0 && done >= config.max_tasks {
             return 0; // the manager starts a fresh worker in this mailbox
         }
     }
 }
 
-fn run_entry(view: &View<'_>, w: usize, mb: &Mailbox, t: u32) {
+fn run_entry(config: &Config, view: &View<'_>, w: usize, mb: &Mailbox, t: u32) {
     let entry = view.entry(w, t);
     mb.running.store(t.wrapping_add(1), Ordering::SeqCst);
     let h = entry.head;
     h.died_pid.store(std::process::id(), Ordering::Relaxed);
+    if h.cancel.load(Ordering::SeqCst) != 0 {
+        // Its call failed and was cancelled before this entry started: skip it.
+        h.res_len.store(0, Ordering::Relaxed);
+        h.outcome.store(OUT_CANCELLED, Ordering::Relaxed);
+        return;
+    }
     let (tramp, func) = (h.tramp.load(Ordering::Relaxed), h.func.load(Ordering::Relaxed));
-    let (count, arg_len) = (h.count.load(Ordering::Relaxed), h.arg_len.load(Ordering::Relaxed) as usize);
+    let (count, arg_len) = (h.count.load(Ordering::Relaxed), h.arg_len.load(Ordering::Relaxed));
+    if h.mac.load(Ordering::Relaxed) != config.entry_mac(w, t, tramp, func, count, arg_len) {
+        // Not written by the pool (or not for this slot): never call its addresses.
+        h.res_len.store(0, Ordering::Relaxed);
+        h.outcome.store(OUT_CORRUPT, Ordering::Relaxed);
+        return;
+    }
+    let arg_len = arg_len as usize;
     let msg = entry.msg();
     // SAFETY: per the mailbox protocol this worker owns the entry from `head > t` until it
     // publishes `tail = t + 1`: the pool neither reads nor writes its body meanwhile. The
@@ -102,8 +141,9 @@ fn run_entry(view: &View<'_>, w: usize, mb: &Mailbox, t: u32) {
             std::slice::from_raw_parts_mut(entry.res_ptr(), msg),
         )
     };
-    // SAFETY: `tramp` and `func` were written by the pool from a `Tramp` instance and the
-    // matching user fn item, both of this binary image, which this process shares.
+    // SAFETY: `tramp` and `func` carry the pool's MAC for this worker and slot, so the pool
+    // wrote them from a `Tramp` instance and the matching user fn item, both of this binary
+    // image, which this process shares.
     let call = || unsafe {
         let tramp = std::mem::transmute::<usize, Tramp>(tramp as usize);
         tramp(func, args, count, out)
@@ -124,25 +164,42 @@ fn run_entry(view: &View<'_>, w: usize, mb: &Mailbox, t: u32) {
     }
 }
 
-/// Wait until entry `t` is available (true) or the pool stops (false).
-fn wait_for_work(view: &View<'_>, mb: &Mailbox, t: u32) -> bool {
+/// What `wait_for_work` found.
+enum Work {
+    Entry,
+    Stop,
+    /// `head` is more than a ring ahead of `tail`: the pool never writes that.
+    Corrupt,
+}
+
+/// Wait until entry `t` is available or the pool stops.
+fn wait_for_work(view: &View<'_>, mb: &Mailbox, t: u32) -> Work {
     let hdr = view.header();
-    let has_work = || mb.head.load(Ordering::Acquire) != t;
-    if has_work() {
-        return true;
+    let depth = view.shape().depth as u32;
+    // Some(Entry) once `head` moved; Some(Corrupt) if it moved more than a ring ahead.
+    let work = || match mb.head.load(Ordering::Acquire).wrapping_sub(t) {
+        0 => None,
+        q if q > depth => Some(Work::Corrupt),
+        _ => Some(Work::Entry),
+    };
+    if let Some(w) = work() {
+        return w;
     }
     let start = Instant::now();
     let mut spins = 0u32;
     loop {
         for _ in 0..64 {
-            if has_work() {
-                return true;
+            if let Some(w) = work() {
+                return w;
             }
             std::hint::spin_loop();
         }
         spins += 1;
         if hdr.state.load(Ordering::Relaxed) != RUN {
-            return has_work() && hdr.state.load(Ordering::Relaxed) != KILL;
+            return match work() {
+                Some(w) if hdr.state.load(Ordering::Relaxed) != KILL => w,
+                _ => Work::Stop,
+            };
         }
         if spins & 15 == 0 && start.elapsed() > SPIN {
             break;
@@ -151,18 +208,18 @@ fn wait_for_work(view: &View<'_>, mb: &Mailbox, t: u32) -> bool {
     loop {
         mb.sleeping.store(1, Ordering::SeqCst);
         let bell = mb.doorbell.load(Ordering::SeqCst);
-        if has_work() {
+        if let Some(w) = work() {
             mb.sleeping.store(0, Ordering::Relaxed);
-            return true;
+            return w;
         }
         if hdr.state.load(Ordering::SeqCst) != RUN {
             mb.sleeping.store(0, Ordering::Relaxed);
-            return false;
+            return Work::Stop;
         }
         futex::wait(&mb.doorbell, bell, Deadline::never(), Some(Duration::from_millis(200)));
         mb.sleeping.store(0, Ordering::Relaxed);
-        if has_work() {
-            return true;
+        if let Some(w) = work() {
+            return w;
         }
     }
 }

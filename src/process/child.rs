@@ -21,7 +21,7 @@ pub(crate) const EXIT_PANICKED: i32 = 101;
 ///
 /// | method | how | use it when |
 /// |---|---|---|
-/// | [`Fork`](Self::Fork) | `fork()` from the calling thread | the process is single-threaded (a plain `main` before it starts threads, a benchmark harness); fastest, and the child sees the parent's current memory |
+/// | [`Fork`](Self::Fork) | `fork()` from the calling thread, only while this process has a single thread (else [`ProcessError::ThreadsExist`]) | the process is single-threaded (a plain `main` before it starts threads, a benchmark harness); fastest, and the child sees the parent's current memory |
 /// | [`ForkServer`](Self::ForkServer) | a single-threaded helper, forked before any thread existed, forks the child | the process has threads (test harnesses, async runtimes, GUIs): the child starts from the helper's early snapshot, so it cannot inherit a lock another thread held |
 /// | [`Auto`](Self::Auto) (default) | `Fork` if this process has one thread, else `ForkServer` if it runs, else an error saying how to start it | almost always |
 ///
@@ -29,13 +29,21 @@ pub(crate) const EXIT_PANICKED: i32 = 101;
 /// arguments and results cross through shared memory. Start the fork server with
 /// [`fork_server::start`] at the top of `main`, or with [`fork_server_at_load!`](crate::fork_server_at_load)
 /// (before `main`, for binaries whose `main` you do not write, such as test harnesses).
+///
+/// A fork from a process with several threads can deadlock the child (it inherits every
+/// lock another thread held at that instant, stdout included), so no safe call does it. The
+/// explicit, `unsafe` opt-in is [`ProcessBuilder::force_fork`](super::ProcessBuilder::force_fork)
+/// or [`PoolBuilder::force_fork`](crate::pool::PoolBuilder::force_fork).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum StartMethod {
     /// `Fork` when single-threaded, else `ForkServer` when running, else an error.
     #[default]
     Auto,
-    /// `fork()` from the calling thread, even if other threads exist (then the child must not
-    /// touch a lock another thread may have held: stdout, the environment, your own mutexes).
+    /// `fork()` from the calling thread, when this process has a single thread; with other
+    /// threads it is refused with [`ProcessError::ThreadsExist`] (the child could deadlock on
+    /// a lock one of them held: stdout, the environment, your own mutexes). To fork anyway,
+    /// see the `unsafe` `force_fork` of [`ProcessBuilder`](super::ProcessBuilder::force_fork)
+    /// and [`PoolBuilder`](crate::pool::PoolBuilder::force_fork).
     Fork,
     /// Ask the fork server (an error if it is not running).
     ForkServer,
@@ -51,7 +59,10 @@ pub(crate) enum Method {
 impl StartMethod {
     pub(crate) fn resolve(self) -> Result<Method, ProcessError> {
         match self {
-            StartMethod::Fork => Ok(Method::Fork),
+            StartMethod::Fork => match os::thread_count() {
+                Some(1) => Ok(Method::Fork),
+                n => Err(ProcessError::ThreadsExist { threads: n.unwrap_or(0) }),
+            },
             StartMethod::ForkServer => {
                 if fork_server::is_running() {
                     Ok(Method::Server)

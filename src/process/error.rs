@@ -11,13 +11,15 @@ use crate::segment::SegmentError;
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
-    /// `StartMethod::Auto` found other threads and no fork server.
+    /// `StartMethod::Auto` found other threads and no fork server, or `StartMethod::Fork`
+    /// found other threads.
     #[error(
         "this process has {threads} threads: forking now could deadlock the child on a lock another \
          thread holds. Start the fork server while still single-threaded (call \
          shmkit::process::fork_server::start() first thing in main, or put \
-         shmkit::fork_server_at_load!() in the binary), or pass StartMethod::Fork if you know no other \
-         thread holds a lock"
+         shmkit::fork_server_at_load!() in the binary) and use StartMethod::Auto; only if you can \
+         prove no other thread holds a lock the child needs, use the unsafe force_fork() of \
+         ProcessBuilder or PoolBuilder"
     )]
     ThreadsExist {
         /// Threads counted in this process.

@@ -46,6 +46,7 @@ fn state(seg: &Segment) -> &ResultState {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ProcessBuilder {
     method: StartMethod,
+    forced_fork: bool,
 }
 
 impl ProcessBuilder {
@@ -63,12 +64,32 @@ impl ProcessBuilder {
     /// How to start the child (default [`StartMethod::Auto`]).
     pub fn start_method(mut self, method: StartMethod) -> Self {
         self.method = method;
+        self.forced_fork = false;
+        self
+    }
+
+    /// Fork the child directly from this process even if it has other threads.
+    ///
+    /// The child is a copy of this process at that instant, including every lock another
+    /// thread held (stdout and stderr of a thread that prints, the panic hook, your mutexes):
+    /// if it takes one, it waits for ever, and so does [`Process::join`] (use
+    /// [`join_timeout`](Process::join_timeout)). [`StartMethod::Auto`] with the fork server
+    /// has none of this.
+    ///
+    /// # Safety
+    ///
+    /// At the moment of [`spawn`](Self::spawn), no other thread may hold a lock the child's
+    /// function will take, and the function must be safe to run in a copy of a
+    /// multi-threaded process (POSIX allows only async-signal-safe functions there).
+    pub unsafe fn force_fork(mut self) -> Self {
+        self.method = StartMethod::Fork;
+        self.forced_fork = true;
         self
     }
 
     /// Start `f(arg)` in a child process.
     pub fn spawn<A: Pod, R: Pod>(self, f: fn(A) -> R, arg: A) -> Result<Process<R>, ProcessError> {
-        let method = self.method.resolve()?;
+        let method = if self.forced_fork { child::Method::Fork } else { self.method.resolve()? };
         let (_, _, total) = offsets::<A, R>();
         let seg = Segment::anonymous(total)?;
         // SAFETY: the segment is fresh and private to us until the child starts; the argument
