@@ -12,7 +12,6 @@ use crate::sys::Deadline;
 /// Default number of claim slots of an array: how many claims may be live at once.
 pub const DEFAULT_CLAIM_SLOTS: usize = 128;
 
-
 /// A fixed-length array of `T` in shared memory, like Python's `multiprocessing.Array`
 /// or a numpy array over `SharedMemory`, but with sound access only:
 ///
