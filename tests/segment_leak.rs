@@ -1,7 +1,7 @@
 //! A failing or retrying `open` while this process holds a shmkit lock leaks neither
 //! mappings nor descriptors. (Mappings are only kept past their handle when a held lock
-//! could lie inside them; see `sys::held`.) One test per binary: it counts the process's
-//! descriptors and mappings, which other tests' threads would disturb.
+//! could lie inside them; see `sys::held`.) The tests count the process's descriptors and
+//! mappings, which other tests' threads would disturb, so they take turns (`serial`).
 
 mod common;
 #[path = "common/hostile.rs"]
@@ -40,6 +40,7 @@ impl Drop for File {
 
 #[test]
 fn failed_and_retried_opens_leak_nothing_while_a_lock_is_held() {
+    let _turn = common::serial();
     let lock = shmkit::sync::Mutex::new(0u32);
     let guard = lock.lock().unwrap();
     // Unpublished: the magic is there, the state word stays 0 for ever.
@@ -73,4 +74,42 @@ fn failed_and_retried_opens_leak_nothing_while_a_lock_is_held() {
     drop(guard);
     assert!(fds1 <= fds0, "{} descriptors leaked by failed opens while a lock was held", fds1 - fds0);
     assert!(maps1 <= maps0, "{} mappings leaked by failed opens while a lock was held", maps1 - maps0);
+}
+
+/// Objects created and dropped, and typed opens that fail after the segment was mapped,
+/// leak nothing while this process holds a lock elsewhere; a segment that holds the held
+/// lock itself is the one kept mapped.
+#[test]
+fn only_the_mapping_that_holds_a_held_lock_is_kept() {
+    let _turn = common::serial();
+    let lock = shmkit::sync::Mutex::new(0u32);
+    let guard = lock.lock().unwrap();
+    let named = unique_name("leak-typed");
+    let keep = shmkit::SharedValue::<u64>::create(Some(&named), 1).unwrap();
+    // Warm-up: the first create and open allocate thread-locals and the lock registry.
+    drop(shmkit::SharedArray::<u64>::anonymous(16).unwrap());
+    let _ = shmkit::SharedArray::<u32>::open(&named);
+    let (fds0, maps0) = (fds(), maps());
+    for _ in 0..50 {
+        drop(shmkit::SharedArray::<u64>::anonymous(16).unwrap());
+        drop(shmkit::SharedArray::<u64>::create(None, 16).unwrap());
+        // Header fine, type wrong: refused after the segment layer mapped it.
+        assert!(shmkit::SharedArray::<u32>::open(&named).is_err());
+        let v = shmkit::SharedValue::<u64>::open(&named).unwrap();
+        *v.lock().unwrap() += 1;
+        drop(v);
+    }
+    let (fds1, maps1) = (fds(), maps());
+    assert!(fds1 <= fds0, "{} descriptors leaked while an unrelated lock was held", fds1 - fds0);
+    assert!(maps1 <= maps0, "{} mappings leaked while an unrelated lock was held", maps1 - maps0);
+    // A guard forgotten inside a segment keeps exactly that mapping.
+    let holder = shmkit::SharedObject::<shmkit::sync::Mutex<u64>>::anonymous(|_| {}).unwrap();
+    std::mem::forget(holder.lock().unwrap());
+    let (fds2, maps2) = (fds(), maps());
+    drop(holder);
+    assert_eq!((fds(), maps()), (fds2, maps2), "the mapping under a forgotten guard is kept");
+    drop(shmkit::SharedArray::<u64>::anonymous(16).unwrap());
+    assert_eq!((fds(), maps()), (fds2, maps2));
+    drop(guard);
+    assert_eq!(keep.get().unwrap(), 51);
 }

@@ -14,7 +14,8 @@ use crate::sys;
 /// publishes headers has seen its addresses, so no lock can have been taken inside it.
 /// [`expose`](Self::expose) marks the moment its addresses are handed out (to `init`, to
 /// the typed wrappers, to the user); from then on a lock in it may be held, and it is
-/// kept mapped past its drop while any lock is held (see `sys::held`).
+/// kept mapped past its drop while a lock held by this process lies inside it (see
+/// `sys::held`).
 pub(crate) struct Mapping {
     map: ManuallyDrop<MmapRaw>,
     fd: ManuallyDrop<OwnedFd>,
@@ -60,11 +61,11 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        if self.exposed && sys::held::any_held() {
-            // Some thread of this process holds a robust lock, maybe inside this mapping
-            // (a forgotten guard): unmapping could let glibc's robust list walk into
-            // unmapped memory. Keep the mapping and its liveness lock until exit instead.
-            // A mapping never exposed cannot hold such a lock, and is always unmapped.
+        if self.exposed && sys::held::any_held_in(self.map.as_ptr() as usize, self.map.len()) {
+            // Some thread of this process holds a robust lock inside this mapping (a
+            // forgotten guard): unmapping could let glibc's robust list walk into unmapped
+            // memory. Keep the mapping and its liveness lock until exit instead. Any other
+            // mapping (never exposed, or holding no held lock) is unmapped.
             return;
         }
         // SAFETY: neither field is used again; this is the only place they are dropped.

@@ -240,7 +240,7 @@ impl LazyRawMutex {
     /// mutex [`LazyRawMutex::ready`] returned.
     #[cold]
     pub(crate) fn nonzero_outcome(&self, r: libc::c_int) -> Result<Acquired, LockError> {
-        self.settle_slow(RawMutex::nonzero_outcome(r), Deadline::never())
+        self.settle_slow(self.raw.nonzero_outcome(r), Deadline::never())
     }
 
     /// Block until acquired. See [`RawMutex::lock`]. Waits at most [`INIT_STALL`] for

@@ -122,9 +122,9 @@ impl<T> Mutex<T> {
     #[inline]
     pub fn lock(&self) -> AcquireResult<MutexGuard<'_, T>> {
         // The hot path returns straight from a zero code; everything else is out of line.
-        crate::sys::held::acquired();
         if let Some(raw) = self.raw.ready() {
-            // SAFETY: counted just above.
+            crate::sys::held::acquired(raw.addr());
+            // SAFETY: recorded just above.
             let r = unsafe { raw.lock_code() };
             if r == 0 {
                 self.raw.set_owner();
@@ -132,7 +132,6 @@ impl<T> Mutex<T> {
             }
             return self.guard_slow(self.raw.nonzero_outcome(r));
         }
-        crate::sys::held::released();
         self.guard_slow(self.raw.lock())
     }
 

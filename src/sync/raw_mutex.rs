@@ -84,20 +84,26 @@ impl RawMutex {
         self.inner.get()
     }
 
+    /// The address `sys::held` records this lock under.
+    #[inline]
+    pub(crate) fn addr(&self) -> usize {
+        self.ptr() as usize
+    }
+
     /// Map a pthread return code; the common `0` is handled inline, the rest out of line.
     #[inline]
-    fn outcome(r: libc::c_int) -> Result<Acquired, LockError> {
+    fn outcome(&self, r: libc::c_int) -> Result<Acquired, LockError> {
         if r == 0 {
-            sys::held::acquired();
+            sys::held::acquired(self.addr());
             Ok(Acquired::Clean)
         } else {
-            Self::outcome_slow(r)
+            self.outcome_slow(r)
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn outcome_slow(r: libc::c_int) -> Result<Acquired, LockError> {
+    fn outcome_slow(&self, r: libc::c_int) -> Result<Acquired, LockError> {
         let out = match r {
             0 => Ok(Acquired::Clean),
             libc::EOWNERDEAD => Ok(Acquired::OwnerDied),
@@ -109,7 +115,7 @@ impl RawMutex {
             e => Err(LockError::Os(std::io::Error::from_raw_os_error(e))),
         };
         if out.is_ok() {
-            sys::held::acquired();
+            sys::held::acquired(self.addr());
         }
         out
     }
@@ -120,7 +126,7 @@ impl RawMutex {
     ///
     /// # Safety
     ///
-    /// The caller must have counted the acquisition with `sys::held::acquired()` *before*
+    /// The caller must have recorded the acquisition with `sys::held::acquired(self.addr())` *before*
     /// the call (this undoes the count when the code is nonzero). Counting first keeps the
     /// bookkeeping away from the contended cache line and out of the critical section;
     /// counting a lock a moment early only ever delays an unmap.
@@ -129,15 +135,15 @@ impl RawMutex {
         // SAFETY: as in `lock`.
         let r = unsafe { libc::pthread_mutex_lock(self.ptr()) };
         if r != 0 {
-            sys::held::released();
+            sys::held::released(self.addr());
         }
         r
     }
 
     /// The outcome of a nonzero code from [`RawMutex::lock_code`].
     #[cold]
-    pub(crate) fn nonzero_outcome(r: libc::c_int) -> Result<Acquired, LockError> {
-        Self::outcome_slow(r)
+    pub(crate) fn nonzero_outcome(&self, r: libc::c_int) -> Result<Acquired, LockError> {
+        self.outcome_slow(r)
     }
 
     /// Block until acquired.
@@ -145,7 +151,7 @@ impl RawMutex {
     pub fn lock(&self) -> Result<Acquired, LockError> {
         // SAFETY: `self` is an initialised process-shared mutex (the constructors of every
         // type holding one guarantee it); glibc validates the type bits.
-        Self::outcome(unsafe { libc::pthread_mutex_lock(self.ptr()) })
+        self.outcome(unsafe { libc::pthread_mutex_lock(self.ptr()) })
     }
 
     /// Acquire only if free now.
@@ -156,7 +162,7 @@ impl RawMutex {
         if r == libc::ENOTRECOVERABLE {
             self.undo_notrecoverable_trylock();
         }
-        Self::outcome(r)
+        self.outcome(r)
     }
 
     /// Work around a glibc bug (present through at least 2.36): `pthread_mutex_trylock`
@@ -200,7 +206,7 @@ impl RawMutex {
             None => self.lock(),
             // SAFETY: as in `lock`; `ts` is a live timespec.
             Some(ts) => {
-                Self::outcome(unsafe { sys::pthread::pthread_mutex_clocklock(self.ptr(), libc::CLOCK_MONOTONIC, &ts) })
+                self.outcome(unsafe { sys::pthread::pthread_mutex_clocklock(self.ptr(), libc::CLOCK_MONOTONIC, &ts) })
             }
         }
     }
@@ -226,7 +232,7 @@ impl RawMutex {
         // hold returns EPERM instead of corrupting it.
         let r = unsafe { libc::pthread_mutex_unlock(self.ptr()) };
         if r == 0 {
-            sys::held::released();
+            sys::held::released(self.addr());
         }
     }
 }

@@ -1,76 +1,138 @@
-//! Process-wide count of robust locks this process currently holds.
+//! Which robust locks this process currently holds, by address.
 //!
 //! glibc links every robust mutex a thread holds into that thread's robust list,
 //! *through the mutex memory itself*. If a mapping were unmapped while a thread still
 //! held a lock inside it (possible in safe code with `mem::forget(guard)`), the next
 //! robust-lock operation of that thread would walk into unmapped memory. So every
-//! lock guard counts itself here, and a mapping is leaked rather than unmapped while
-//! any thread of the process holds a shmkit lock.
+//! acquisition records the lock's address here, and a mapping is kept (leaked) rather
+//! than unmapped exactly when a lock held by some thread of the process lies inside it
+//! ([`any_held_in`]); every other mapping is unmapped, whatever else is held.
 //!
-//! Hot path (every lock and unlock): a const-initialised thread-local counter, read and
-//! written with plain (relaxed) loads and stores — no lazy-init check, no atomic
-//! read-modify-write. Each thread registers its counter's address once, on its first
-//! lock, in a global list that the rare unmap path sums; a second thread-local with a
-//! destructor takes the address out of the list before the thread's storage goes away.
+//! Hot path (every lock and unlock): a const-initialised thread-local record, read and
+//! written with relaxed loads and stores — no lazy-init check, no atomic
+//! read-modify-write. It keeps the addresses of the first [`TRACKED`] locks a thread holds
+//! at once (a stack: releases are almost always last-in first-out) and a count of all of
+//! them; beyond that the thread's record turns conservative ("may hold a lock anywhere")
+//! until it is back within bounds. Each thread registers its record once, on its first
+//! lock, in a global list that the rare unmap path reads; a second thread-local with a
+//! destructor takes the record out of the list before the thread's storage goes away.
+//!
+//! A forked child does not own its parent's locks (glibc resets the robust list), so a
+//! `pthread_atfork` child handler empties the forking thread's record.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Mutex, Once, PoisonError};
 
-/// Addresses of registered threads' counters.
+/// How many held locks per thread are tracked by address.
+pub const TRACKED: usize = 8;
+
+/// Addresses of registered threads' records.
 static REGISTRY: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+static AT_FORK: Once = Once::new();
+
+/// One thread's held locks. Only its thread writes it; the unmap path reads it.
+struct Held {
+    /// Locks held in all.
+    count: AtomicUsize,
+    /// How many of `addrs` are valid (`min(count, TRACKED)` unless records overflowed).
+    tracked: AtomicUsize,
+    addrs: [AtomicUsize; TRACKED],
+}
 
 thread_local! {
-    static COUNT: AtomicUsize = const { AtomicUsize::new(0) };
+    static HELD: Held = const {
+        Held { count: AtomicUsize::new(0), tracked: AtomicUsize::new(0), addrs: [const { AtomicUsize::new(0) }; TRACKED] }
+    };
     static REGISTERED: Cell<bool> = const { Cell::new(false) };
     static DEREGISTER: Deregister = const { Deregister };
 }
 
-/// Removes this thread's counter from the registry when the thread exits. `COUNT` has no
-/// destructor, so its storage is still valid while this runs; `any_held` reads counters
+/// Removes this thread's record from the registry when the thread exits. `HELD` has no
+/// destructor, so its storage is still valid while this runs; readers look at records
 /// only under the registry lock, which this takes first.
 struct Deregister;
 
 impl Drop for Deregister {
     fn drop(&mut self) {
-        let me = COUNT.with(|c| std::ptr::from_ref(c) as usize);
+        let me = HELD.with(|h| std::ptr::from_ref(h) as usize);
         REGISTRY.lock().unwrap_or_else(PoisonError::into_inner).retain(|&p| p != me);
     }
 }
 
+extern "C" fn forget_in_child() {
+    // Only the forking thread exists in the child; it holds none of its parent's locks.
+    let _ = HELD.try_with(|h| {
+        h.count.store(0, Relaxed);
+        h.tracked.store(0, Relaxed);
+    });
+}
+
 #[cold]
 fn register() {
+    AT_FORK.call_once(|| {
+        // SAFETY: registers a handler that only touches this thread's const thread-local
+        // with atomic stores: async-signal-safe work, as a fork child handler requires.
+        unsafe { libc::pthread_atfork(None, None, Some(forget_in_child)) };
+    });
     REGISTERED.with(|r| r.set(true));
     // Touching DEREGISTER registers its destructor for this thread.
     let _ = DEREGISTER.try_with(|_| ());
-    let me = COUNT.with(|c| std::ptr::from_ref(c) as usize);
+    let me = HELD.with(|h| std::ptr::from_ref(h) as usize);
     REGISTRY.lock().unwrap_or_else(PoisonError::into_inner).push(me);
 }
 
-/// Record that this thread acquired a robust lock.
+/// Record that this thread acquired (or is about to acquire) the robust lock at `addr`.
 #[inline]
-pub fn acquired() {
+pub fn acquired(addr: usize) {
     if !REGISTERED.with(Cell::get) {
         register();
     }
-    // Only this thread writes its counter, so load + store is enough.
-    COUNT.with(|c| c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed));
+    HELD.with(|h| {
+        let count = h.count.load(Relaxed);
+        let tracked = h.tracked.load(Relaxed);
+        if tracked == count && tracked < TRACKED {
+            h.addrs[tracked].store(addr, Relaxed);
+            h.tracked.store(tracked + 1, Relaxed);
+        }
+        h.count.store(count + 1, Relaxed);
+    });
 }
 
-/// Record that this thread released a robust lock.
+/// Record that this thread released the robust lock at `addr`.
 #[inline]
-pub fn released() {
-    COUNT.with(|c| c.store(c.load(Ordering::Relaxed).saturating_sub(1), Ordering::Relaxed));
+pub fn released(addr: usize) {
+    HELD.with(|h| {
+        let count = h.count.load(Relaxed);
+        if count == 0 {
+            return;
+        }
+        let tracked = h.tracked.load(Relaxed);
+        if let Some(i) = (0..tracked).rev().find(|&i| h.addrs[i].load(Relaxed) == addr) {
+            h.addrs[i].store(h.addrs[tracked - 1].load(Relaxed), Relaxed);
+            h.tracked.store(tracked - 1, Relaxed);
+        }
+        let count = count - 1;
+        h.count.store(count, Relaxed);
+        if count == 0 {
+            // Every lock is released: the record is exact again.
+            h.tracked.store(0, Relaxed);
+        }
+    });
 }
 
-/// Whether any thread of this process holds a robust lock right now.
-pub fn any_held() -> bool {
+/// Whether any thread of this process holds a robust lock that may lie in
+/// `[base, base + len)`. Exact while each thread holds at most [`TRACKED`] locks;
+/// conservative (`true`) for a thread holding more.
+pub fn any_held_in(base: usize, len: usize) -> bool {
     let reg = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
     reg.iter().any(|&p| {
-        // SAFETY: `p` is the address of a live thread's `COUNT`: threads remove their entry
+        // SAFETY: `p` is the address of a live thread's `HELD`: threads remove their entry
         // (under this lock, which we hold) before their thread-local storage is freed.
-        let c = unsafe { &*(p as *const AtomicUsize) };
-        c.load(Ordering::Acquire) != 0
+        let h = unsafe { &*(p as *const Held) };
+        let count = h.count.load(Relaxed);
+        let tracked = h.tracked.load(Relaxed).min(TRACKED);
+        count != tracked || h.addrs[..tracked].iter().any(|a| a.load(Relaxed).wrapping_sub(base) < len)
     })
 }
 
@@ -78,27 +140,60 @@ pub fn any_held() -> bool {
 mod tests {
     use super::*;
 
+    const A: usize = 0x1000;
+
+    /// The tests read the process-wide registry: one at a time.
+    static TURN: Mutex<()> = Mutex::new(());
+
     #[test]
-    fn counts_per_thread_and_forgets_exited_threads() {
-        let before = REGISTRY.lock().unwrap().len();
+    fn only_mappings_holding_a_held_lock_are_reported() {
+        let _turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
         std::thread::spawn(|| {
-            acquired();
-            assert!(any_held());
-            released();
+            acquired(A + 8);
+            assert!(any_held_in(A, 64));
+            assert!(!any_held_in(A + 64, 64), "a lock elsewhere does not pin this mapping");
+            released(A + 8);
+            assert!(!any_held_in(A, 64));
         })
         .join()
         .unwrap();
-        assert_eq!(REGISTRY.lock().unwrap().len(), before, "the exited thread deregistered");
         let (tx, rx) = std::sync::mpsc::channel();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let t = std::thread::spawn(move || {
-            acquired(); // a "forgotten guard" in another thread
+            acquired(A + 16); // a "forgotten guard" in another thread
             tx.send(()).unwrap();
             done_rx.recv().unwrap();
         });
         rx.recv().unwrap();
-        assert!(any_held(), "another thread's held lock is seen");
+        assert!(any_held_in(A, 64), "another thread's held lock is seen");
         done_tx.send(()).unwrap();
         t.join().unwrap();
+        assert!(!any_held_in(A, 64), "the exited thread deregistered");
+    }
+
+    #[test]
+    fn beyond_the_tracked_locks_a_thread_is_conservative_until_it_is_back() {
+        let _turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
+        std::thread::spawn(|| {
+            let base = 0x10_0000;
+            for i in 0..TRACKED + 2 {
+                acquired(base + i * 64);
+            }
+            assert!(any_held_in(0x9000_0000, 64), "untracked locks may be anywhere");
+            for i in (0..TRACKED + 2).rev() {
+                released(base + i * 64);
+            }
+            assert!(!any_held_in(0x9000_0000, 64));
+            assert!(!any_held_in(base, 4096));
+            // Out-of-order release keeps the others tracked.
+            acquired(base);
+            acquired(base + 64);
+            released(base);
+            assert!(any_held_in(base + 64, 1));
+            assert!(!any_held_in(base, 1));
+            released(base + 64);
+        })
+        .join()
+        .unwrap();
     }
 }
