@@ -20,8 +20,7 @@
 //! A forked child does not own its parent's locks (glibc resets the robust list), so a
 //! `pthread_atfork` child handler empties the forking thread's record.
 
-use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Mutex, Once, PoisonError};
 
 /// How many held locks per thread are tracked by address.
@@ -33,18 +32,26 @@ static AT_FORK: Once = Once::new();
 
 /// One thread's held locks. Only its thread writes it; the unmap path reads it.
 struct Held {
-    /// Locks held in all.
-    count: AtomicUsize,
-    /// How many of `addrs` are valid (`min(count, TRACKED)` unless records overflowed).
-    tracked: AtomicUsize,
+    /// Locks held in all; the first `min(len, TRACKED)` are in `addrs` unless `inexact`.
+    len: AtomicUsize,
+    /// Set when the thread held more than `TRACKED` locks and released one out of order
+    /// meanwhile, so `addrs` may miss some: the record then answers "anywhere" until the
+    /// thread holds no lock at all.
+    inexact: AtomicBool,
+    /// Whether this thread's record is in the registry.
+    registered: AtomicBool,
     addrs: [AtomicUsize; TRACKED],
 }
 
 thread_local! {
     static HELD: Held = const {
-        Held { count: AtomicUsize::new(0), tracked: AtomicUsize::new(0), addrs: [const { AtomicUsize::new(0) }; TRACKED] }
+        Held {
+            len: AtomicUsize::new(0),
+            inexact: AtomicBool::new(false),
+            registered: AtomicBool::new(false),
+            addrs: [const { AtomicUsize::new(0) }; TRACKED],
+        }
     };
-    static REGISTERED: Cell<bool> = const { Cell::new(false) };
     static DEREGISTER: Deregister = const { Deregister };
 }
 
@@ -63,39 +70,36 @@ impl Drop for Deregister {
 extern "C" fn forget_in_child() {
     // Only the forking thread exists in the child; it holds none of its parent's locks.
     let _ = HELD.try_with(|h| {
-        h.count.store(0, Relaxed);
-        h.tracked.store(0, Relaxed);
+        h.len.store(0, Relaxed);
+        h.inexact.store(false, Relaxed);
     });
 }
 
 #[cold]
-fn register() {
+fn register(h: &Held) {
     AT_FORK.call_once(|| {
         // SAFETY: registers a handler that only touches this thread's const thread-local
         // with atomic stores: async-signal-safe work, as a fork child handler requires.
         unsafe { libc::pthread_atfork(None, None, Some(forget_in_child)) };
     });
-    REGISTERED.with(|r| r.set(true));
+    h.registered.store(true, Relaxed);
     // Touching DEREGISTER registers its destructor for this thread.
     let _ = DEREGISTER.try_with(|_| ());
-    let me = HELD.with(|h| std::ptr::from_ref(h) as usize);
-    REGISTRY.lock().unwrap_or_else(PoisonError::into_inner).push(me);
+    REGISTRY.lock().unwrap_or_else(PoisonError::into_inner).push(std::ptr::from_ref(h) as usize);
 }
 
 /// Record that this thread acquired (or is about to acquire) the robust lock at `addr`.
 #[inline]
 pub fn acquired(addr: usize) {
-    if !REGISTERED.with(Cell::get) {
-        register();
-    }
     HELD.with(|h| {
-        let count = h.count.load(Relaxed);
-        let tracked = h.tracked.load(Relaxed);
-        if tracked == count && tracked < TRACKED {
-            h.addrs[tracked].store(addr, Relaxed);
-            h.tracked.store(tracked + 1, Relaxed);
+        if !h.registered.load(Relaxed) {
+            register(h);
         }
-        h.count.store(count + 1, Relaxed);
+        let len = h.len.load(Relaxed);
+        if len < TRACKED {
+            h.addrs[len].store(addr, Relaxed);
+        }
+        h.len.store(len + 1, Relaxed);
     });
 }
 
@@ -103,22 +107,34 @@ pub fn acquired(addr: usize) {
 #[inline]
 pub fn released(addr: usize) {
     HELD.with(|h| {
-        let count = h.count.load(Relaxed);
-        if count == 0 {
-            return;
-        }
-        let tracked = h.tracked.load(Relaxed);
-        if let Some(i) = (0..tracked).rev().find(|&i| h.addrs[i].load(Relaxed) == addr) {
-            h.addrs[i].store(h.addrs[tracked - 1].load(Relaxed), Relaxed);
-            h.tracked.store(tracked - 1, Relaxed);
-        }
-        let count = count - 1;
-        h.count.store(count, Relaxed);
-        if count == 0 {
-            // Every lock is released: the record is exact again.
-            h.tracked.store(0, Relaxed);
+        let len = h.len.load(Relaxed);
+        // Almost always: the last lock taken is the first released.
+        if len > 0 && len <= TRACKED && h.addrs[len - 1].load(Relaxed) == addr {
+            h.len.store(len - 1, Relaxed);
+        } else {
+            released_slow(h, addr, len);
         }
     });
+}
+
+#[cold]
+fn released_slow(h: &Held, addr: usize, len: usize) {
+    if len == 0 {
+        return;
+    }
+    let tracked = len.min(TRACKED);
+    match (0..tracked).rev().find(|&i| h.addrs[i].load(Relaxed) == addr) {
+        // Out of order within the tracked ones: move the last tracked one into its place.
+        Some(i) if len <= TRACKED => h.addrs[i].store(h.addrs[len - 1].load(Relaxed), Relaxed),
+        // A tracked lock released while untracked ones are held: the record has a hole.
+        Some(_) => h.inexact.store(true, Relaxed),
+        // An untracked one (len > TRACKED): the tracked ones are still exact.
+        None => {}
+    }
+    h.len.store(len - 1, Relaxed);
+    if len == 1 {
+        h.inexact.store(false, Relaxed);
+    }
 }
 
 /// Whether any thread of this process holds a robust lock that may lie in
@@ -130,9 +146,10 @@ pub fn any_held_in(base: usize, len: usize) -> bool {
         // SAFETY: `p` is the address of a live thread's `HELD`: threads remove their entry
         // (under this lock, which we hold) before their thread-local storage is freed.
         let h = unsafe { &*(p as *const Held) };
-        let count = h.count.load(Relaxed);
-        let tracked = h.tracked.load(Relaxed).min(TRACKED);
-        count != tracked || h.addrs[..tracked].iter().any(|a| a.load(Relaxed).wrapping_sub(base) < len)
+        let held = h.len.load(Relaxed);
+        held > TRACKED
+            || (held > 0 && h.inexact.load(Relaxed))
+            || h.addrs[..held].iter().any(|a| a.load(Relaxed).wrapping_sub(base) < len)
     })
 }
 
