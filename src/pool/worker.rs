@@ -154,8 +154,10 @@ fn run_entry(config: &Config, view: &View<'_>, w: usize, mb: &Mailbox, t: u32) {
             h.res_len.store(len as u32, Ordering::Relaxed);
             h.outcome.store(OUT_OK, Ordering::Relaxed);
         }
-        // SAFETY (both arms): this worker owns the entry's result area (see above).
-        Ok(Err(text)) => unsafe { entry.set_message(OUT_ERROR, &text) },
+        Ok(Err(text)) => {
+            // SAFETY: this worker owns the entry's result area (see above).
+            unsafe { entry.set_message(OUT_ERROR, &text) }
+        }
         Err(payload) => {
             let text = take_panic(payload.as_ref());
             // SAFETY: as above.

@@ -204,9 +204,10 @@ impl RawMutex {
     pub fn lock_until(&self, deadline: Deadline) -> Result<Acquired, LockError> {
         match deadline.abs_timespec() {
             None => self.lock(),
-            // SAFETY: as in `lock`; `ts` is a live timespec.
             Some(ts) => {
-                self.outcome(unsafe { sys::pthread::pthread_mutex_clocklock(self.ptr(), libc::CLOCK_MONOTONIC, &ts) })
+                // SAFETY: as in `lock`; `ts` is a live timespec.
+                let r = unsafe { sys::pthread::pthread_mutex_clocklock(self.ptr(), libc::CLOCK_MONOTONIC, &ts) };
+                self.outcome(r)
             }
         }
     }

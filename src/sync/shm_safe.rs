@@ -80,16 +80,23 @@ unsafe impl ShmSafe for super::LazyRawMutex {}
 #[cfg(not(loom))]
 unsafe impl<T: bytemuck::Pod + Send + Sync, const R: usize> ShmSafe for super::RwLock<T, R> {}
 
-// SAFETY (for each of the following): `#[repr(C)]` structs of atomics (and lazy
-// mutexes), all-zero valid, waits on shared futexes. Under loom the atomics are loom's
-// (not plain memory), so the marker is withheld there.
+// The following are `#[repr(C)]` structs of atomics (and lazy mutexes), all-zero valid,
+// waiting on shared futexes. Under loom the atomics are loom's (not plain memory), so the
+// marker is withheld there.
+// SAFETY: a 64-bit futex word (count and waiters) and two plain u32 settings; all-zero
+// is an unbounded semaphore with no permits.
 #[cfg(not(loom))]
 unsafe impl ShmSafe for super::Semaphore {}
+// SAFETY: a park word (atomics) and N lazy mutexes, all-zero valid.
 #[cfg(not(loom))]
 unsafe impl<const N: usize> ShmSafe for super::RobustSemaphore<N> {}
+// SAFETY: a park word (atomics), all-zero valid.
 #[cfg(not(loom))]
 unsafe impl ShmSafe for super::Condvar {}
+// SAFETY: one 64-bit futex word; all-zero is an unset event.
 #[cfg(not(loom))]
 unsafe impl ShmSafe for super::Event {}
+// SAFETY: a 64-bit futex word and plain integers; all-zero is an unconfigured barrier,
+// which reports so (`LockError::Unconfigured`).
 #[cfg(not(loom))]
 unsafe impl ShmSafe for super::Barrier {}
