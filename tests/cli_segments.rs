@@ -5,7 +5,7 @@ mod common;
 
 use std::process::{Command, Output};
 
-use common::{exists, unique_name};
+use common::{ShmFile, exists, unique_name};
 use serde_json::Value;
 use shmkit::segment::header;
 use shmkit::{Segment, SharedArray, SharedAtomic, SharedValue};
@@ -24,27 +24,11 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-struct File(String);
-
-impl File {
-    fn new(tag: &str, bytes: &[u8]) -> Self {
-        let name = unique_name(tag);
-        std::fs::write(format!("/dev/shm{name}"), bytes).unwrap();
-        File(name)
-    }
-}
-
-impl Drop for File {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(format!("/dev/shm{}", self.0));
-    }
-}
-
 #[test]
 fn ls_lists_shmkit_segments_with_their_headers() {
     let _serial = common::serial(); // gc removes any unmapped test file: one test at a time
     let a = SharedArray::<f32>::create(None, 10).unwrap();
-    let foreign = File::new("ls-foreign", b"plain bytes");
+    let foreign = ShmFile::new("ls-foreign", b"plain bytes");
     let rows = json(&["ls", "--json"]);
     let row = rows.as_array().unwrap().iter().find(|r| r["name"] == a.name().unwrap()).expect("listed");
     assert_eq!(row["kind"], "array");
@@ -90,18 +74,18 @@ fn inspect_summarizes_each_kind() {
 #[test]
 fn inspect_fails_cleanly_on_bad_segments() {
     let _serial = common::serial(); // gc removes any unmapped test file: one test at a time
-    let garbage = File::new("garbage", &[0x5a; 4096]);
-    let short = File::new("short", b"xyz");
+    let garbage = ShmFile::new("garbage", &[0x5a; 4096]);
+    let short = ShmFile::new("short", b"xyz");
     let mut newer = vec![0u8; 256];
     let mut raw: header::RawHeader = bytemuck::Zeroable::zeroed();
     raw.magic = header::MAGIC;
     raw.version = header::FORMAT_VERSION + 1;
     raw.state = header::READY;
     newer[..128].copy_from_slice(bytemuck::bytes_of(&raw));
-    let newer = File::new("newer", &newer);
+    let newer = ShmFile::new("newer", &newer);
     let mut truncated = newer_bytes_truncated();
     truncated.truncate(200);
-    let truncated = File::new("truncated", &truncated);
+    let truncated = ShmFile::new("truncated", &truncated);
     for (f, needle) in [
         (&garbage, "not a shmkit segment"),
         (&short, "not a shmkit segment"),
@@ -165,7 +149,7 @@ fn gc_removes_exactly_the_stale_segments() {
     stale.persist();
     let stale_name = stale.name().unwrap().to_owned();
     drop(stale);
-    let foreign = File::new("gc-foreign", b"not ours");
+    let foreign = ShmFile::new("gc-foreign", b"not ours");
     let dry = json(&["gc", "--dry-run", "--json"]);
     assert!(dry["would_remove"].as_array().unwrap().iter().any(|n| n == stale_name.as_str()));
     assert!(exists(&stale_name), "dry run removes nothing");

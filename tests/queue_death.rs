@@ -8,26 +8,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Exit, fork_child, kill, serial, wait_pid};
+use common::{Exit, fork_child, kill, serial, wait_pid, wait_stopped};
 use shmkit::channel::{ByteQueue, GetError, Pipe, Point, Queue, pause_at};
 
 const LIMIT: Duration = Duration::from_secs(20);
-
-/// Wait until `pid` has stopped itself; panic after `LIMIT`.
-fn wait_stopped(pid: libc::pid_t) {
-    let start = Instant::now();
-    loop {
-        let mut status = 0;
-        // SAFETY: waitpid on our own child; WUNTRACED reports stops without reaping.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED | libc::WNOHANG) };
-        if r == pid {
-            assert!(libc::WIFSTOPPED(status), "child {pid} ended instead of stopping: {status:#x}");
-            return;
-        }
-        assert!(start.elapsed() < LIMIT, "child {pid} never reached its pause point");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
 
 /// Fork a child that runs `op` with the hook set at `point`, wait until it stops there,
 /// SIGKILL it and reap it.

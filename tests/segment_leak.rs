@@ -9,7 +9,7 @@ mod hostile;
 
 use std::time::Duration;
 
-use common::unique_name;
+use common::{ShmFile, unique_name};
 use shmkit::segment::header::{self, MAGIC};
 use shmkit::{SegmentError, SegmentOptions};
 
@@ -21,23 +21,6 @@ fn maps() -> usize {
     std::fs::read_to_string("/proc/self/maps").unwrap().lines().count()
 }
 
-/// A file written by hand into /dev/shm, removed on drop.
-struct File(String);
-
-impl File {
-    fn new(bytes: &[u8]) -> File {
-        let name = unique_name("leak");
-        std::fs::write(format!("/dev/shm{name}"), bytes).unwrap();
-        File(name)
-    }
-}
-
-impl Drop for File {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(format!("/dev/shm{}", self.0));
-    }
-}
-
 #[test]
 fn failed_and_retried_opens_leak_nothing_while_a_lock_is_held() {
     let _turn = common::serial();
@@ -46,14 +29,14 @@ fn failed_and_retried_opens_leak_nothing_while_a_lock_is_held() {
     // Unpublished: the magic is there, the state word stays 0 for ever.
     let mut unpublished = vec![0u8; 4096];
     unpublished[..8].copy_from_slice(&MAGIC);
-    let unpublished = File::new(&unpublished);
-    let zeros = File::new(&[0u8; 4096]);
+    let unpublished = ShmFile::new("leak", &unpublished);
+    let zeros = ShmFile::new("leak", &[0u8; 4096]);
     // Every hostile header that open refuses (a segment it accepts is handed out, and a lock
     // could be taken inside it: that one is rightly kept while a lock is held).
-    let hostile: Vec<File> = hostile::cases()
+    let hostile: Vec<ShmFile> = hostile::cases()
         .iter()
         .filter(|(_, bytes)| header::validate(bytes, bytes.len() as u64).is_err())
-        .map(|(_, bytes)| File::new(bytes))
+        .map(|(_, bytes)| ShmFile::new("leak", bytes))
         .collect();
     let quick = SegmentOptions::new().open_timeout(Duration::from_millis(300));
     // Warm up whatever the first open allocates once (thread-locals, the lock registry).
@@ -63,7 +46,7 @@ fn failed_and_retried_opens_leak_nothing_while_a_lock_is_held() {
         let e = quick.open(&f.0).unwrap_err();
         assert!(matches!(e, SegmentError::InitTimeout { .. }), "{e:?}");
     }
-    let valid = File::new(&hostile::valid_file());
+    let valid = ShmFile::new("leak", &hostile::valid_file());
     let e = shmkit::SharedArray::<f64>::open_with(&quick, &valid.0).unwrap_err();
     assert!(matches!(e, SegmentError::KindMismatch { .. }), "{e:?}");
     for f in &hostile {

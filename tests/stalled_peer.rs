@@ -71,16 +71,6 @@ fn child_role() {
     unreachable!("the hook stops this process for ever");
 }
 
-/// Wait until `pid` is stopped (state `T` in /proc).
-fn wait_stopped(pid: u32) {
-    wait_until("the peer to stop", LONG, || {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('T')))
-            .unwrap_or(false)
-    });
-}
-
 /// Run `op`, check it returned within `limit` + SLACK, and return its result. A call that
 /// hangs aborts the test binary after 10 s (a failure, not a hung CI run).
 fn within<R>(what: &str, limit: Duration, op: impl FnOnce() -> R) -> R {
@@ -111,7 +101,7 @@ fn a_peer_stopped_inside_the_claim_table_lock_delays_no_timed_or_try_claim() {
     let held = a.claim_mut(32..64).unwrap(); // taken before the peer stops
     let child = spawn_role("child_role", "stop_in_claim_table", &[(NAME_VAR, &name)]);
     let pid = child.id();
-    wait_stopped(pid);
+    common::wait_stopped(pid as libc::pid_t);
     let busy = |r: Option<ClaimError>| matches!(r, Some(ClaimError::TableBusy { holder }) if holder == pid);
     let r = within("try_claim_mut", Duration::ZERO, || a.try_claim_mut(0..4).err());
     assert!(busy(r), "try_claim_mut");
@@ -136,7 +126,7 @@ fn a_peer_stopped_inside_a_values_claim_table_delays_no_try_lock() {
     let v = SharedValue::<u64>::create(Some(&name), 7).unwrap();
     let child = spawn_role("child_role", "stop_in_value_table", &[(NAME_VAR, &name)]);
     let pid = child.id();
-    wait_stopped(pid);
+    common::wait_stopped(pid as libc::pid_t);
     let busy = |r: Option<ClaimError>| matches!(r, Some(ClaimError::TableBusy { holder }) if holder == pid);
     assert!(busy(within("value try_lock", Duration::ZERO, || v.try_lock().err())));
     assert!(busy(within("value lock_timeout", TIMEOUT, || v.lock_timeout(TIMEOUT).err())));
@@ -150,7 +140,7 @@ fn a_peer_stopped_holding_a_claim_delays_no_timed_claim() {
     let a = SharedArray::<u64>::create(Some(&name), 64).unwrap();
     let child = spawn_role("child_role", "stop_holding_claim", &[(NAME_VAR, &name)]);
     let pid = child.id();
-    wait_stopped(pid);
+    common::wait_stopped(pid as libc::pid_t);
     let r = within("try_claim", Duration::ZERO, || a.try_claim(0..8).err());
     assert!(matches!(r, Some(ClaimError::Conflict { holder, .. }) if holder == pid), "{r:?}");
     let r = within("claim_mut_timeout", TIMEOUT, || a.claim_mut_timeout(2..3, TIMEOUT).err());
@@ -177,7 +167,7 @@ fn a_peer_stopped_holding_locks_delays_no_timed_or_try_lock_and_no_condvar_wait(
         locked_rx.recv_timeout(LONG).unwrap();
         let child = spawn_role("child_role", "stop_holding_locks", &[(NAME_VAR, &name)]);
         wait_until("the peer to take its locks", LONG, || a.flag.load(Ordering::SeqCst) == 1);
-        wait_stopped(child.id());
+        common::wait_stopped(child.id() as libc::pid_t);
         let (took, timed_out) = waiter.join().unwrap();
         assert!(timed_out, "the relock after the wait reports Timeout");
         assert!(took <= Duration::from_millis(300) + SLACK, "condvar wait_timeout took {took:?}");

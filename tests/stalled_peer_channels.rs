@@ -8,7 +8,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::{Exit, fork_child, kill, serial, wait_pid};
+use common::{Exit, fork_child, kill, serial, wait_pid, wait_stopped};
 use shmkit::channel::{ByteQueue, GetError, Pipe, Point, PutError, Queue, pause_at};
 use shmkit::manager::{DictOptions, ManagerError, SharedDict, SharedList, key_hash};
 use shmkit::{LockError, SharedAtomic};
@@ -16,22 +16,6 @@ use shmkit::{LockError, SharedAtomic};
 const LIMIT: Duration = Duration::from_secs(20);
 const T: Duration = Duration::from_millis(300);
 const SLACK: Duration = Duration::from_millis(50);
-
-/// Wait until `pid` has stopped itself.
-fn wait_stopped(pid: libc::pid_t) {
-    let start = Instant::now();
-    loop {
-        let mut status = 0;
-        // SAFETY: waitpid on our own child; WUNTRACED reports stops without reaping.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED | libc::WNOHANG) };
-        if r == pid {
-            assert!(libc::WIFSTOPPED(status), "child {pid} ended instead of stopping: {status:#x}");
-            return;
-        }
-        assert!(start.elapsed() < LIMIT, "child {pid} never stopped");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
 
 fn reap(pid: libc::pid_t) {
     kill(pid, libc::SIGKILL);

@@ -136,3 +136,38 @@ pub fn unique_name(tag: &str) -> String {
 pub fn exists(name: &str) -> bool {
     std::path::Path::new(&format!("/dev/shm/{}", name.trim_start_matches('/'))).exists()
 }
+
+/// A file written by hand into /dev/shm under a unique test name, removed on drop.
+pub struct ShmFile(pub String);
+
+impl ShmFile {
+    /// Write `bytes` as `/dev/shm/shmkit-test-<tag>-…`.
+    pub fn new(tag: &str, bytes: &[u8]) -> Self {
+        let name = unique_name(tag);
+        std::fs::write(format!("/dev/shm{name}"), bytes).expect("write /dev/shm file");
+        ShmFile(name)
+    }
+}
+
+impl Drop for ShmFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(format!("/dev/shm{}", self.0));
+    }
+}
+
+/// Wait until our child `pid` has stopped (SIGSTOP, or a test hook that stops it); panic
+/// after 20 s or if it ended instead.
+pub fn wait_stopped(pid: libc::pid_t) {
+    let start = Instant::now();
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid on our own child; WUNTRACED reports stops without reaping.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED | libc::WNOHANG) };
+        if r == pid {
+            assert!(libc::WIFSTOPPED(status), "child {pid} ended instead of stopping: {status:#x}");
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "child {pid} never stopped");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
