@@ -64,6 +64,9 @@ pub(crate) fn worker_main(seg: &Segment, index: u64, fds: &[RawFd]) -> i32 {
     };
     let mb = view.mailbox(w);
     let hdr = view.header();
+    // Publish this worker's pid before it can run a task (the manager stores it too, but only
+    // after fork returns there: a result could otherwise come back from an unlisted pid).
+    mb.pid.store(std::process::id(), Ordering::SeqCst);
     install_panic_capture();
     if config.init_tramp != 0 {
         let mut arg = [0u8; INIT_ARG_CAP];
