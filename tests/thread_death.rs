@@ -1,8 +1,9 @@
 //! Thread death is not process death: a guard or claim leaked by a thread that exits
 //! (`Box::leak`, `mem::forget`) can keep a `&mut` alive in its process, so the lock or
-//! claim must never be granted again while that process lives — for every primitive
-//! built on a robust mutex, in this process and across processes. A guard dropped in a
-//! forked child must leave its parent's lock or claim alone.
+//! claim must not be granted again while that process lives — for every primitive built
+//! on a robust mutex, in this process (for ever) and across processes (until that process
+//! ends, and even a killed process that takes long to exit is not mistaken for a live
+//! one). A guard dropped in a forked child must leave its parent's lock or claim alone.
 
 mod common;
 
@@ -153,11 +154,19 @@ fn a_lock_leaked_by_a_thread_of_another_live_process_is_refused_there_too() {
     let mut child = spawn_role("child_role", "leak_mutex", &[("SHMKIT_TEST_ARENA", &name)]);
     wait_until("the child to leak its guard", LONG, || obj.flag.load(Ordering::SeqCst) == 1);
     let pid = child.id();
-    assert!(abandoned_by(&outcome(obj.m.lock_timeout(LONG)), pid));
-    // Permanent: also once that process has ended.
+    let t = Instant::now();
+    assert!(abandoned_by(&outcome(obj.m.lock_timeout(SHORT)), pid));
+    assert!(t.elapsed() < SHORT * 3, "{:?}", t.elapsed());
+    assert!(abandoned_by(&outcome(obj.m.try_lock()), pid));
+    assert!(abandoned_by(&outcome(obj.m.lock()), pid), "refused while that process lives");
+    // Once it has ended, every borrow ended with it: the next locker is told the owner died.
     let _ = child.kill();
     assert_eq!(wait_child(&mut child, LONG), Exit::Signal(libc::SIGKILL));
-    assert!(abandoned_by(&outcome(obj.m.lock_timeout(LONG)), pid));
+    match obj.m.lock_timeout(LONG) {
+        Err(AcquireError::OwnerDied(d)) => drop(d.mark_consistent().unwrap()),
+        other => panic!("expected OwnerDied once the process ended, got {:?}", outcome(other)),
+    }
+    assert!(outcome(obj.m.try_lock()).is_ok());
 }
 
 #[test]
@@ -167,13 +176,15 @@ fn a_claim_leaked_by_a_thread_of_another_live_process_is_refused_while_it_lives(
     let mut child = spawn_role("child_role", "leak_claim", &[("SHMKIT_TEST_ARENA", &name)]);
     wait_until("the child to leak its claim", LONG, || a.atomics(8..9).unwrap()[0].load(Ordering::SeqCst) == 1);
     let pid = child.id();
-    let r = a.claim_mut_timeout(0..16, LONG).err();
+    let r = a.try_claim_mut(0..16).err();
     assert!(matches!(r, Some(ClaimError::Abandoned { pid: p, .. }) if p == pid), "{r:?}");
+    let r = a.claim_mut_timeout(0..16, SHORT).err();
+    assert!(matches!(r, Some(ClaimError::Abandoned { pid: p, .. }) if p == pid), "{r:?}");
+    drop(a.claim_mut_timeout(4..16, LONG).unwrap());
+    // Once that process ended, its abandoned claim is freed.
     let _ = child.kill();
     assert_eq!(wait_child(&mut child, LONG), Exit::Signal(libc::SIGKILL));
-    // The claim's owner mutex stays abandoned: its range is never granted again.
-    assert!(a.claim_mut_timeout(0..4, LONG).is_err());
-    drop(a.claim_mut_timeout(4..16, LONG).unwrap());
+    drop(a.claim_mut_timeout(0..16, LONG).unwrap());
 }
 
 /// Run `f` in a forked child (one at a time; this thread's held-lock counter registered
@@ -207,4 +218,84 @@ fn guards_dropped_in_a_forked_child_leave_the_parents_claims_and_locks_alone() {
     drop((claim, read));
     drop(a.try_claim_mut(0..8).unwrap());
     drop(rw.try_write().unwrap());
+}
+
+/// A child that maps and touches `gib` GiB (so its exit takes a while to free them), runs
+/// `hold`, reports, and waits to be killed.
+fn big_child_holding(gib: usize, hold: impl FnOnce()) -> libc::pid_t {
+    let _one_at_a_time = common::serial();
+    drop(Mutex::new(()).lock()); // registers this thread's held-lock record before the fork
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe(2) writes.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let pid = common::fork_child(|| {
+        let len = gib << 30;
+        // SAFETY: a fresh private anonymous mapping; nothing else uses it.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return 3;
+        }
+        hold();
+        // SAFETY: writes one byte from a live buffer to our pipe.
+        unsafe { libc::write(fds[1], b"x".as_ptr().cast(), 1) };
+        loop {
+            // SAFETY: pause has no preconditions; the parent kills us.
+            unsafe { libc::pause() };
+        }
+    });
+    let mut b = [0u8; 1];
+    // SAFETY: reads one byte into a live buffer from our pipe.
+    assert_eq!(unsafe { libc::read(fds[0], b.as_mut_ptr().cast(), 1) }, 1, "the child did not report");
+    // SAFETY: our own descriptors, closed once.
+    unsafe {
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+    }
+    pid
+}
+
+#[test]
+fn a_killed_owner_that_takes_long_to_exit_is_not_mistaken_for_a_live_one() {
+    #[repr(C)]
+    struct Locks {
+        m: Mutex<u64>,
+        sem: RobustSemaphore<1>,
+    }
+    // SAFETY: #[repr(C)], made only of ShmSafe fields.
+    unsafe impl ShmSafe for Locks {}
+    let obj = SharedObject::<Locks>::anonymous(|_| {}).unwrap();
+    let pid = big_child_holding(2, || {
+        std::mem::forget(obj.m.lock().unwrap());
+        std::mem::forget(obj.sem.acquire().unwrap());
+    });
+    common::kill(pid, libc::SIGKILL);
+    // While the killed process frees its memory its threads are dead but it has not ended:
+    // try_lock may be refused for a while, never for good.
+    let t = Instant::now();
+    loop {
+        match obj.m.try_lock() {
+            Err(AcquireError::OwnerDied(d)) => {
+                drop(d.mark_consistent().unwrap());
+                break;
+            }
+            Err(AcquireError::Lock(LockError::WouldBlock | LockError::AbandonedByThread { .. })) => {
+                assert!(t.elapsed() < Duration::from_secs(30), "never recovered from the killed owner");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            other => panic!("unexpected {:?}", outcome(other)),
+        }
+    }
+    let p = obj.sem.acquire_timeout(Duration::from_secs(30)).expect("the killed holder's permit comes back");
+    assert!(p.recovered());
+    drop(p);
+    assert_eq!(common::wait_pid(pid, LONG), Exit::Signal(libc::SIGKILL));
 }

@@ -13,8 +13,8 @@
 //!   slot that overlaps and is not compatible (`Shared`+`Shared` and `Atomic`+`Atomic`
 //!   are; anything with `Exclusive` is not), `try_lock` its owner: busy → conflict;
 //!   owner-died (its process ended) or free → the claim is abandoned: clear it;
-//!   abandoned by a *thread* of a live process → [`ClaimError::Abandoned`], for ever (a
-//!   leaked guard may still borrow the range). Without conflict: take a free slot by
+//!   abandoned by a *thread* of a process that lives → [`ClaimError::Abandoned`] while it
+//!   lives (a leaked guard may still borrow the range; timed claims wait for it to end). Without conflict: take a free slot by
 //!   locking its owner mutex, write `start`/`end`, then `mode` (Release). With a conflict:
 //!   give up (`try_*`), or drop the table lock and futex-wait on `generation` (at most
 //!   10 ms at a time, so a dead holder is noticed on the next scan), then rescan.
@@ -127,7 +127,7 @@ pub enum ClaimError {
     },
     /// An overlapping claim was held by a thread that exited while its process lives on
     /// (a guard leaked with `mem::forget` or `Box::leak`). Its borrow may still be alive,
-    /// so the range is never granted again while that process lives.
+    /// so the range is not granted while that process lives (for ever, if it is this one).
     #[error(
         "range {start}..{end} overlaps a claim abandoned by an exited thread of live process {pid} \
          (a leaked guard outlives its thread); the range cannot be granted again while that process \
@@ -303,7 +303,7 @@ impl<'a> Claims<'a> {
             if STOP_IN_TABLE_LOCK.load(Ordering::Relaxed) {
                 crate::sys::owner::stop_forever();
             }
-            let holder = match self.scan(start, end, mode) {
+            let (holder, abandoned) = match self.scan(start, end, mode) {
                 Scan::Free => {
                     let slot = self.take_slot(start, end, mode);
                     drop(guard);
@@ -312,19 +312,29 @@ impl<'a> Claims<'a> {
                 Scan::Mine => {
                     return Err(ClaimError::WouldDeadlock { start: range.start, end: range.end });
                 }
-                Scan::Abandoned(pid) => {
+                // Abandoned by a thread of this process: never free while it runs.
+                Scan::Abandoned(pid) if pid == crate::sys::owner::pid() => {
                     return Err(ClaimError::Abandoned { start: range.start, end: range.end, pid });
+                }
+                // Abandoned by a thread of another process: free once that process ended
+                // (a killed one may still be exiting), so wait like for a live claim.
+                Scan::Abandoned(pid) => {
+                    drop(guard);
+                    (pid, true)
                 }
                 Scan::Busy(holder) => {
                     drop(guard);
-                    holder
+                    (holder, false)
                 }
             };
-            let Some(deadline) = deadline else {
-                return Err(ClaimError::Conflict { start: range.start, end: range.end, holder });
+            let refused = |timed_out: bool| match (abandoned, timed_out) {
+                (true, _) => ClaimError::Abandoned { start: range.start, end: range.end, pid: holder },
+                (false, false) => ClaimError::Conflict { start: range.start, end: range.end, holder },
+                (false, true) => ClaimError::Timeout { start: range.start, end: range.end, holder },
             };
+            let Some(deadline) = deadline else { return Err(refused(false)) };
             if deadline.passed() {
-                return Err(ClaimError::Timeout { start: range.start, end: range.end, holder });
+                return Err(refused(true));
             }
             self.table.waiters.fetch_add(1, Ordering::SeqCst);
             futex::wait(&self.table.generation, generation, deadline, Some(RESCAN));
@@ -348,7 +358,14 @@ impl<'a> Claims<'a> {
             match slot.owner.try_lock() {
                 Err(LockError::WouldBlock) => verdict = Scan::Busy(slot.owner.owner_pid()),
                 Err(LockError::WouldDeadlock) => return Scan::Mine,
-                Err(LockError::AbandonedByThread { pid }) => return Scan::Abandoned(pid),
+                Err(LockError::AbandonedByThread { pid }) => {
+                    if pid == crate::sys::owner::pid() {
+                        return Scan::Abandoned(pid);
+                    }
+                    if !matches!(verdict, Scan::Busy(_)) {
+                        verdict = Scan::Abandoned(pid);
+                    }
+                }
                 Ok(how) => {
                     // Abandoned by a process that ended (or a corrupt slot was left marked).
                     if how == Acquired::OwnerDied {
@@ -420,7 +437,7 @@ enum Scan {
     /// A live claim conflicts; the pid of its process.
     Busy(u32),
     Mine,
-    /// A conflicting claim was abandoned by a thread of this live process.
+    /// A conflicting claim was abandoned by a thread of a process that may still live.
     Abandoned(u32),
 }
 

@@ -47,13 +47,16 @@ pub enum LockError {
         /// The initialising process.
         pid: u32,
     },
-    /// A thread of a process that is still alive (`pid`, possibly this one) died holding
-    /// the lock. A guard it leaked may still give that process access to the data, so the
-    /// lock is never granted again: permanent, for every process.
+    /// A thread of process `pid` (possibly this one) died holding the lock, and that
+    /// process has not ended: a guard the thread leaked may still give it access to the
+    /// data, so the lock is refused, for every process, while `pid` lives. Once it has
+    /// ended the next acquirer gets [`AcquireError::OwnerDied`]; for this very process,
+    /// that is never.
     #[error(
-        "a thread of live process {pid} exited while holding this lock (a guard or claim leaked \
-         with mem::forget or Box::leak outlives its thread); the lock can never be granted again \
-         without aliasing that borrow: recreate the object, and drop guards on the thread that took them"
+        "a thread of process {pid} exited while holding this lock (a guard or claim leaked with \
+         mem::forget or Box::leak outlives its thread), and that process still runs: the lock is \
+         refused until it ends, so that nothing aliases the leaked borrow; drop guards on the thread \
+         that took them"
     )]
     AbandonedByThread {
         /// The process whose thread held the lock.

@@ -10,11 +10,12 @@
 //! | 0 `UNINIT`                 | never used; the first user CASes it to `INITIALISING(pid)`   |
 //! | `INITIALISING` bit \| pid  | process `pid` runs `pthread_mutex_init`; others futex-wait   |
 //! | 2 `READY`                  | published with Release; every use loads it with Acquire      |
+//! | 5 `READY_DIED`             | usable; the first acquirer gets [`Acquired::OwnerDied`]      |
 //! | 3 `NOT_RECOVERABLE`        | an owner-died guard was released unrepaired: every use fails |
-//! | 4 `ABANDONED`              | a thread of a live process died holding it: every use fails  |
+//! | `SUSPECT` bit \| pid       | a thread of process `pid` died holding it: refused while `pid` lives |
 //! | anything else              | corrupt: [`LockError::Corrupt`]                              |
 //!
-//! `NOT_RECOVERABLE` and `ABANDONED` are checked *before* calling into glibc, so no thread
+//! `NOT_RECOVERABLE` and `SUSPECT` are checked *before* calling into glibc, so no thread
 //! calls `pthread_mutex_trylock` on a not-recoverable mutex (which, through a glibc bug,
 //! would leave the lock word taken; see `RawMutex::try_lock`) except in the instant the
 //! state changes.
@@ -29,9 +30,18 @@
 //! *thread* exits, but a guard leaked by that thread (`Box::leak`) can keep a `&mut` alive
 //! in its process. So the next locker looks at the owner word: if that process has ended
 //! (waiting briefly for one that is exiting), every borrow ended with it and the lock
-//! comes back as [`Acquired::OwnerDied`]; if it is still alive — this very process
-//! included — the lock is made permanently unusable (`ABANDONED`) and every caller gets
-//! [`LockError::AbandonedByThread`] naming the pid.
+//! comes back as [`Acquired::OwnerDied`]; otherwise — this very process included — the
+//! mutex is released unrepaired (glibc makes it not recoverable: nobody can hold it) and
+//! marked `SUSPECT|pid`, and every caller gets [`LockError::AbandonedByThread`] naming the
+//! pid *for as long as that process lives*. The first caller that finds the process ended
+//! re-initialises the mutex (nobody can hold a not-recoverable one) and publishes
+//! `READY_DIED`, so the next acquirer gets `OwnerDied`: a slow exit (a killed process
+//! with gigabytes to free) delays the verdict, it never makes it permanent.
+//!
+//! The owner word is cleared by every unlock of its owner, so a process killed between
+//! glibc's grant and its `owner` store (no guard existed yet) reads as "ended". Every
+//! acquisition re-checks `state` after glibc grants the lock, so a caller that read
+//! `READY` just before it changed never keeps a lock the state word refuses.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -42,19 +52,27 @@ use crate::sys::{Deadline, futex, owner};
 const UNINIT: u32 = 0;
 const READY: u32 = 2;
 const NOT_RECOVERABLE: u32 = 3;
-const ABANDONED: u32 = 4;
+/// Usable, and the first acquirer is told the previous owner died (set after a takeover).
+const READY_DIED: u32 = 5;
 /// Set in `state` while the process whose pid fills the other bits initialises the mutex.
 const INITIALISING: u32 = 0x8000_0000;
+/// Set in `state` while a thread of the process whose pid fills the other bits died
+/// holding the lock and that process may still live.
+const SUSPECT: u32 = 0x4000_0000;
+const PID_BITS: u32 = 0x3fff_ffff;
 
 /// How long a user without a deadline ([`LazyRawMutex::lock`]) waits for another process's
 /// initialisation before reporting [`LockError::InitStalled`].
 pub const INIT_STALL: Duration = Duration::from_secs(1);
 
-/// How long a locker that found a dead owner thread waits for that thread's process to
-/// finish exiting (a killed process's threads die one by one) before concluding that the
-/// process lives on. Bounded by the caller's deadline, but at least [`OWNER_EXIT_MIN`].
-const OWNER_EXIT_WAIT: Duration = Duration::from_secs(1);
-const OWNER_EXIT_MIN: Duration = Duration::from_millis(20);
+/// How long a locker without a deadline that found a dead owner thread waits for that
+/// thread's process to finish exiting (a killed process's threads die one by one, and a
+/// large one takes a while to free its memory) before reporting
+/// [`LockError::AbandonedByThread`] for now. Timed calls wait until their deadline.
+const OWNER_EXIT_WAIT: Duration = Duration::from_secs(10);
+
+/// How long [`LazyRawMutex::try_lock`] waits for a first-use initialisation in progress.
+pub const TRY_INIT_GRACE: Duration = Duration::from_millis(10);
 
 /// A [`RawMutex`] that initialises itself on first use: all-zero bytes are a valid,
 /// unlocked, not-yet-initialised mutex. `#[repr(C)]`, position independent. The building
@@ -98,7 +116,7 @@ impl LazyRawMutex {
     }
 
     /// The initialised mutex, initialising it first if nobody has (waiting for another
-    /// initialiser until `deadline`).
+    /// initialiser until `deadline`), or taking over one whose suspect owner ended.
     #[inline]
     fn get(&self, deadline: Deadline) -> Result<&RawMutex, LockError> {
         if self.state.load(Ordering::Acquire) == READY { Ok(&self.raw) } else { self.init_slow(deadline) }
@@ -110,12 +128,11 @@ impl LazyRawMutex {
         loop {
             let seen = self.state.load(Ordering::Acquire);
             match seen {
-                READY => return Ok(&self.raw),
+                READY | READY_DIED => return Ok(&self.raw),
                 NOT_RECOVERABLE => return Err(LockError::NotRecoverable),
-                ABANDONED => return Err(LockError::AbandonedByThread { pid: self.owner.load(Ordering::Relaxed) }),
                 UNINIT => {
                     if self.state.compare_exchange(UNINIT, me, Ordering::Acquire, Ordering::Acquire).is_ok() {
-                        return self.initialise(me);
+                        return self.initialise(me, READY);
                     }
                 }
                 s if s & INITIALISING != 0 => {
@@ -124,7 +141,8 @@ impl LazyRawMutex {
                     // that never was READY, and a dead process writes nothing more.
                     if s != me && owner::process_ended(by, Duration::ZERO) {
                         if self.state.compare_exchange(s, me, Ordering::Acquire, Ordering::Acquire).is_ok() {
-                            return self.initialise(me);
+                            // Nobody ever held it: nothing to report.
+                            return self.initialise(me, READY);
                         }
                         continue;
                     }
@@ -133,19 +151,36 @@ impl LazyRawMutex {
                     }
                     futex::wait(&self.state, s, deadline, Some(Duration::from_millis(10)));
                 }
+                s if s & SUSPECT != 0 => {
+                    let pid = s & PID_BITS;
+                    // A nonzero lock word: a waiter woken by the unrepaired release is still
+                    // inside glibc (it gives the word back at once, unless it is stopped).
+                    if !owner::process_ended(pid, Duration::ZERO) || !self.raw.lock_word_is_zero() {
+                        return Err(LockError::AbandonedByThread { pid });
+                    }
+                    // That process ended, and every borrow with it. The mutex is not
+                    // recoverable (released unrepaired), so nobody holds it: start afresh,
+                    // and tell the next acquirer its previous owner died.
+                    if self.state.compare_exchange(s, me, Ordering::Acquire, Ordering::Acquire).is_ok() {
+                        return self.initialise(me, READY_DIED);
+                    }
+                }
                 _ => return Err(LockError::Corrupt),
             }
         }
     }
 
-    /// Run `pthread_mutex_init` as the owner of initialisation (`state == me`) and publish.
-    fn initialise(&self, me: u32) -> Result<&RawMutex, LockError> {
+    /// Run `pthread_mutex_init` as the owner of initialisation (`state == me`) and
+    /// publish `ready` (READY, or READY_DIED after a takeover).
+    fn initialise(&self, me: u32, ready: u32) -> Result<&RawMutex, LockError> {
         // SAFETY: `state == me` makes this thread the only one that may touch `raw` until
-        // `READY` is published: everybody else waits in `init_slow` (or takes over only
-        // after this whole process ended). `raw` is inside an UnsafeCell, so writing
-        // through a pointer derived from `&self` is allowed.
+        // it publishes: everybody else waits in `init_slow` (or takes over only after this
+        // whole process ended), and nobody holds it (never initialised, or not
+        // recoverable). `raw` is inside an UnsafeCell, so writing through a pointer derived
+        // from `&self` is allowed.
         let r = unsafe { RawMutex::init(std::ptr::from_ref(&self.raw).cast_mut()) };
-        let next = if r.is_ok() { READY } else { UNINIT };
+        self.owner.store(0, Ordering::Relaxed);
+        let next = if r.is_ok() { ready } else { UNINIT };
         let _ = self.state.compare_exchange(me, next, Ordering::Release, Ordering::Relaxed);
         futex::wake_all(&self.state);
         r?;
@@ -154,17 +189,18 @@ impl LazyRawMutex {
 
     /// Whether the one-time initialisation has happened.
     pub fn is_initialised(&self) -> bool {
-        self.state.load(Ordering::Acquire) == READY
+        matches!(self.state.load(Ordering::Acquire), READY | READY_DIED)
     }
 
-    /// Whether the lock can never be acquired again (not recoverable, or abandoned by a
-    /// thread of a live process).
-    pub fn is_lost(&self) -> bool {
-        matches!(self.state.load(Ordering::Acquire), NOT_RECOVERABLE | ABANDONED)
+    /// Whether the lock cannot be acquired again while this process runs: not
+    /// recoverable, or abandoned by a thread of this process.
+    pub(crate) fn is_lost_to_this_process(&self) -> bool {
+        let s = self.state.load(Ordering::Acquire);
+        s == NOT_RECOVERABLE || s == SUSPECT | (owner::pid() & PID_BITS)
     }
 
-    /// The pid of the process that holds the lock or held it last (0: never locked). A
-    /// hint for error messages: it may change at any moment.
+    /// The pid of the process that holds the lock (0: nobody, or not known). A hint for
+    /// error messages: it may change at any moment.
     pub fn owner_pid(&self) -> u32 {
         self.owner.load(Ordering::Relaxed)
     }
@@ -177,10 +213,16 @@ impl LazyRawMutex {
         self.owner.load(Ordering::Relaxed) == owner::pid()
     }
 
-    /// Record this process as the owner; called by every acquirer while it holds the lock.
+    /// After glibc granted the lock cleanly: record this process as the owner, or give the
+    /// lock back if the state word says it must not be granted (see [`Self::settle_slow`]).
     #[inline]
-    pub(crate) fn set_owner(&self) {
-        self.owner.store(owner::pid(), Ordering::Relaxed);
+    pub(crate) fn granted(&self) -> bool {
+        if self.state.load(Ordering::Acquire) == READY {
+            self.owner.store(owner::pid(), Ordering::Relaxed);
+            true
+        } else {
+            false
+        }
     }
 
     /// Settle an acquisition outcome: record the owner, decide what a dead owner means,
@@ -188,10 +230,7 @@ impl LazyRawMutex {
     #[inline]
     fn settle(&self, r: Result<Acquired, LockError>, deadline: Deadline) -> Result<Acquired, LockError> {
         match r {
-            Ok(Acquired::Clean) => {
-                self.set_owner();
-                Ok(Acquired::Clean)
-            }
+            Ok(Acquired::Clean) if self.granted() => Ok(Acquired::Clean),
             other => self.settle_slow(other, deadline),
         }
     }
@@ -200,33 +239,62 @@ impl LazyRawMutex {
     fn settle_slow(&self, r: Result<Acquired, LockError>, deadline: Deadline) -> Result<Acquired, LockError> {
         match r {
             Ok(Acquired::Clean) => {
-                self.set_owner();
-                Ok(Acquired::Clean)
+                let s = self.state.load(Ordering::Acquire);
+                if s == READY {
+                    self.owner.store(owner::pid(), Ordering::Relaxed);
+                    return Ok(Acquired::Clean);
+                }
+                if s == READY_DIED
+                    && self.state.compare_exchange(READY_DIED, READY, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+                {
+                    // The first acquirer after a takeover: its previous owner died.
+                    self.owner.store(owner::pid(), Ordering::Relaxed);
+                    return Ok(Acquired::OwnerDied);
+                }
+                // Granted by glibc to a caller that read READY before the state changed:
+                // the state word refuses it. Give it back untouched.
+                // SAFETY: we hold the lock (glibc just granted it).
+                unsafe { self.raw.unlock() };
+                Err(self.refusal(s))
             }
             Ok(Acquired::OwnerDied) => {
                 let dead = self.owner.load(Ordering::Relaxed);
-                let wait = deadline.remaining().unwrap_or(OWNER_EXIT_WAIT).clamp(OWNER_EXIT_MIN, OWNER_EXIT_WAIT);
+                let wait = deadline.remaining().unwrap_or(OWNER_EXIT_WAIT);
                 if owner::process_ended(dead, wait) {
-                    self.set_owner();
+                    self.owner.store(owner::pid(), Ordering::Relaxed);
+                    let _ = self.state.compare_exchange(READY_DIED, READY, Ordering::AcqRel, Ordering::Relaxed);
                     return Ok(Acquired::OwnerDied);
                 }
-                // A thread of a live process died holding the lock: borrows it handed out
-                // may still be alive there. Never grant the lock again.
-                let _ = self.state.compare_exchange(READY, ABANDONED, Ordering::Release, Ordering::Relaxed);
+                // A thread of a process that may still live died holding the lock: borrows
+                // it handed out may still be alive there. Refuse it while that process lives.
+                let suspect = SUSPECT | (dead & PID_BITS);
+                let _ = self.state.compare_exchange(READY, suspect, Ordering::AcqRel, Ordering::Relaxed);
+                let _ = self.state.compare_exchange(READY_DIED, suspect, Ordering::AcqRel, Ordering::Relaxed);
                 // SAFETY: we hold the lock (EOWNERDEAD acquires it). Unlocked without
-                // pthread_mutex_consistent, glibc makes it not recoverable and wakes its
-                // waiters, who then find ABANDONED in the state word.
+                // pthread_mutex_consistent, glibc makes it not recoverable (nobody can hold
+                // it) and wakes its waiters, who then find SUSPECT in the state word.
                 unsafe { self.raw.unlock() };
                 Err(LockError::AbandonedByThread { pid: dead })
             }
             Err(LockError::NotRecoverable) => {
-                if self.state.load(Ordering::Acquire) == ABANDONED {
-                    return Err(LockError::AbandonedByThread { pid: self.owner.load(Ordering::Relaxed) });
+                let s = self.state.load(Ordering::Acquire);
+                if s & SUSPECT != 0 && s & INITIALISING == 0 {
+                    return Err(LockError::AbandonedByThread { pid: s & PID_BITS });
                 }
                 let _ = self.state.compare_exchange(READY, NOT_RECOVERABLE, Ordering::Release, Ordering::Relaxed);
                 Err(LockError::NotRecoverable)
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// The error for a state that refuses the lock.
+    fn refusal(&self, s: u32) -> LockError {
+        match s {
+            NOT_RECOVERABLE => LockError::NotRecoverable,
+            s if s & INITIALISING != 0 => LockError::InitStalled { pid: s & !INITIALISING },
+            s if s & SUSPECT != 0 => LockError::AbandonedByThread { pid: s & PID_BITS },
+            _ => LockError::Corrupt,
         }
     }
 
@@ -236,11 +304,18 @@ impl LazyRawMutex {
         (self.state.load(Ordering::Acquire) == READY).then_some(&self.raw)
     }
 
-    /// As [`LazyRawMutex::lock`], for a nonzero code from [`RawMutex::lock_code`] on the
-    /// mutex [`LazyRawMutex::ready`] returned.
+    /// As [`LazyRawMutex::lock`], for the outcome `r` of locking the mutex
+    /// [`LazyRawMutex::ready`] returned (a nonzero code, or a clean grant that
+    /// [`LazyRawMutex::granted`] refused).
+    #[cold]
+    pub(crate) fn outcome(&self, r: Result<Acquired, LockError>) -> Result<Acquired, LockError> {
+        self.settle_slow(r, Deadline::never())
+    }
+
+    /// The outcome of a nonzero code from [`RawMutex::lock_code`] on [`Self::ready`]'s mutex.
     #[cold]
     pub(crate) fn nonzero_outcome(&self, r: libc::c_int) -> Result<Acquired, LockError> {
-        self.settle_slow(self.raw.nonzero_outcome(r), Deadline::never())
+        self.outcome(self.raw.nonzero_outcome(r))
     }
 
     /// Block until acquired. See [`RawMutex::lock`]. Waits at most [`INIT_STALL`] for
@@ -250,11 +325,16 @@ impl LazyRawMutex {
         self.lock_until(Deadline::never())
     }
 
-    /// Acquire only if free now. See [`RawMutex::try_lock`].
+    /// Acquire only if free now. See [`RawMutex::try_lock`]. Another thread's or process's
+    /// first-use initialisation in progress (microseconds) is waited for up to
+    /// [`TRY_INIT_GRACE`]; one that stays stalled longer is [`LockError::InitStalled`].
     #[inline]
     pub fn try_lock(&self) -> Result<Acquired, LockError> {
-        let now = Deadline::after(Duration::ZERO);
-        self.settle(self.get(now)?.try_lock(), now)
+        let raw = match self.ready() {
+            Some(raw) => raw,
+            None => self.get(Deadline::after(TRY_INIT_GRACE))?,
+        };
+        self.settle(raw.try_lock(), Deadline::after(Duration::ZERO))
     }
 
     /// Block until acquired or the timeout passes (CLOCK_MONOTONIC).
@@ -268,18 +348,31 @@ impl LazyRawMutex {
         // Without a deadline, another process's initialisation is waited for at most
         // INIT_STALL (as in `lock`).
         let init = if deadline.remaining().is_none() { Deadline::after(INIT_STALL) } else { deadline };
-        self.settle(self.get(init)?.lock_until(deadline), deadline)
+        let r = self.settle(self.get(init)?.lock_until(deadline), deadline);
+        match r {
+            // Refused because a suspect owner's process had not ended; if it has by now,
+            // the next attempt takes over (once: a fresh refusal is final for this call).
+            Err(LockError::AbandonedByThread { pid }) if owner::process_ended(pid, Duration::ZERO) => {
+                self.settle(self.get(init)?.lock_until(deadline), deadline)
+            }
+            r => r,
+        }
     }
 
     /// Declare the state protected by a lock acquired with [`Acquired::OwnerDied`]
-    /// consistent again.
+    /// consistent again. Harmless on a lock that is consistent already (after a takeover
+    /// the mutex itself is fresh; only its acquirer was told of the death).
     ///
     /// # Safety
     ///
     /// The calling thread must hold the lock.
     pub unsafe fn mark_consistent(&self) -> Result<(), LockError> {
         // SAFETY: the caller holds the lock, so it was initialised (it was acquired).
-        unsafe { self.raw.mark_consistent() }
+        match unsafe { self.raw.mark_consistent() } {
+            // EINVAL on a robust mutex we hold: it is not inconsistent.
+            Err(LockError::Os(e)) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+            r => r,
+        }
     }
 
     /// Release the lock.
@@ -289,6 +382,11 @@ impl LazyRawMutex {
     /// The calling thread must hold the lock.
     #[inline]
     pub unsafe fn unlock(&self) {
+        // The owner word names a holder only while it holds (see the module docs); a
+        // forked child, which does not own its parent's lock, leaves it alone.
+        if self.held_by_this_process() {
+            self.owner.store(0, Ordering::Relaxed);
+        }
         // SAFETY: the caller holds the lock, so it was initialised (it was acquired).
         unsafe { self.raw.unlock() }
     }
@@ -303,7 +401,8 @@ impl LazyRawMutex {
         // Publish first, so that nobody calls into glibc's trylock on it from now on.
         let _ = self.state.compare_exchange(READY, NOT_RECOVERABLE, Ordering::Release, Ordering::Relaxed);
         // SAFETY: the caller holds the lock. glibc makes an inconsistent mutex not
-        // recoverable on unlock and wakes its waiters, who then fail.
-        unsafe { self.raw.unlock() }
+        // recoverable on unlock and wakes its waiters, who then fail (after a takeover the
+        // mutex is consistent, and the state word refuses it instead).
+        unsafe { self.unlock() }
     }
 }

@@ -127,8 +127,10 @@ impl<T> Mutex<T> {
             // SAFETY: recorded just above.
             let r = unsafe { raw.lock_code() };
             if r == 0 {
-                self.raw.set_owner();
-                return Ok(MutexGuard { mutex: self, consistent: true, _not_send: PhantomData });
+                if self.raw.granted() {
+                    return Ok(MutexGuard { mutex: self, consistent: true, _not_send: PhantomData });
+                }
+                return self.guard_slow(self.raw.outcome(Ok(Acquired::Clean)));
             }
             return self.guard_slow(self.raw.nonzero_outcome(r));
         }

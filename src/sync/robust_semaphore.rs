@@ -78,9 +78,10 @@ impl<const N: usize> RobustSemaphore<N> {
         N
     }
 
-    /// Permits lost for ever (their slot is not recoverable or abandoned by a thread).
+    /// Permits lost while this process runs (their slot is not recoverable, or abandoned
+    /// by one of its threads).
     fn lost(&self) -> usize {
-        self.slots.iter().filter(|s| s.is_lost()).count()
+        self.slots.iter().filter(|s| s.is_lost_to_this_process()).count()
     }
 
     /// Try every slot once.
@@ -102,11 +103,14 @@ impl<const N: usize> RobustSemaphore<N> {
                     }
                     return Ok(Some(Permit { sem: self, index: i, recovered, _not_send: PhantomData }));
                 }
-                Err(LockError::WouldBlock) => {}
+                // Held, or being initialised by another user right now.
+                Err(LockError::WouldBlock | LockError::InitStalled { .. }) => {}
                 Err(LockError::WouldDeadlock) => mine += 1,
-                // Unusable for ever: marking a recovered slot failed, or a thread of a live
-                // process exited holding this permit (a leaked one may still guard a
-                // per-holder resource). The permit is lost; the others still work.
+                // A thread of another process exited holding this permit (a leaked one may
+                // still guard a per-holder resource): it comes back once that process ended.
+                Err(LockError::AbandonedByThread { pid }) if pid != crate::sys::owner::pid() => {}
+                // Unusable while this process runs (a thread of it exited holding the
+                // permit), or for ever (marking a recovered slot failed). The others work.
                 Err(e @ (LockError::NotRecoverable | LockError::AbandonedByThread { .. })) => lost = Some(e),
                 Err(e) => return Err(e),
             }

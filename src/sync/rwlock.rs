@@ -23,8 +23,8 @@
 //! | a reader, while taking a slot           | nothing: the gate and slot are freed            |
 //! | a writer, while waiting for readers     | nothing: the data was not touched yet           |
 //! | a writer, holding its guard (`WRITING`) | next reader or writer: `AcquireError::OwnerDied` |
-//! | a *thread* holding a write guard exits (the process lives on) | every reader and writer: `LockError::AbandonedByThread`, for ever |
-//! | a *thread* holding a read guard exits  | readers go on; every writer: `LockError::AbandonedByThread`, for ever |
+//! | a *thread* holding a write guard exits (the process lives on) | every reader and writer: `LockError::AbandonedByThread` while that process lives |
+//! | a *thread* holding a read guard exits  | readers go on; writers: `AbandonedByThread` (this process) or busy (another) while it lives |
 //!
 //! An owner-died guard — read or write — holds the gate, so it is exclusive until it
 //! is marked consistent (a reader can only vouch that the data is fine; a writer can
@@ -203,7 +203,10 @@ impl<T, const R: usize> RwLock<T, R> {
                 continue;
             }
             match slot.owner.try_lock() {
+                // Held, or abandoned by a reader thread of another process that may still
+                // live (its leaked guard may still read): busy until that process ended.
                 Err(LockError::WouldBlock) => busy = true,
+                Err(LockError::AbandonedByThread { pid }) if pid != crate::sys::owner::pid() => busy = true,
                 // Nobody can hold a not-recoverable slot: it is not a live reader.
                 Err(LockError::NotRecoverable) => slot.active.store(0, Ordering::Relaxed),
                 Err(e) => return Err(e),

@@ -20,7 +20,7 @@
 //! A forked child does not own its parent's locks (glibc resets the robust list), so a
 //! `pthread_atfork` child handler empties the forking thread's record.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Mutex, Once, PoisonError};
 
 /// How many held locks per thread are tracked by address.
@@ -28,6 +28,11 @@ pub const TRACKED: usize = 8;
 
 /// Addresses of registered threads' records.
 static REGISTRY: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+/// Locks held by threads that have exited (or are exiting) holding them: the kernel walks
+/// such a thread's robust list only after its thread-locals are gone, and the locks stay
+/// in it for good, so their mappings stay pinned for the life of the process. `None`:
+/// unknown addresses (a record that had overflowed): every exposed mapping is pinned.
+static PINNED: Mutex<Option<Vec<usize>>> = Mutex::new(Some(Vec::new()));
 static AT_FORK: Once = Once::new();
 
 /// One thread's held locks. Only its thread writes it; the unmap path reads it.
@@ -38,8 +43,9 @@ struct Held {
     /// meanwhile, so `addrs` may miss some: the record then answers "anywhere" until the
     /// thread holds no lock at all.
     inexact: AtomicBool,
-    /// Whether this thread's record is in the registry.
-    registered: AtomicBool,
+    /// 0: not registered yet; 1: in the registry; 2: deregistered (the thread is exiting:
+    /// locks it takes now are pinned at once).
+    registered: AtomicU8,
     addrs: [AtomicUsize; TRACKED],
 }
 
@@ -48,7 +54,7 @@ thread_local! {
         Held {
             len: AtomicUsize::new(0),
             inexact: AtomicBool::new(false),
-            registered: AtomicBool::new(false),
+            registered: AtomicU8::new(0),
             addrs: [const { AtomicUsize::new(0) }; TRACKED],
         }
     };
@@ -62,8 +68,27 @@ struct Deregister;
 
 impl Drop for Deregister {
     fn drop(&mut self) {
-        let me = HELD.with(|h| std::ptr::from_ref(h) as usize);
-        REGISTRY.lock().unwrap_or_else(PoisonError::into_inner).retain(|&p| p != me);
+        let _ = HELD.try_with(|h| {
+            let me = std::ptr::from_ref(h) as usize;
+            let mut reg = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
+            // Whatever this thread still holds (a forgotten guard) stays held past its exit.
+            let len = h.len.load(Relaxed);
+            if len > 0 {
+                let known = len <= TRACKED && !h.inexact.load(Relaxed);
+                pin((0..len.min(TRACKED)).map(|i| h.addrs[i].load(Relaxed)), known);
+            }
+            h.registered.store(2, Relaxed);
+            reg.retain(|&p| p != me);
+        });
+    }
+}
+
+/// Pin the mappings holding `addrs` for good (`known == false`: addresses unknown).
+fn pin(addrs: impl Iterator<Item = usize>, known: bool) {
+    let mut pinned = PINNED.lock().unwrap_or_else(PoisonError::into_inner);
+    match (&mut *pinned, known) {
+        (Some(list), true) => list.extend(addrs),
+        _ => *pinned = None,
     }
 }
 
@@ -82,7 +107,7 @@ fn register(h: &Held) {
         // with atomic stores: async-signal-safe work, as a fork child handler requires.
         unsafe { libc::pthread_atfork(None, None, Some(forget_in_child)) };
     });
-    h.registered.store(true, Relaxed);
+    h.registered.store(1, Relaxed);
     // Touching DEREGISTER registers its destructor for this thread.
     let _ = DEREGISTER.try_with(|_| ());
     REGISTRY.lock().unwrap_or_else(PoisonError::into_inner).push(std::ptr::from_ref(h) as usize);
@@ -92,7 +117,12 @@ fn register(h: &Held) {
 #[inline]
 pub fn acquired(addr: usize) {
     HELD.with(|h| {
-        if !h.registered.load(Relaxed) {
+        if h.registered.load(Relaxed) != 1 {
+            if h.registered.load(Relaxed) == 2 {
+                // A lock taken by a thread-local destructor of an exiting thread.
+                pin(std::iter::once(addr), true);
+                return;
+            }
             register(h);
         }
         let len = h.len.load(Relaxed);
@@ -142,6 +172,11 @@ fn released_slow(h: &Held, addr: usize, len: usize) {
 /// conservative (`true`) for a thread holding more.
 pub fn any_held_in(base: usize, len: usize) -> bool {
     let reg = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
+    match &*PINNED.lock().unwrap_or_else(PoisonError::into_inner) {
+        Some(list) if list.iter().any(|a| a.wrapping_sub(base) < len) => return true,
+        None => return true,
+        _ => {}
+    }
     reg.iter().any(|&p| {
         // SAFETY: `p` is the address of a live thread's `HELD`: threads remove their entry
         // (under this lock, which we hold) before their thread-local storage is freed.
@@ -177,15 +212,25 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let t = std::thread::spawn(move || {
-            acquired(A + 16); // a "forgotten guard" in another thread
+            acquired(A + 16); // held by another thread
             tx.send(()).unwrap();
             done_rx.recv().unwrap();
+            released(A + 16);
         });
         rx.recv().unwrap();
         assert!(any_held_in(A, 64), "another thread's held lock is seen");
         done_tx.send(()).unwrap();
         t.join().unwrap();
-        assert!(!any_held_in(A, 64), "the exited thread deregistered");
+        assert!(!any_held_in(A, 64), "released, and the exited thread deregistered");
+    }
+
+    #[test]
+    fn locks_a_thread_exits_holding_stay_pinned() {
+        let _turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
+        const B: usize = 0x7000_0000;
+        std::thread::spawn(|| acquired(B + 8)).join().unwrap();
+        assert!(any_held_in(B, 64), "a lock its thread exited holding stays in that thread's robust list");
+        assert!(!any_held_in(B + 64, 64));
     }
 
     #[test]
