@@ -12,8 +12,9 @@ use super::handle::AsyncResult;
 use super::layout::{INIT_ARG_CAP, Shape};
 use super::sink::{Batch, Callback, Cell, Sink};
 use super::task::{InitTramp, Tramp, init0_tramp, init1_tramp, map_tramp, star2_tramp, tramp_addr};
-use crate::process::{Method, StartMethod, os};
+use crate::process::{Method, StartMethod};
 use crate::sys::Deadline;
+use crate::sys::process as os;
 
 /// Options for a [`Pool`], like the arguments of Python's `multiprocessing.Pool`.
 ///

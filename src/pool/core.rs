@@ -19,8 +19,9 @@ use super::layout::{
 };
 use super::manager::manager_main;
 use super::sink::{Fired, Sink, deliver, drop_fired_elsewhere, fail, run_fired};
-use crate::process::{Child, ExitStatus, Method, os, spawn};
+use crate::process::{Child, ExitStatus, Method, spawn};
 use crate::segment::Segment;
+use crate::sys::process as os;
 use crate::sys::{Deadline, futex};
 
 /// Why the pool stopped taking work.

@@ -19,9 +19,10 @@ use super::layout::{
     RUN, STOP, View, read_text, reason_area, write_text,
 };
 use super::worker::{EXIT_CORRUPT_HEAD, EXIT_INIT_FAILED, worker_main};
-use crate::process::{Child, ExitRecord, ExitStatus, Method, os, spawn};
+use crate::process::{Child, ExitRecord, ExitStatus, Method, spawn};
 use crate::segment::Segment;
 use crate::sys::futex;
+use crate::sys::process as os;
 
 /// The manager's checked configuration; its forks (the workers) read it from here, never
 /// from shared memory.
@@ -53,8 +54,7 @@ pub(crate) fn manager_main(seg: &Segment, key: u64, fds: &[RawFd]) -> i32 {
     let Some(&bell) = fds.first() else { return 2 };
     // The pool's process, by pidfd: its end is ours (whatever thread started us).
     let Ok(pool) = os::pidfd_open(config.pool_pid) else { return 3 };
-    // SAFETY: getppid cannot fail.
-    if config.direct_fork && unsafe { libc::getppid() } != config.pool_pid {
+    if config.direct_fork && os::getppid() != config.pool_pid {
         return os::EXIT_ORPHANED; // the pool died before we opened its pidfd
     }
     let n = config.shape.workers;

@@ -12,8 +12,8 @@ use super::layout::{
 };
 use super::manager;
 use super::task::{InitTramp, Tramp};
-use crate::process::os;
 use crate::segment::Segment;
+use crate::sys::process as os;
 use crate::sys::{Deadline, futex};
 
 /// Exit code of a worker whose initializer panicked.
