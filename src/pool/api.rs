@@ -7,7 +7,7 @@ use bytemuck::Pod;
 
 use super::PoolError;
 use super::config::{Config, MAX_DEPTH, MAX_MSG, MAX_START_TIMEOUT, MAX_WORKERS, MIN_MSG, new_key};
-use super::core::{Core, Job};
+use super::dispatch::{Core, Job};
 use super::handle::AsyncResult;
 use super::layout::{INIT_ARG_CAP, Shape};
 use super::sink::{Batch, Callback, Cell, Sink};

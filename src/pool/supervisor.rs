@@ -1,4 +1,5 @@
-//! The manager: a single-threaded process that forks the workers, watches their pidfds,
+//! The supervisor: the pool's single-threaded *manager* process (its pid is
+//! [`Pool::manager_pid`](super::Pool::manager_pid)), which forks the workers, watches their pidfds,
 //! fails the in-flight task of a worker that died (naming its pid and signal), and forks a
 //! replacement. Because it is single-threaded, its forks are always safe, whatever threads
 //! the pool's own process has by then.
