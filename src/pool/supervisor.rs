@@ -10,7 +10,6 @@
 //! replacement — so a worker that deadlocked in its first instructions cannot hang a call.
 
 use std::os::fd::RawFd;
-use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -24,15 +23,6 @@ use crate::process::{Child, ExitRecord, ExitStatus, Method, spawn};
 use crate::segment::Segment;
 use crate::sys::futex;
 use crate::sys::process as os;
-
-/// The manager's checked configuration; its forks (the workers) read it from here, never
-/// from shared memory.
-static CONFIG: OnceLock<Config> = OnceLock::new();
-
-/// The configuration, in the manager and in its workers.
-pub(crate) fn config() -> Option<&'static Config> {
-    CONFIG.get()
-}
 
 /// Why the manager gives up.
 enum GiveUp<'a> {
@@ -50,7 +40,7 @@ pub(crate) fn manager_main(seg: &Segment, key: u64, fds: &[RawFd]) -> i32 {
         Ok(c) => c,
         Err(c) => return give_up(seg, hdr, &mut [], GiveUp::Corrupt(c)),
     };
-    let config = CONFIG.get_or_init(|| config);
+    let config = config.install();
     let Some(view) = View::with_shape(seg, config.shape) else { return 4 };
     let Some(&bell) = fds.first() else { return 2 };
     // The pool's process, by pidfd: its end is ours (whatever thread started us).

@@ -1,6 +1,6 @@
 //! What a child runs and how its end is recorded: the entry function type, the code that
 //! runs it in a fresh child, and the exit record the fork server writes for a child it
-//! forked on our behalf. Shared by direct forks ([`super::child`]) and the fork server.
+//! forked on our behalf. Shared by direct forks and the fork server.
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
@@ -18,7 +18,7 @@ pub(crate) type Entry = fn(&Segment, u64, &[RawFd]) -> i32;
 pub(crate) const EXIT_PANICKED: i32 = 101;
 
 /// Written by the fork server when it reaps a child it forked for us; the first 64 bytes of
-/// the payload of every segment handed to [`spawn`](super::spawn).
+/// the payload of every segment handed to `spawn`.
 #[repr(C)]
 pub(crate) struct ExitRecord {
     state: AtomicU32,
