@@ -123,10 +123,7 @@ impl Hook for ProcessHook {
     #[inline]
     fn reach(&self, point: Point) -> bool {
         if PAUSE_AT.load(Relaxed) == point as u32 {
-            loop {
-                // SAFETY: raise has no memory-safety preconditions.
-                unsafe { libc::raise(libc::SIGSTOP) };
-            }
+            crate::sys::process::stop_self_forever();
         }
         false
     }

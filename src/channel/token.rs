@@ -13,21 +13,12 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+
+use crate::sys;
 
 /// Offset of token 0 (token `k` locks byte `TOKEN_BASE + k`).
 const TOKEN_BASE: i64 = 1 << 40;
-
-fn lock_struct(kind: i32, k: u32) -> libc::flock {
-    // SAFETY: `flock` is a plain C struct; all-zero is a valid value (and required for
-    // `l_pid`, which OFD requests must leave 0).
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = kind as libc::c_short;
-    fl.l_whence = libc::SEEK_SET as libc::c_short;
-    fl.l_start = TOKEN_BASE + i64::from(k);
-    fl.l_len = 1;
-    fl
-}
 
 /// A held token: a private open file description with a write lock on token byte `k`.
 /// Dropping it closes the description (the lock goes when no forked copy holds it).
@@ -44,28 +35,17 @@ impl Token {
         // with O_CLOEXEC, so an exec'd program does not inherit the token.
         let file =
             std::fs::OpenOptions::new().read(true).write(true).open(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
-        let fl = lock_struct(libc::F_WRLCK, k);
-        // SAFETY: F_OFD_SETLK reads a valid `flock` that outlives the call; the descriptor
-        // is open.
-        let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
-        if r == 0 {
-            return Ok(Some(Token { _file: file }));
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EAGAIN) | Some(libc::EACCES) => Ok(None),
-            _ => Err(e),
-        }
+        let taken = sys::fd::ofd_lock_byte(file.as_fd(), token_offset(k))?;
+        Ok(taken.then_some(Token { _file: file }))
     }
 }
 
 /// Whether an open file description other than `fd`'s holds token `k`.
 pub(crate) fn is_held(fd: BorrowedFd<'_>, k: u32) -> io::Result<bool> {
-    let mut fl = lock_struct(libc::F_WRLCK, k);
-    // SAFETY: F_OFD_GETLK reads and writes a valid `flock` that outlives the call.
-    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(fl.l_type != libc::F_UNLCK as libc::c_short)
+    sys::fd::ofd_byte_locked_elsewhere(fd, token_offset(k))
+}
+
+/// The byte token `k` locks.
+fn token_offset(k: u32) -> i64 {
+    TOKEN_BASE + i64::from(k)
 }

@@ -7,12 +7,12 @@
 //! - **atomic**: one `fetch_add`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use shmkit::SharedAtomic;
 use shmkit::shared::SharedObject;
 use shmkit::sync::Mutex;
 
+use super::together::run_together;
 use super::{Args, CliError};
 
 /// One way of incrementing, run in every child.
@@ -137,77 +137,6 @@ fn unsynchronized(counter: &AtomicU64, increments: u64) {
         std::hint::black_box(&v);
         counter.store(v + 1, Ordering::Relaxed);
     }
-}
-
-/// Fork `processes` children that each run `work`, release them together once all of them
-/// are spinning at the start gate, and return the seconds until the last one exits.
-pub(super) fn run_together(processes: usize, work: &dyn Fn() -> i32) -> Result<f64, CliError> {
-    let start = SharedAtomic::<u32>::anonymous(0)?;
-    let ready = SharedAtomic::<u32>::anonymous(0)?;
-    let gated = || -> i32 {
-        ready.fetch_add(1, Ordering::AcqRel);
-        while start.load(Ordering::Acquire) == 0 {
-            std::hint::spin_loop();
-        }
-        work()
-    };
-    let mut children = Vec::with_capacity(processes);
-    for _ in 0..processes {
-        children.push(fork(&gated)?);
-    }
-    // Once all of them are spinning, release them and get off the CPU.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while ready.load(Ordering::Acquire) < processes as u32 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_micros(100));
-    }
-    let t = Instant::now();
-    start.store(1, Ordering::Release);
-    wait_all(&children)?;
-    Ok(t.elapsed().as_secs_f64())
-}
-
-/// Fork a child that runs `work` and exits with its code.
-fn fork(work: &dyn Fn() -> i32) -> Result<libc::pid_t, CliError> {
-    // SAFETY: the command line is single-threaded, so the child inherits no lock held by
-    // another thread; it runs `work` and leaves with `_exit`, never returning here.
-    let pid = unsafe { libc::fork() };
-    match pid {
-        -1 => Err(CliError::Failed(format!("fork failed: {}", std::io::Error::last_os_error()))),
-        0 => {
-            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or(101);
-            // SAFETY: leave the child at once, without running the parent's destructors.
-            unsafe { libc::_exit(code) }
-        }
-        pid => Ok(pid),
-    }
-}
-
-/// Reap every child; a child that fails or hangs past a generous limit is an error.
-fn wait_all(children: &[libc::pid_t]) -> Result<(), CliError> {
-    let limit = Instant::now() + Duration::from_secs(600);
-    let mut failed = None;
-    for &pid in children {
-        loop {
-            let mut status = 0;
-            // SAFETY: waitpid on our own child with a valid status pointer.
-            let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-            if r == pid {
-                if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-                    failed = Some(format!("worker {pid} failed (wait status {status:#x})"));
-                }
-                break;
-            }
-            if r == -1 || Instant::now() > limit {
-                for &p in children {
-                    // SAFETY: kill has no memory-safety preconditions; these are our children.
-                    unsafe { libc::kill(p, libc::SIGKILL) };
-                }
-                return Err(CliError::Failed(format!("worker {pid} did not finish")));
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
-    }
-    failed.map_or(Ok(()), |m| Err(CliError::Failed(m)))
 }
 
 /// The locked counter: a robust process-shared `Mutex<u64>` alone in an anonymous segment.

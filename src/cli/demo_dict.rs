@@ -11,7 +11,7 @@ use shmkit::ManagerError;
 use shmkit::manager::SharedDict;
 
 use super::CliError;
-use super::demo::run_together;
+use super::together::run_together;
 
 const KEY: &str = "count";
 

@@ -6,6 +6,7 @@ mod demo_dict;
 mod inspect;
 mod json;
 mod segments;
+mod together;
 
 pub use args::Args;
 

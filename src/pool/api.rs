@@ -7,13 +7,14 @@ use bytemuck::Pod;
 
 use super::PoolError;
 use super::config::{Config, MAX_DEPTH, MAX_MSG, MAX_START_TIMEOUT, MAX_WORKERS, MIN_MSG, new_key};
-use super::core::{Core, Job};
+use super::dispatch::{Core, Job};
 use super::handle::AsyncResult;
 use super::layout::{INIT_ARG_CAP, Shape};
 use super::sink::{Batch, Callback, Cell, Sink};
 use super::task::{InitTramp, Tramp, init0_tramp, init1_tramp, map_tramp, star2_tramp, tramp_addr};
-use crate::process::{Method, StartMethod, os};
+use crate::process::{Method, StartMethod};
 use crate::sys::Deadline;
+use crate::sys::process as os;
 
 /// Options for a [`Pool`], like the arguments of Python's `multiprocessing.Pool`.
 ///

@@ -5,6 +5,7 @@
 //!
 //! Also the MAC that binds an entry's code addresses to the pool that wrote them.
 
+use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -95,7 +96,22 @@ pub(crate) struct Config {
     pub key: u64,
 }
 
+/// The manager's checked configuration; its forks (the workers) read it from here, never
+/// from shared memory.
+static INSTALLED: OnceLock<Config> = OnceLock::new();
+
 impl Config {
+    /// Make this the configuration of this process (the manager; its forks inherit it) and
+    /// return it. A second call returns the first configuration.
+    pub(crate) fn install(self) -> &'static Config {
+        INSTALLED.get_or_init(|| self)
+    }
+
+    /// The configuration installed in this process (the manager and its workers), if any.
+    pub(crate) fn installed() -> Option<&'static Config> {
+        INSTALLED.get()
+    }
+
     /// The MAC over the initializer fields.
     fn init_mac(&self) -> u64 {
         mac(self.key, &[self.init_tramp, self.init_fn, self.init_arg_len as u64])

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytemuck::Pod;
 
 use super::PoolError;
-use super::core::Core;
+use super::dispatch::Core;
 use super::sink::Cell;
 use crate::sys::Deadline;
 

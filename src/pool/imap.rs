@@ -8,10 +8,10 @@ use std::sync::Arc;
 use bytemuck::Pod;
 
 use super::api::{Pool, decode_vec, per_entry};
-use super::core::Job;
+use super::dispatch::Job;
 use super::sink::{Cell, Sink};
 use super::task::{Tramp, map_tramp, tramp_addr};
-use super::{PoolError, core::Core};
+use super::{PoolError, dispatch::Core};
 use crate::sys::Deadline;
 
 /// Results of [`Pool::imap`] (in input order) or [`Pool::imap_unordered`] (as they finish).
@@ -103,7 +103,7 @@ impl Pool {
 
 impl<A: Pod, R: Pod, I: Iterator<Item = A>> Imap<'_, A, R, I> {
     /// Submit staged and new chunks while the window and the rings have room.
-    fn feed(&mut self, core: &Core, d: &mut super::core::Dispatch) -> Result<(), PoolError> {
+    fn feed(&mut self, core: &Core, d: &mut super::dispatch::Dispatch) -> Result<(), PoolError> {
         let tramp = tramp_addr!(Tramp, map_tramp::<A, R>);
         while self.pending.len() < self.window {
             let chunk = match self.staged.take() {

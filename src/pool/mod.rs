@@ -83,13 +83,13 @@
 mod api;
 mod chunks;
 mod config;
-mod core;
+mod dispatch;
 mod error;
 mod handle;
 mod imap;
 mod layout;
-mod manager;
 mod sink;
+mod supervisor;
 mod task;
 mod worker;
 

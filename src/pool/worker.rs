@@ -10,10 +10,9 @@ use super::config::Config;
 use super::layout::{
     INIT_ARG_CAP, KILL, Mailbox, OUT_CANCELLED, OUT_CORRUPT, OUT_ERROR, OUT_OK, OUT_PANIC, RUN, View, write_text,
 };
-use super::manager;
 use super::task::{InitTramp, Tramp};
-use crate::process::os;
 use crate::segment::Segment;
+use crate::sys::process as os;
 use crate::sys::{Deadline, futex};
 
 /// Exit code of a worker whose initializer panicked.
@@ -57,7 +56,7 @@ const EXIT_NO_CONFIG: i32 = 123;
 /// doorbell, rung once the worker is ready).
 pub(crate) fn worker_main(seg: &Segment, index: u64, fds: &[RawFd]) -> i32 {
     // The manager's checked copy of the configuration: this process is its fork.
-    let Some(config) = manager::config() else { return EXIT_NO_CONFIG };
+    let Some(config) = Config::installed() else { return EXIT_NO_CONFIG };
     let w = index as usize;
     let Some(view) = View::with_shape(seg, config.shape).filter(|_| w < config.shape.workers) else {
         return EXIT_NO_CONFIG;

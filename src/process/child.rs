@@ -1,21 +1,14 @@
 //! A child process we started, watched through its pidfd: how it is forked (directly or by
-//! the fork server), how its end is learned, and the exit record the fork server writes.
+//! the fork server) and how its end is learned.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::time::Duration;
 
-use super::os::{self, ExitStatus};
-use super::{ProcessError, fork_server};
+use super::entry::{Entry, ExitRecord, run_entry};
+use super::{ExitStatus, ProcessError, fork_server};
 use crate::segment::Segment;
-use crate::sys::{Deadline, futex};
-
-/// What a child runs: `entry(segment, arg, extra_fds)`; the return value is its exit code.
-/// A plain `fn` item, so its address is valid in any fork of this binary image.
-pub(crate) type Entry = fn(&Segment, u64, &[RawFd]) -> i32;
-
-/// Exit code of a child whose entry function panicked.
-pub(crate) const EXIT_PANICKED: i32 = 101;
+use crate::sys::Deadline;
+use crate::sys::process as os;
 
 /// How a process is started.
 ///
@@ -82,52 +75,6 @@ impl StartMethod {
     }
 }
 
-/// Written by the fork server when it reaps a child it forked for us; the first 64 bytes of
-/// the payload of every segment handed to [`spawn`].
-#[repr(C)]
-pub(crate) struct ExitRecord {
-    state: AtomicU32,
-    wait_status: AtomicI32,
-    _pad: [u32; 14],
-}
-
-/// Bytes reserved for the exit record at the start of a child's segment payload.
-pub(crate) const EXIT_RECORD_LEN: usize = 64;
-const _: () = assert!(std::mem::size_of::<ExitRecord>() == EXIT_RECORD_LEN);
-
-const RECORD_EMPTY: u32 = 0;
-const RECORD_WRITTEN: u32 = 1;
-
-impl ExitRecord {
-    /// The record at the start of `seg`'s payload.
-    pub(crate) fn of(seg: &Segment) -> &ExitRecord {
-        debug_assert!(seg.len() >= EXIT_RECORD_LEN);
-        // SAFETY: every segment passed to `spawn` has at least EXIT_RECORD_LEN payload bytes,
-        // 64-aligned; ExitRecord is atomics and padding, valid for any bit pattern, and is
-        // only accessed atomically.
-        unsafe { &*seg.as_ptr().cast::<ExitRecord>() }
-    }
-
-    pub(crate) fn reset(&self) {
-        self.state.store(RECORD_EMPTY, Ordering::Release);
-    }
-
-    pub(crate) fn publish(&self, status: ExitStatus) {
-        let raw = match status {
-            ExitStatus::Code(c) => (c & 0xff) << 8,
-            ExitStatus::Signal(s) => s & 0x7f,
-        };
-        self.wait_status.store(raw, Ordering::Relaxed);
-        self.state.store(RECORD_WRITTEN, Ordering::Release);
-        futex::wake_all(&self.state);
-    }
-
-    fn read(&self) -> Option<ExitStatus> {
-        (self.state.load(Ordering::Acquire) == RECORD_WRITTEN)
-            .then(|| ExitStatus::from_raw(self.wait_status.load(Ordering::Relaxed)))
-    }
-}
-
 /// Who reaps the child.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Reaper {
@@ -165,7 +112,9 @@ pub(crate) fn spawn(
         }
         Method::Fork => {
             let parent = os::getpid();
-            let pid = os::fork().map_err(|e| ProcessError::os("fork", e))?;
+            // SAFETY: `resolve` chose `Method::Fork` only for a single-threaded process (or
+            // the caller forced it through an `unsafe` opt-in that carries this contract).
+            let pid = unsafe { os::fork() }.map_err(|e| ProcessError::os("fork", e))?;
             if pid == 0 {
                 if die_with_parent {
                     os::die_with_parent(parent);
@@ -175,20 +124,14 @@ pub(crate) fn spawn(
             match os::pidfd_open(pid) {
                 Ok(pidfd) => Ok(Child { pid, pidfd, reaper: Reaper::Us, status: None }),
                 Err(e) => {
-                    // SAFETY: `pid` is our own unreaped child, so the number cannot be reused.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    // Our own unreaped child: the number cannot have been reused.
+                    os::kill_child(pid);
                     let _ = os::reap_blocking(pid);
                     Err(ProcessError::os("pidfd_open", e))
                 }
             }
         }
     }
-}
-
-/// In a fresh child: run the entry and leave with its code (never returns).
-pub(crate) fn run_entry(entry: Entry, seg: &Segment, arg: u64, fds: &[RawFd]) -> ! {
-    let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| entry(seg, arg, fds))).unwrap_or(EXIT_PANICKED);
-    os::exit_now(code)
 }
 
 impl Child {
@@ -235,7 +178,7 @@ impl Child {
                     os::poll_readable(&[self.pidfd()], t, &mut ready).map_err(|e| ProcessError::os("poll", e))?;
                 }
                 Reaper::Server => {
-                    futex::wait(&record.state, RECORD_EMPTY, deadline, Some(Duration::from_millis(50)));
+                    record.wait_written(deadline, Duration::from_millis(50));
                     // The child is gone but no record came: is the server alive to write it?
                     os::poll_readable(&[self.pidfd()], Some(Duration::ZERO), &mut ready)
                         .map_err(|e| ProcessError::os("poll", e))?;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::os::signal_name;
+use super::signal_name;
 use crate::segment::SegmentError;
 
 /// Why a process could not be started, or did not deliver its result.

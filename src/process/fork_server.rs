@@ -22,9 +22,9 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use super::ProcessError;
-use super::child::{Entry, ExitRecord, run_entry};
-use super::os::{self, MAX_FDS};
+use super::entry::{EXIT_RECORD_LEN, Entry, ExitRecord, run_entry};
 use crate::segment::Segment;
+use crate::sys::process::{self as os, MAX_FDS};
 
 struct Conn {
     sock: OwnedFd,
@@ -81,7 +81,9 @@ fn start_unchecked() -> Result<(), ProcessError> {
         return Ok(());
     }
     let (ours, theirs) = os::seqpacket_pair().map_err(|e| ProcessError::os("socketpair", e))?;
-    let pid = os::fork().map_err(|e| ProcessError::os("fork", e))?;
+    // SAFETY: `start` checked that this process has a single thread, or `start_at_load`
+    // runs from an ELF constructor, before `main` and any thread.
+    let pid = unsafe { os::fork() }.map_err(|e| ProcessError::os("fork", e))?;
     if pid == 0 {
         // The server: forget the client side (including the lock we hold in the copy).
         *guard = None;
@@ -94,8 +96,7 @@ fn start_unchecked() -> Result<(), ProcessError> {
     drop(theirs);
     let pidfd = os::pidfd_open(pid).map_err(|e| ProcessError::os("pidfd_open", e))?;
     *guard = Some(Conn { sock: ours, pidfd, pid, owner: me });
-    // SAFETY: registering a plain `extern "C" fn()` with atexit has no preconditions.
-    unsafe { libc::atexit(stop_at_exit) };
+    os::at_exit(stop_at_exit);
     Ok(())
 }
 
@@ -108,8 +109,8 @@ extern "C" fn stop_at_exit() {
     let mut ready = Vec::new();
     let _ = os::poll_readable(&[conn.pidfd.as_raw_fd()], Some(Duration::from_secs(2)), &mut ready);
     if ready.first() != Some(&true) {
-        // SAFETY: our own unreaped child; the pid cannot have been reused.
-        unsafe { libc::kill(conn.pid, libc::SIGKILL) };
+        // Our own unreaped child: the pid cannot have been reused.
+        os::kill_child(conn.pid);
     }
     let _ = os::reap_blocking(conn.pid);
 }
@@ -188,8 +189,7 @@ fn serve(sock: OwnedFd) -> ! {
     let me = os::getpid();
     // Orphans of our children (workers whose manager was killed) come to us, not to init,
     // and are reaped below.
-    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let _ = os::become_subreaper();
     let mut kids: Vec<Kid> = Vec::new();
     let mut ready = Vec::new();
     let mut fds = Vec::new();
@@ -251,14 +251,8 @@ fn serve(sock: OwnedFd) -> ! {
 
 /// Reap ended processes that are not children we forked (reparented orphans).
 fn reap_orphans(kids: &[Kid]) {
-    loop {
-        // SAFETY: an all-zero siginfo_t is a valid out-buffer.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `info` is a valid out-pointer; WNOWAIT leaves the child reapable.
-        let r = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT) };
-        // SAFETY: waitid filled `info` (si_pid is 0 when nothing has ended).
-        let pid = unsafe { info.si_pid() };
-        if r != 0 || pid == 0 || kids.iter().any(|k| k.pid == pid) {
+    while let Some(pid) = os::peek_ended_child() {
+        if kids.iter().any(|k| k.pid == pid) {
             return;
         }
         let _ = os::try_reap(pid);
@@ -276,11 +270,13 @@ fn serve_one(
     let arg = u64::from_ne_bytes(req[8..].try_into().unwrap_or_default());
     let seg_fd = got.remove(0);
     let seg = Segment::from_fd(seg_fd).map_err(std::io::Error::other)?;
-    if seg.len() < super::child::EXIT_RECORD_LEN {
+    if seg.len() < EXIT_RECORD_LEN {
         return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
     }
     let extra: Vec<RawFd> = got.iter().map(|f| f.as_raw_fd()).collect();
-    let pid = os::fork()?;
+    // SAFETY: the fork server is single-threaded (forked from a single-threaded process,
+    // it never starts a thread).
+    let pid = unsafe { os::fork() }?;
     if pid == 0 {
         os::die_with_parent(me);
         os::close_raw(sock.as_raw_fd());
@@ -296,8 +292,8 @@ fn serve_one(
     let pidfd = match os::pidfd_open(pid) {
         Ok(p) => p,
         Err(e) => {
-            // SAFETY: our own unreaped child; the pid cannot have been reused.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // Our own unreaped child: the pid cannot have been reused.
+            os::kill_child(pid);
             let _ = os::reap_blocking(pid);
             return Err(e);
         }

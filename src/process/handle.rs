@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use bytemuck::Pod;
 
-use super::child::{self, Child, EXIT_RECORD_LEN, ExitRecord, StartMethod};
-use super::os::ExitStatus;
+use super::ExitStatus;
+use super::child::{self, Child, StartMethod};
+use super::entry::{self as run, EXIT_RECORD_LEN, ExitRecord};
 use super::{ProcessError, panic_message};
 use crate::segment::Segment;
 use crate::sys::Deadline;
@@ -127,7 +128,7 @@ fn entry<A: Pod, R: Pod>(seg: &Segment, func: u64, _fds: &[RawFd]) -> i32 {
             unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), seg.as_ptr().add(msg_off), bytes.len()) };
             st.message_len.store(bytes.len() as u32, Ordering::Relaxed);
             st.outcome.store(PANICKED, Ordering::Release);
-            child::EXIT_PANICKED
+            run::EXIT_PANICKED
         }
     }
 }

@@ -14,18 +14,18 @@
 //! every fork of the binary image.
 
 mod child;
+mod entry;
 mod error;
 pub mod fork_server;
 mod handle;
-#[allow(dead_code)]
-pub(crate) mod os;
 
+pub use crate::sys::process::{ExitStatus, signal_name, thread_count};
 pub use child::StartMethod;
-pub(crate) use child::{Child, EXIT_RECORD_LEN, ExitRecord, Method, spawn};
+pub(crate) use child::{Child, Method, spawn};
+pub(crate) use entry::{EXIT_RECORD_LEN, ExitRecord};
 pub use error::ProcessError;
 pub(crate) use handle::truncate_utf8;
 pub use handle::{Process, ProcessBuilder};
-pub use os::{ExitStatus, signal_name, thread_count};
 
 /// The message of a panic payload (`&str` or `String`; anything else is described).
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

@@ -16,7 +16,6 @@
 //! trusted not to scribble over lock words on purpose; glibc validates what it can.
 
 use std::cell::UnsafeCell;
-use std::mem::MaybeUninit;
 
 use super::LockError;
 use crate::sys::{self, Deadline};
@@ -33,7 +32,7 @@ pub enum Acquired {
 /// A robust, process-shared mutex with no data. `#[repr(C)]`, position independent.
 #[repr(C)]
 pub struct RawMutex {
-    inner: UnsafeCell<libc::pthread_mutex_t>,
+    inner: UnsafeCell<sys::pthread::pthread_mutex_t>,
 }
 
 // SAFETY: a pthread mutex is designed to be used from many threads (and, initialised
@@ -54,21 +53,9 @@ impl RawMutex {
     /// `this` must be valid for writes of `size_of::<RawMutex>()` bytes, suitably aligned,
     /// and no thread or process may use the mutex until this returns.
     pub unsafe fn init(this: *mut RawMutex) -> Result<(), LockError> {
-        let mut attr = MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
-        // SAFETY: `attr` is initialised by pthread_mutexattr_init before any other use, and
-        // destroyed once. `this` is valid and unused per the caller's contract.
-        unsafe {
-            check(libc::pthread_mutexattr_init(attr.as_mut_ptr()))?;
-            let a = attr.as_mut_ptr();
-            let r = (|| {
-                check(libc::pthread_mutexattr_setpshared(a, libc::PTHREAD_PROCESS_SHARED))?;
-                check(libc::pthread_mutexattr_setrobust(a, libc::PTHREAD_MUTEX_ROBUST))?;
-                check(libc::pthread_mutexattr_settype(a, libc::PTHREAD_MUTEX_ERRORCHECK))?;
-                check(libc::pthread_mutex_init(UnsafeCell::raw_get(std::ptr::addr_of!((*this).inner)), a))
-            })();
-            libc::pthread_mutexattr_destroy(a);
-            r
-        }
+        // SAFETY: `this` is valid for writes and unused per the caller's contract, and so is
+        // its `inner` mutex, whose address this computes without reading.
+        check(unsafe { sys::pthread::init_robust_shared(UnsafeCell::raw_get(std::ptr::addr_of!((*this).inner))) })
     }
 
     /// All-zero bytes: *not* a usable robust mutex until [`RawMutex::init`] ran on it
@@ -80,7 +67,7 @@ impl RawMutex {
         Self { inner: UnsafeCell::new(unsafe { std::mem::zeroed() }) }
     }
 
-    fn ptr(&self) -> *mut libc::pthread_mutex_t {
+    fn ptr(&self) -> *mut sys::pthread::pthread_mutex_t {
         self.inner.get()
     }
 
@@ -133,7 +120,7 @@ impl RawMutex {
     #[inline]
     pub(crate) unsafe fn lock_code(&self) -> libc::c_int {
         // SAFETY: as in `lock`.
-        let r = unsafe { libc::pthread_mutex_lock(self.ptr()) };
+        let r = unsafe { sys::pthread::lock(self.ptr()) };
         if r != 0 {
             sys::held::released(self.addr());
         }
@@ -151,14 +138,14 @@ impl RawMutex {
     pub fn lock(&self) -> Result<Acquired, LockError> {
         // SAFETY: `self` is an initialised process-shared mutex (the constructors of every
         // type holding one guarantee it); glibc validates the type bits.
-        self.outcome(unsafe { libc::pthread_mutex_lock(self.ptr()) })
+        self.outcome(unsafe { sys::pthread::lock(self.ptr()) })
     }
 
     /// Acquire only if free now.
     #[inline]
     pub fn try_lock(&self) -> Result<Acquired, LockError> {
         // SAFETY: as in `lock`.
-        let r = unsafe { libc::pthread_mutex_trylock(self.ptr()) };
+        let r = unsafe { sys::pthread::trylock(self.ptr()) };
         if r == libc::ENOTRECOVERABLE {
             self.undo_notrecoverable_trylock();
         }
@@ -175,8 +162,7 @@ impl RawMutex {
     fn undo_notrecoverable_trylock(&self) {
         const FUTEX_WAITERS: u32 = 0x8000_0000;
         const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
-        // SAFETY: gettid has no preconditions.
-        let tid = unsafe { libc::gettid() } as u32;
+        let tid = sys::process::gettid() as u32;
         // SAFETY: `__lock`, the futex word, is the first `int` of glibc's
         // `struct __pthread_mutex_s` on every architecture (it is ABI); the mutex is live
         // for `&self`, 4-aligned, and glibc itself only accesses `__lock` atomically.
@@ -216,7 +202,7 @@ impl RawMutex {
             None => self.lock(),
             Some(ts) => {
                 // SAFETY: as in `lock`; `ts` is a live timespec.
-                let r = unsafe { sys::pthread::pthread_mutex_clocklock(self.ptr(), libc::CLOCK_MONOTONIC, &ts) };
+                let r = unsafe { sys::pthread::lock_until_monotonic(self.ptr(), &ts) };
                 self.outcome(r)
             }
         }
@@ -229,7 +215,7 @@ impl RawMutex {
     /// The calling thread must hold the lock.
     pub unsafe fn mark_consistent(&self) -> Result<(), LockError> {
         // SAFETY: the caller holds the lock, as pthread_mutex_consistent requires.
-        check(unsafe { libc::pthread_mutex_consistent(self.ptr()) })
+        check(unsafe { sys::pthread::consistent(self.ptr()) })
     }
 
     /// Release the lock.
@@ -241,7 +227,7 @@ impl RawMutex {
     pub unsafe fn unlock(&self) {
         // SAFETY: the caller holds the lock. With ERRORCHECK, unlocking a lock we do not
         // hold returns EPERM instead of corrupting it.
-        let r = unsafe { libc::pthread_mutex_unlock(self.ptr()) };
+        let r = unsafe { sys::pthread::unlock(self.ptr()) };
         if r == 0 {
             sys::held::released(self.addr());
         }

@@ -191,3 +191,39 @@ pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<usiz
         if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r as usize) }
     })
 }
+
+/// An open-file-description (OFD) write lock on the single byte at `offset` of the file
+/// behind `fd` (`F_OFD_SETLK`, non-blocking): `Ok(true)` when taken, `Ok(false)` when
+/// another open file description holds a conflicting lock.
+///
+/// OFD locks belong to the open file description, not to a process or thread: the lock
+/// lasts while any descriptor (in any forked copy) refers to it, and goes when the last
+/// one closes, including at process death.
+pub fn ofd_lock_byte(fd: BorrowedFd<'_>, offset: i64) -> io::Result<bool> {
+    let fl = ofd_byte(offset);
+    match nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_OFD_SETLK(&fl)) {
+        Ok(_) => Ok(true),
+        Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether an open file description other than `fd`'s holds a lock on the byte at
+/// `offset` that would conflict with a write lock (`F_OFD_GETLK`).
+pub fn ofd_byte_locked_elsewhere(fd: BorrowedFd<'_>, offset: i64) -> io::Result<bool> {
+    let mut fl = ofd_byte(offset);
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_OFD_GETLK(&mut fl))?;
+    Ok(fl.l_type != libc::F_UNLCK as libc::c_short)
+}
+
+/// A write-lock request on one byte at `offset`, as OFD requests need it.
+fn ofd_byte(offset: i64) -> libc::flock {
+    // SAFETY: `flock` is a plain C struct; all-zero is a valid value (and required for
+    // `l_pid`, which OFD requests must leave 0).
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = offset;
+    fl.l_len = 1;
+    fl
+}

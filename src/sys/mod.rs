@@ -10,6 +10,7 @@ pub mod fd;
 pub mod futex;
 pub mod held;
 pub mod owner;
+pub mod process;
 pub mod pthread;
 
 pub use clock::Deadline;

@@ -1,4 +1,5 @@
-//! The manager: a single-threaded process that forks the workers, watches their pidfds,
+//! The supervisor: the pool's single-threaded *manager* process (its pid is
+//! [`Pool::manager_pid`](super::Pool::manager_pid)), which forks the workers, watches their pidfds,
 //! fails the in-flight task of a worker that died (naming its pid and signal), and forks a
 //! replacement. Because it is single-threaded, its forks are always safe, whatever threads
 //! the pool's own process has by then.
@@ -9,7 +10,6 @@
 //! replacement — so a worker that deadlocked in its first instructions cannot hang a call.
 
 use std::os::fd::RawFd;
-use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -19,18 +19,10 @@ use super::layout::{
     RUN, STOP, View, read_text, reason_area, write_text,
 };
 use super::worker::{EXIT_CORRUPT_HEAD, EXIT_INIT_FAILED, worker_main};
-use crate::process::{Child, ExitRecord, ExitStatus, Method, os, spawn};
+use crate::process::{Child, ExitRecord, ExitStatus, Method, spawn};
 use crate::segment::Segment;
 use crate::sys::futex;
-
-/// The manager's checked configuration; its forks (the workers) read it from here, never
-/// from shared memory.
-static CONFIG: OnceLock<Config> = OnceLock::new();
-
-/// The configuration, in the manager and in its workers.
-pub(crate) fn config() -> Option<&'static Config> {
-    CONFIG.get()
-}
+use crate::sys::process as os;
 
 /// Why the manager gives up.
 enum GiveUp<'a> {
@@ -48,13 +40,12 @@ pub(crate) fn manager_main(seg: &Segment, key: u64, fds: &[RawFd]) -> i32 {
         Ok(c) => c,
         Err(c) => return give_up(seg, hdr, &mut [], GiveUp::Corrupt(c)),
     };
-    let config = CONFIG.get_or_init(|| config);
+    let config = config.install();
     let Some(view) = View::with_shape(seg, config.shape) else { return 4 };
     let Some(&bell) = fds.first() else { return 2 };
     // The pool's process, by pidfd: its end is ours (whatever thread started us).
     let Ok(pool) = os::pidfd_open(config.pool_pid) else { return 3 };
-    // SAFETY: getppid cannot fail.
-    if config.direct_fork && unsafe { libc::getppid() } != config.pool_pid {
+    if config.direct_fork && os::getppid() != config.pool_pid {
         return os::EXIT_ORPHANED; // the pool died before we opened its pidfd
     }
     let n = config.shape.workers;

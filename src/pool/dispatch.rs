@@ -17,10 +17,11 @@ use super::layout::{
     BROKEN_CORRUPT, BROKEN_INIT, BROKEN_START, Entry, KILL, MGR_BROKEN, MGR_READY, MGR_STARTING, OUT_NONE, REASON_CAP,
     RUN, STOP, Shape, View, read_text,
 };
-use super::manager::manager_main;
 use super::sink::{Fired, Sink, deliver, drop_fired_elsewhere, fail, run_fired};
-use crate::process::{Child, ExitStatus, Method, os, spawn};
+use super::supervisor::manager_main;
+use crate::process::{Child, ExitStatus, Method, spawn};
 use crate::segment::Segment;
+use crate::sys::process as os;
 use crate::sys::{Deadline, futex};
 
 /// Why the pool stopped taking work.
