@@ -121,7 +121,23 @@
 //!
 //! Each calling only those below it: `sys` (thin unsafe syscall wrappers) → [`segment`]
 //! (create/open/validate/liveness) → [`sync`] → [`shared`] → [`channel`], [`process`] →
-//! [`pool`], [`manager`]. See `DESIGN.md` notes beside each module.
+//! [`pool`], [`manager`].
+//!
+//! ## Design notes
+//!
+//! The rustdoc is for users. The protocols underneath are written up for maintainers in
+//! notes beside the code (in the repository, not in the published docs):
+//!
+//! - `src/segment/README.md`: the header and its publication, open validation and bounded
+//!   waits, special files, the liveness `flock`, who unlinks.
+//! - `src/sync/README.md`: the lazily initialised robust mutex, owner death (thread or
+//!   process), range claims, futex protocols.
+//! - `src/channel/README.md`: ring stamps and slot states, slot locks, what a death at each
+//!   pause point leaves, byte and serde queues, pipes.
+//! - `src/manager/README.md`: dict striping, the per-stripe undo journal and how a kill
+//!   mid-update rolls back, the list.
+//! - `src/pool/README.md`: mailboxes, the manager process, task entries, cancelling failed
+//!   batch calls, the start-up timeout, worker death.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]

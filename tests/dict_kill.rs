@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::{Exit, fork_child, serial, wait_pid};
 use shmkit::manager::{DictOptions, ManagerError, SharedDict};
-use shmkit::{Element, Segment};
+use shmkit::{Element, Segment, testing};
 
 const WORKERS: usize = 4;
 const KILLS: usize = 40;
@@ -242,7 +242,7 @@ fn random_kills_leave_the_dicts_consistent() {
     }
     let elapsed = started.elapsed();
     let ops = check(&d, &progress, &killed, seed);
-    let (s, b) = (d.small.stats(), d.big.stats());
+    let (s, b) = (testing::stats(&d.small), testing::stats(&d.big));
     eprintln!(
         "{} kills, {ops} ops in {elapsed:?}; small dict: {} owner-died locks, {} rollbacks; big dict: {} owner-died, {} rollbacks",
         killed.iter().filter(|k| **k).count(),
@@ -310,7 +310,7 @@ fn kills_inside_the_journal_window_roll_back() {
                 }
                 Stop::Stopped => {}
             }
-            if d.small.journal_in_flight() || d.big.journal_in_flight() {
+            if testing::journal_in_flight(&d.small) || testing::journal_in_flight(&d.big) {
                 common::kill(pid, libc::SIGKILL);
                 assert_eq!(wait_pid(pid, Duration::from_secs(10)), Exit::Signal(libc::SIGKILL));
                 *was_killed = true;
@@ -326,7 +326,7 @@ fn kills_inside_the_journal_window_roll_back() {
         }
     }
     let ops = check(&d, &progress, &killed, seed);
-    let (s, b) = (d.small.stats(), d.big.stats());
+    let (s, b) = (testing::stats(&d.small), testing::stats(&d.big));
     let mut hit: Vec<String> = (0..INCARNATIONS)
         .filter(|&w| killed[w])
         .map(|w| {

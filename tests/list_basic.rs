@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::{Exit, fork_child, serial, wait_pid};
 use shmkit::manager::{ManagerError, SharedList};
-use shmkit::{Element, SharedArray};
+use shmkit::{Element, SharedArray, testing};
 
 #[test]
 fn matches_a_vec_model() {
@@ -152,8 +152,8 @@ fn kills_leave_the_list_consistent() {
             for &(_, pid) in &live {
                 assert!(stopped(pid));
             }
-            if l.journal_in_flight() || Instant::now() > deadline {
-                precise += usize::from(l.journal_in_flight());
+            if testing::journal_in_flight(&l) || Instant::now() > deadline {
+                precise += usize::from(testing::journal_in_flight(&l));
                 break;
             }
             for &(_, pid) in &live {
@@ -190,7 +190,7 @@ fn kills_leave_the_list_consistent() {
         assert!(e.0.iter().all(|&x| x == e.0[0]), "element {i} is torn: {e:?}");
         assert!((lo[i]..=hi[i]).contains(&e.0[0]), "element {i} = {}, expected {}..={}", e.0[0], lo[i], hi[i]);
     }
-    let stats = l.stats();
+    let stats = testing::stats(&l);
     eprintln!("{precise} kills inside a set; {} owner-died, {} rollbacks", stats.owner_died, stats.rollbacks);
     assert!(precise >= ROUNDS / 4, "only {precise} kills landed inside a set");
     // Every kill inside a `set` is rolled back; a random kill may land inside one too.

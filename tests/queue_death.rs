@@ -1,5 +1,5 @@
 //! Death inside queue operations: a forked child stops itself (SIGSTOP, through the
-//! `channel::pause_at` test hook) at a precise point of `put` or `get`, the parent SIGKILLs
+//! `testing::pause_at` test hook) at a precise point of `put` or `get`, the parent SIGKILLs
 //! it there, and the survivors must go on: no corruption, no wait without end, and every
 //! message delivered exactly once except the one the dead process held (counted in
 //! `abandoned`). Every wait has a timeout.
@@ -9,7 +9,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Exit, fork_child, kill, serial, wait_pid, wait_stopped};
-use shmkit::channel::{ByteQueue, GetError, Pipe, Point, Queue, pause_at};
+use shmkit::channel::{ByteQueue, GetError, Pipe, Point, Queue};
+use shmkit::testing::pause_at;
 
 const LIMIT: Duration = Duration::from_secs(20);
 

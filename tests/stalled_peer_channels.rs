@@ -9,8 +9,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::{Exit, fork_child, kill, serial, wait_pid, wait_stopped};
-use shmkit::channel::{ByteQueue, GetError, Pipe, Point, PutError, Queue, pause_at};
+use shmkit::channel::{ByteQueue, GetError, Pipe, Point, PutError, Queue};
 use shmkit::manager::{DictOptions, ManagerError, SharedDict, SharedList, key_hash};
+use shmkit::testing::pause_at;
 use shmkit::{LockError, SharedAtomic};
 
 const LIMIT: Duration = Duration::from_secs(20);

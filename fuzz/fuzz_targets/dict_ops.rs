@@ -15,8 +15,8 @@
 
 use std::collections::HashMap;
 
-use shmkit::Element;
 use shmkit::manager::{DictOptions, ManagerError, SharedDict};
+use shmkit::{Element, testing};
 
 #[cfg(fuzzing)]
 libfuzzer_sys::fuzz_target!(|data: &[u8]| check_dict_ops(data));
@@ -141,7 +141,7 @@ fn run<V: Val>(opts: &DictOptions, capacity: usize, ops: &[u8]) {
                 i += 3;
                 let offset = usize::from(a) << 8 | usize::from(b);
                 // SAFETY: nobody else uses this dict.
-                corrupted = unsafe { d.scribble(offset * 7, c) };
+                corrupted = unsafe { testing::scribble(&d, offset * 7, c) };
             }
             _ => assert_eq!(d.len().expect("len"), model.len()),
         }
@@ -153,7 +153,7 @@ fn run<V: Val>(opts: &DictOptions, capacity: usize, ops: &[u8]) {
         let snap: HashMap<String, V> = d.snapshot().expect("final snapshot").into_iter().collect();
         assert_eq!(snap, model);
         assert_eq!(d.len().expect("final len"), model.len());
-        assert_eq!(d.stats().rollbacks, 0, "nothing died, nothing to roll back");
+        assert_eq!(testing::stats(&d).rollbacks, 0, "nothing died, nothing to roll back");
     }
 }
 
@@ -180,7 +180,7 @@ fn expect_room<T: std::fmt::Debug, V: Val>(
             None
         }
         Err(ManagerError::StripeFull { .. }) => {
-            assert!(room && !d.stripe_has_room(key).expect("stripe_has_room"), "StripeFull without cause");
+            assert!(room && !testing::stripe_has_room(d, key).expect("stripe_has_room"), "StripeFull without cause");
             None
         }
         Err(e) => panic!("unexpected error: {e}"),
@@ -197,7 +197,7 @@ fn hostile<V: Val>(d: &SharedDict<str, V>, op: u8, key: &str, value: V) {
         4 => drop(d.contains_key(key)),
         5 => drop(d.snapshot()),
         // SAFETY: nobody else uses this dict.
-        6 => drop(unsafe { d.scribble(usize::from(op) * 131 + key.len(), value.as_bytes_first()) }),
+        6 => drop(unsafe { testing::scribble(d, usize::from(op) * 131 + key.len(), value.as_bytes_first()) }),
         _ => drop(d.len()),
     }
 }

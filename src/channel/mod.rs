@@ -101,7 +101,9 @@ mod token;
 pub use bytes::ByteQueue;
 pub use error::{GetError, PipeError, PutError};
 #[cfg(not(loom))]
-pub use park::{DEFAULT_SPIN, pause_at};
+pub use park::DEFAULT_SPIN;
+#[cfg(not(loom))]
+pub(crate) use park::pause_at;
 #[cfg(not(loom))]
 pub use pipe::{Pipe, PipeEnd};
 #[cfg(not(loom))]

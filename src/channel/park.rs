@@ -107,11 +107,11 @@ pub(crate) fn wake_all(w: &Waiters) {
 
 static PAUSE_AT: AtomicU32 = AtomicU32::new(0);
 
-/// Test hook: make every later queue operation of *this process* stop itself with
-/// `SIGSTOP` when it reaches `point` (`None`: never, the default), so that a test can
-/// `SIGKILL` it mid-operation. The cost when unset is one relaxed load per point.
-#[doc(hidden)]
-pub fn pause_at(point: Option<Point>) {
+/// Test hook (reached through `crate::testing::pause_at`): make every later queue operation
+/// of *this process* stop itself with `SIGSTOP` when it reaches `point` (`None`: never, the
+/// default), so that a test can `SIGKILL` it mid-operation. The cost when unset is one
+/// relaxed load per point.
+pub(crate) fn pause_at(point: Option<Point>) {
     PAUSE_AT.store(point.map_or(0, |p| p as u32), SeqCst);
 }
 

@@ -52,6 +52,7 @@ const PIPE_HEADER: usize = std::mem::size_of::<PipeHeader>();
 pub struct Pipe;
 
 /// One end of a [`Pipe`].
+#[must_use = "dropping an end hangs it up (once every copy is gone): the peer then gets `Disconnected`"]
 pub struct PipeEnd {
     seg: Arc<Segment>,
     me: u32,

@@ -502,9 +502,8 @@ impl<K: DictKey + ?Sized, V: Element> SharedDict<K, V> {
         self.seg.persist();
     }
 
-    /// Recovery counters.
-    #[doc(hidden)]
-    pub fn stats(&self) -> RecoveryStats {
+    /// Recovery counters (for `crate::testing::stats`).
+    pub(crate) fn stats(&self) -> RecoveryStats {
         let live = self.table().live();
         RecoveryStats {
             owner_died: live.owner_died.load(Ordering::Relaxed),
@@ -513,14 +512,12 @@ impl<K: DictKey + ?Sized, V: Element> SharedDict<K, V> {
     }
 
     /// Whether a journal records an operation in flight (for tests that stop a process there).
-    #[doc(hidden)]
-    pub fn journal_in_flight(&self) -> bool {
+    pub(crate) fn journal_in_flight(&self) -> bool {
         self.table().in_flight()
     }
 
     /// Whether the stripe of `key` has a free node (to tell `StripeFull` from a bug).
-    #[doc(hidden)]
-    pub fn stripe_has_room(&self, key: &K) -> Result<bool, ManagerError> {
+    pub(crate) fn stripe_has_room(&self, key: &K) -> Result<bool, ManagerError> {
         let (_, _, s) = self.place(key)?;
         Ok(self.table().lock(s, self.deadline())?.has_free_node())
     }
@@ -531,8 +528,7 @@ impl<K: DictKey + ?Sized, V: Element> SharedDict<K, V> {
     /// # Safety
     ///
     /// No other thread or process may use the dict while this runs.
-    #[doc(hidden)]
-    pub unsafe fn scribble(&self, offset: usize, byte: u8) -> bool {
+    pub(crate) unsafe fn scribble(&self, offset: usize, byte: u8) -> bool {
         let at = offset % self.geom.control_len;
         if at >= STRIPES_OFF && at < self.geom.off_buckets {
             let within = (at - STRIPES_OFF) % self.geom.stripe_stride;

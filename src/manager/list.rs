@@ -398,9 +398,8 @@ impl<T: Element> SharedList<T> {
         Ok((0..len).map(|i| l.read(i)).collect())
     }
 
-    /// Recovery counters.
-    #[doc(hidden)]
-    pub fn stats(&self) -> super::RecoveryStats {
+    /// Recovery counters (for `crate::testing::stats`).
+    pub(crate) fn stats(&self) -> super::RecoveryStats {
         let head = self.head();
         super::RecoveryStats {
             owner_died: head.owner_died.load(Ordering::Relaxed),
@@ -409,8 +408,7 @@ impl<T: Element> SharedList<T> {
     }
 
     /// Whether the journal records a `set` in flight (for tests that stop a process there).
-    #[doc(hidden)]
-    pub fn journal_in_flight(&self) -> bool {
+    pub(crate) fn journal_in_flight(&self) -> bool {
         self.head().state.load(Ordering::Relaxed) != IDLE
     }
 

@@ -86,7 +86,7 @@
 //! The control block starts with the magic `DCT2` (2: the record's check word); a different
 //! layout gets a new magic.
 
-mod dict;
+pub(crate) mod dict;
 mod error;
 mod key;
 mod layout;
@@ -94,7 +94,8 @@ mod list;
 mod options;
 mod stripe;
 
-pub use dict::{RecoveryStats, SharedDict};
+pub(crate) use dict::RecoveryStats;
+pub use dict::SharedDict;
 pub use error::ManagerError;
 pub use key::{DictKey, key_hash};
 pub use layout::{MAX_CAPACITY, MAX_KEY_LEN, MAX_STRIPES, MAX_VALUE_SIZE};

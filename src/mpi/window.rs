@@ -64,6 +64,7 @@ use crate::sync::Barrier;
 /// assert_eq!(left.len(), 1000);                      // a neighbour's part, zero copy
 /// # Ok::<(), shmkit::mpi::MpiError>(())
 /// ```
+#[must_use = "dropping it frees its windows, a collective call over the node"]
 pub struct NodeArray<'n, T: Element> {
     node: &'n Node,
     comm: SimpleCommunicator,

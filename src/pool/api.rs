@@ -202,6 +202,7 @@ impl PoolBuilder {
 /// assert_eq!(pool.apply(|x: i32| x - 1, 1)?, 0); // still working
 /// # Ok::<(), PoolError>(())
 /// ```
+#[must_use = "dropping the pool terminates it: its workers are killed and outstanding tasks fail"]
 pub struct Pool {
     pub(crate) core: Arc<Core>,
 }

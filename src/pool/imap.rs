@@ -22,6 +22,7 @@ use crate::sys::Deadline;
 /// Dropping the iterator before the end (for example `collect::<Result<Vec<_>, _>>()`
 /// stopping at the first error) cancels the chunks in flight that have not started and waits
 /// until none of them can still run, so that nothing of it races with what comes next.
+#[must_use = "iterators are lazy: no task runs until it is consumed, and dropping it cancels the chunks in flight"]
 pub struct Imap<'p, A: Pod, R: Pod, I: Iterator<Item = A>> {
     pool: &'p Pool,
     func: u64,

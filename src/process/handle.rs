@@ -164,6 +164,7 @@ pub(crate) fn truncate_utf8(s: &str, cap: usize) -> &[u8] {
 /// # Ok::<(), ProcessError>(())
 /// ```
 #[derive(Debug)]
+#[must_use = "dropping the handle kills the child (SIGKILL) unless it has exited: `join` it"]
 pub struct Process<R: Pod> {
     seg: Segment,
     child: Child,

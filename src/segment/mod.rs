@@ -67,6 +67,7 @@ pub const MAX_SEGMENT_LEN: u64 = isize::MAX as u64;
 /// drop(seg);                                         // the creator unlinks the name
 /// # Ok::<(), shmkit::SegmentError>(())
 /// ```
+#[must_use = "dropping the creating handle unlinks the name (unless `persist`ed) and unmaps the segment"]
 pub struct Segment {
     map: Mapping,
     name: Option<String>,

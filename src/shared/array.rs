@@ -325,6 +325,7 @@ impl<T: AtomicElement> SharedArray<T> {
 }
 
 /// A live shared claim: read-only access to a range. Dropping it releases the claim.
+#[must_use = "the shared claim on the range is released as soon as it is dropped"]
 pub struct Claim<'a, T> {
     data: &'a [T],
     range: Range<usize>,
@@ -332,6 +333,7 @@ pub struct Claim<'a, T> {
 }
 
 /// A live exclusive claim: `&mut` access to a range. Dropping it releases the claim.
+#[must_use = "the exclusive claim on the range is released as soon as it is dropped"]
 pub struct ClaimMut<'a, T> {
     data: &'a mut [T],
     range: Range<usize>,
@@ -339,6 +341,7 @@ pub struct ClaimMut<'a, T> {
 }
 
 /// A live atomic claim: `&[AtomicX]` over a range. Dropping it releases the claim.
+#[must_use = "the atomic claim on the range is released as soon as it is dropped"]
 pub struct AtomicClaim<'a, A> {
     data: &'a [A],
     range: Range<usize>,

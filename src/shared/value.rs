@@ -128,6 +128,7 @@ impl<T: Element> SharedValue<T> {
 }
 
 /// Exclusive access to a [`SharedValue`]; the lock is released on drop.
+#[must_use = "the value's lock is released as soon as the guard is dropped"]
 pub struct ValueGuard<'a, T> {
     value: &'a mut T,
     _slot: SlotGuard<'a>,

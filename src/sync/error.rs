@@ -127,6 +127,7 @@ pub(crate) use sealed::Sealed;
 /// *guard += 1;
 /// # Ok::<(), shmkit::LockError>(())
 /// ```
+#[must_use = "the lock is held: dropping this without `mark_consistent` makes the lock not recoverable, for every process"]
 pub struct OwnerDied<G> {
     guard: G,
 }
