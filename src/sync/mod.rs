@@ -41,11 +41,12 @@
 //! Thread death is not process death: a guard leaked by a thread that then exits
 //! (`Box::leak`, `mem::forget`) can keep a `&mut` alive in its process. Only the end of
 //! the whole process ends every borrow. So every lock records its owner's pid, and the
-//! next locker that the kernel tells "owner died" checks that process: if it has ended,
-//! [`AcquireError::OwnerDied`] as above; if it lives (this very process included), the
-//! lock is never granted again — [`LockError::AbandonedByThread`] for every caller in
-//! every process, for ever (a `RobustSemaphore` loses that permit; an `RwLock` whose
-//! reader leaked still admits readers but no writer). Range claims behave the same
+//! next locker that the kernel tells "owner died" checks that process: if it has ended
+//! (a killed process still exiting is waited for), [`AcquireError::OwnerDied`] as above;
+//! if it lives (this very process included), the lock is refused —
+//! [`LockError::AbandonedByThread`] for every caller in every process — until it ends (for
+//! this process: for ever). A `RobustSemaphore` loses that permit meanwhile; an `RwLock`
+//! whose reader leaked still admits readers but no writer. Range claims behave the same
 //! ([`ClaimError::Abandoned`](crate::ClaimError::Abandoned)). The protocol is in
 //! `src/sync/README.md`.
 //!
@@ -81,7 +82,7 @@ pub use barrier::Barrier;
 pub use condvar::{Condvar, WaitTimeoutResult};
 pub use error::{AcquireError, AcquireResult, LockError, OwnerDied, Recover};
 pub use event::Event;
-pub use lazy_mutex::{INIT_STALL, LazyRawMutex};
+pub use lazy_mutex::{INIT_STALL, LazyRawMutex, TRY_INIT_GRACE};
 pub use mutex::{Mutex, MutexGuard};
 pub use raw_mutex::{Acquired, RawMutex};
 pub use robust_semaphore::{Permit, RobustSemaphore};
