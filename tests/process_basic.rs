@@ -125,3 +125,17 @@ fn direct_fork_role() {
     p.kill().unwrap();
     assert!(matches!(p.join_timeout(T), Err(ProcessError::Killed { signal: libc::SIGKILL, .. })));
 }
+
+#[test]
+fn a_fork_is_refused_while_this_thread_holds_a_lock() {
+    // The child would inherit a copy of the guard (reachable from a thread-local or a
+    // leaked static) and with it a second `&mut` to the data.
+    let m = shmkit::SharedObject::<shmkit::Mutex<u64>>::anonymous(|_| {}).unwrap();
+    let guard = m.lock().unwrap();
+    let e = ProcessBuilder::new().start_method(StartMethod::Fork).spawn(|x: u32| x + 1, 41).unwrap_err();
+    assert!(matches!(e, ProcessError::LocksHeld), "{e}");
+    // The fork server's child starts from an early snapshot: no guard to inherit.
+    let mut p = ProcessBuilder::new().start_method(StartMethod::Auto).spawn(|x: u32| x + 1, 41).unwrap();
+    assert_eq!(p.join_timeout(std::time::Duration::from_secs(10)).unwrap(), 42);
+    drop(guard);
+}

@@ -51,7 +51,11 @@ pub(crate) enum Method {
 
 impl StartMethod {
     pub(crate) fn resolve(self) -> Result<Method, ProcessError> {
+        // A guard this thread holds would be copied into the child, where safe code could
+        // reach it (a thread-local, a leaked static) and alias the parent's `&mut`.
+        let holds = crate::sys::held::this_thread_holds_any();
         match self {
+            StartMethod::Fork if holds => Err(ProcessError::LocksHeld),
             StartMethod::Fork => match os::thread_count() {
                 Some(1) => Ok(Method::Fork),
                 n => Err(ProcessError::ThreadsExist { threads: n.unwrap_or(0) }),
@@ -64,7 +68,8 @@ impl StartMethod {
                 }
             }
             StartMethod::Auto => match os::thread_count() {
-                Some(1) => Ok(Method::Fork),
+                Some(1) if !holds => Ok(Method::Fork),
+                Some(1) if !fork_server::is_running() => Err(ProcessError::LocksHeld),
                 n if fork_server::is_running() => {
                     let _ = n;
                     Ok(Method::Server)

@@ -25,6 +25,13 @@ pub enum ProcessError {
         /// Threads counted in this process.
         threads: usize,
     },
+    /// A fork was asked for while the calling thread holds a shmkit lock or claim: the
+    /// child would get a copy of the guard, and with it a second `&mut` to the data.
+    #[error(
+        "this thread holds a shmkit lock or claim: a forked child would inherit a copy of its guard; \
+         drop guards before starting a process, or start the fork server (shmkit::process::fork_server)"
+    )]
+    LocksHeld,
     /// `StartMethod::ForkServer` was asked for but no fork server runs for this process.
     #[error(
         "no fork server runs for this process: call shmkit::process::fork_server::start() first thing \

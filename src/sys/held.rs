@@ -167,6 +167,11 @@ fn released_slow(h: &Held, addr: usize, len: usize) {
     }
 }
 
+/// Whether the calling thread holds any robust lock.
+pub fn this_thread_holds_any() -> bool {
+    HELD.try_with(|h| h.len.load(Relaxed) > 0).unwrap_or(false)
+}
+
 /// Whether any thread of this process holds a robust lock that may lie in
 /// `[base, base + len)`. Exact while each thread holds at most [`TRACKED`] locks;
 /// conservative (`true`) for a thread holding more.
