@@ -382,11 +382,10 @@ impl LazyRawMutex {
     /// The calling thread must hold the lock.
     #[inline]
     pub unsafe fn unlock(&self) {
-        // The owner word names a holder only while it holds (see the module docs); a
-        // forked child, which does not own its parent's lock, leaves it alone.
-        if self.held_by_this_process() {
-            self.owner.store(0, Ordering::Relaxed);
-        }
+        // The owner word names a holder only while it holds (see the module docs). (A guard
+        // only reaches a forked child through an `unsafe` fork: the safe ones refuse while
+        // the forking thread holds a lock.)
+        self.owner.store(0, Ordering::Relaxed);
         // SAFETY: the caller holds the lock, so it was initialised (it was acquired).
         unsafe { self.raw.unlock() }
     }
