@@ -26,6 +26,7 @@
 mod error;
 mod file;
 pub mod header;
+pub(crate) mod kind;
 mod layout;
 mod liveness;
 mod mapping;
@@ -76,6 +77,8 @@ pub struct Segment {
     /// `Some(pid)` when this handle created the segment and will unlink it on drop,
     /// but only in the process `pid` (never in a forked child).
     unlink_in: Option<u32>,
+    /// Whether this handle created the segment (rather than opened it).
+    created: bool,
 }
 
 impl std::fmt::Debug for Segment {
@@ -107,6 +110,20 @@ impl Segment {
     /// Open a named byte segment another process created.
     pub fn open(name: &str) -> Result<Segment, SegmentError> {
         SegmentOptions::default().open(name)
+    }
+
+    /// Open the named byte segment, or create it with `len` bytes if the name is free:
+    /// of many processes racing, exactly one creates; see [`SegmentOptions::open_or_create`].
+    ///
+    /// ```
+    /// let name = format!("/shmkit-doc-ooc-{}", std::process::id());
+    /// let a = shmkit::Segment::open_or_create(&name, 64)?;
+    /// let b = shmkit::Segment::open_or_create(&name, 64)?;
+    /// assert!(a.created() && !b.created());
+    /// # Ok::<(), shmkit::SegmentError>(())
+    /// ```
+    pub fn open_or_create(name: &str, len: usize) -> Result<Segment, SegmentError> {
+        SegmentOptions::default().open_or_create(name, len)
     }
 
     /// An anonymous byte segment (sealed memfd) for this process and its forked children.
@@ -214,6 +231,12 @@ impl Segment {
         self.unlink_in.is_some()
     }
 
+    /// Whether this handle created the segment, rather than opened one that existed (what
+    /// an `open_or_create` caller asks to learn whether it won the race).
+    pub fn created(&self) -> bool {
+        self.created
+    }
+
     /// The descriptor behind the mapping (holds the liveness lock). Duplicate it and
     /// clear `FD_CLOEXEC` to hand an anonymous segment to an `exec`ed child.
     pub fn fd(&self) -> BorrowedFd<'_> {
@@ -231,16 +254,19 @@ impl Segment {
         self.map.base().wrapping_add(HEADER_SIZE)
     }
 
+    /// Hand out a mapped segment; `created` is `Some(pid)` when this process made it (a
+    /// named one is then unlinked on drop in `pid`).
     fn assemble(
         map: Mapping,
         name: Option<String>,
         header: Option<HeaderInfo>,
         payload_offset: usize,
         payload_len: usize,
-        unlink_in: Option<u32>,
+        created: Option<u32>,
     ) -> Segment {
         // From here the mapping's addresses are handed out: a lock may be taken inside it.
-        Segment { map: map.expose(), name, header, payload_offset, payload_len, unlink_in }
+        let unlink_in = if name.is_some() { created } else { None };
+        Segment { map: map.expose(), name, header, payload_offset, payload_len, unlink_in, created: created.is_some() }
     }
 
     /// Create a typed segment: size it, write the header, run `init` on the unpublished
@@ -251,7 +277,7 @@ impl Segment {
         layout: &Layout,
         init: impl FnOnce(&Segment) -> Result<(), SegmentError>,
     ) -> Result<Segment, SegmentError> {
-        let (offset, payload_len, total) = layout.sizes()?;
+        let (_, _, total) = layout.sizes()?;
         let (fd, name) = match target {
             Target::Named(n) => {
                 let name = match n {
@@ -267,6 +293,18 @@ impl Segment {
                 (fd, None)
             }
         };
+        Self::init_created(fd, name, layout, init)
+    }
+
+    /// Map the file this process just created and sized for `layout` (`fd`, named `name`),
+    /// write the header, run `init`, publish. A named file is unlinked on failure.
+    fn init_created(
+        fd: OwnedFd,
+        name: Option<String>,
+        layout: &Layout,
+        init: impl FnOnce(&Segment) -> Result<(), SegmentError>,
+    ) -> Result<Segment, SegmentError> {
+        let (offset, payload_len, total) = layout.sizes()?;
         let mut guard = file::UnlinkGuard(name.as_deref());
         let label = name.as_deref().unwrap_or("");
         // `sizes` bounds `total` by MAX_SEGMENT_LEN, so it fits a usize.
@@ -287,8 +325,8 @@ impl Segment {
         // SAFETY: the mapping is at least HEADER_SIZE bytes and page aligned; openers (in
         // this process too) only touch the header with atomics or syscalls.
         unsafe { header::store(base, &header::build(&info)) };
-        let unlink_in = name.is_some().then_some(pid);
-        let seg = Segment::assemble(map, name.clone(), Some(info), offset as usize, payload_len as usize, unlink_in);
+        let seg = Segment::assemble(map, name.clone(), Some(info), offset as usize, payload_len as usize, Some(pid));
+        kind::test_hook_before_publish(&seg);
         init(&seg)?;
         // SAFETY: as above; the Release store publishes the header and everything `init` wrote.
         unsafe { header::publish(base) };
@@ -299,7 +337,7 @@ impl Segment {
     /// Open a typed segment by name and validate it against `expect`.
     pub(crate) fn open_typed(opts: &SegmentOptions, name: &str, expect: &Expect) -> Result<Segment, SegmentError> {
         let name = name::normalize(name)?;
-        let fd = file::open_file(&name, opts.open_timeout)?;
+        let fd = file::open_waiting(opts, &name)?;
         Self::open_mapped(opts, fd, Some(name), expect)
     }
 
