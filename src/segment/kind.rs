@@ -47,6 +47,13 @@ pub(crate) trait Create<A>: SegmentKind {
     /// yet published, so no other reference to its control block or payload exists in any
     /// process.
     unsafe fn init(seg: &Segment, args: A) -> Result<(), SegmentError>;
+
+    /// After `open_or_create` opened an existing segment: refuse it if it differs from what
+    /// `args` would have created in a way the header's kind, element type and count do not
+    /// show (a queue's largest message, say).
+    fn check_existing(_handle: &Self, _args: &A) -> Result<(), Self::Error> {
+        Ok(())
+    }
 }
 
 /// Create a `K` at `target`.
@@ -65,9 +72,18 @@ pub(crate) fn open<K: SegmentKind>(opts: &SegmentOptions, name: &str) -> Result<
 /// Open the `K` called `name`, or create it from `args` when the name is free.
 pub(crate) fn open_or_create<K: Create<A>, A>(opts: &SegmentOptions, name: &str, args: A) -> Result<K, K::Error> {
     let layout = K::layout(&args)?;
-    // SAFETY: as in `create`: `init` runs only on the segment this call created.
-    let init = |seg: &Segment| unsafe { K::init(seg, args) };
-    K::attach(Segment::open_or_create_typed(opts, name, &layout, init, &K::expect())?)
+    // Taken by `init` when this call creates; still here when it opened an existing segment.
+    let mut args = Some(args);
+    let init = |seg: &Segment| match args.take() {
+        // SAFETY: as in `create`: `init` runs only on the segment this call created.
+        Some(args) => unsafe { K::init(seg, args) },
+        None => Err(SegmentError::Corrupt { name: name.to_owned(), reason: "internal: initialised twice".into() }),
+    };
+    let handle = K::attach(Segment::open_or_create_typed(opts, name, &layout, init, &K::expect())?)?;
+    if let Some(args) = &args {
+        K::check_existing(&handle, args)?;
+    }
+    Ok(handle)
 }
 
 /// Set by [`crate::testing::stop_before_publish`].
