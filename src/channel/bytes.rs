@@ -151,7 +151,7 @@ impl Create<(usize, usize)> for ByteQueue {
 }
 
 segment_handle! {
-    impl[] ByteQueue, "queue of `capacity` messages of up to `max_message` bytes", SegmentError,
+    impl[] ByteQueue, "byte queue", SegmentError,
     (capacity: usize, max_message: usize) => (capacity, max_message)
 }
 

@@ -155,7 +155,7 @@ impl<T: Element> Create<usize> for Queue<T> {
 }
 
 segment_handle! {
-    impl[T: Element] Queue<T>, "queue of `capacity` messages", SegmentError, (capacity: usize) => capacity
+    impl[T: Element] Queue<T>, "queue", SegmentError, (capacity: usize) => capacity
 }
 
 impl<T: Element> Queue<T> {

@@ -78,7 +78,7 @@ impl<T> Create<(usize, usize)> for SerdeQueue<T> {
 
 segment_handle! {
     impl[T: Serialize + DeserializeOwned] SerdeQueue<T>,
-    "queue of `capacity` values of up to `max_message` encoded bytes",
+    "queue",
     SegmentError,
     (capacity: usize, max_message: usize) => (capacity, max_message)
 }
