@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::{Exit, exists, fork_child, serial, unique_name, wait_pid, wait_stopped};
+use shmkit::channel::{ByteQueue, Queue};
 use shmkit::{Segment, SegmentError, SegmentOptions, SharedArray, SharedValue};
 
 const N: usize = 8;
@@ -91,6 +92,17 @@ fn what_exists_must_match_kind_type_and_size() {
     let b = SharedArray::<f32>::open_or_create(&name, 10).unwrap();
     assert!(a.segment().created() && !b.segment().created());
     drop((a, b));
+    assert!(!exists(&name));
+
+    // Queues: the capacity, and the largest message even when the slot stride is the same.
+    let q = ByteQueue::create(Some(&name), 4, 100).unwrap();
+    let e = ByteQueue::open_or_create(&name, 4, 101).unwrap_err();
+    assert!(matches!(e, SegmentError::SizeMismatch { expected: 101, found: 100, .. }), "{e:?}");
+    let e = ByteQueue::open_or_create(&name, 5, 100).unwrap_err();
+    assert!(matches!(e, SegmentError::SizeMismatch { expected: 5, found: 4, .. }), "{e:?}");
+    assert!(matches!(Queue::<u64>::open_or_create(&name, 4), Err(SegmentError::TypeMismatch { .. })));
+    assert!(ByteQueue::open_or_create(&name, 4, 100).is_ok());
+    drop(q);
     assert!(!exists(&name));
 }
 

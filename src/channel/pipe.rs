@@ -147,8 +147,9 @@ impl Pipe {
     pub fn anonymous(capacity: usize, max_message: usize) -> Result<(PipeEnd, PipeEnd), PipeError> {
         let PipeSegment(seg) = kind::create(&SegmentOptions::default(), Target::Anonymous, (capacity, max_message))?;
         let seg = Arc::new(seg);
-        let a = PipeEnd::attach(Arc::clone(&seg), 0)?.ok_or_else(|| PipeError::EndTaken { name: String::new() })?;
-        let b = PipeEnd::attach(seg, 1)?.ok_or_else(|| PipeError::EndTaken { name: String::new() })?;
+        let a =
+            PipeEnd::attach(Arc::clone(&seg), 0, None)?.ok_or_else(|| PipeError::EndTaken { name: String::new() })?;
+        let b = PipeEnd::attach(seg, 1, None)?.ok_or_else(|| PipeError::EndTaken { name: String::new() })?;
         Ok((a, b))
     }
 
@@ -176,7 +177,7 @@ impl Pipe {
         max_message: usize,
     ) -> Result<PipeEnd, PipeError> {
         let PipeSegment(seg) = kind::create(opts, Target::Named(name), (capacity, max_message))?;
-        Self::end(seg, 0)
+        Self::end(seg, 0, None)
     }
 
     /// Open the second end of a named pipe.
@@ -188,7 +189,7 @@ impl Pipe {
     /// [waiting for the name](SegmentOptions::wait_for)).
     pub fn open_with(opts: &SegmentOptions, name: &str) -> Result<PipeEnd, PipeError> {
         let PipeSegment(seg) = kind::open(opts, name)?;
-        Self::end(seg, 1)
+        Self::end(seg, 1, None)
     }
 
     /// Take the first end of a new named pipe, or the second end of the existing one: two
@@ -207,21 +208,21 @@ impl Pipe {
     ) -> Result<PipeEnd, PipeError> {
         let PipeSegment(seg) = kind::open_or_create(opts, name, (capacity, max_message))?;
         let me = if seg.created() { 0 } else { 1 };
-        let end = Self::end(seg, me)?;
-        check_max_message(&end.seg, end.max_message(), max_message)?;
-        Ok(end)
+        Self::end(seg, me, Some(max_message))
     }
 
-    /// End `me` of a named pipe's segment, or `EndTaken`.
-    fn end(seg: Segment, me: u32) -> Result<PipeEnd, PipeError> {
+    /// End `me` of a named pipe's segment, or `EndTaken`; with `max`, refuse (before taking
+    /// the end) a pipe for messages of another size.
+    fn end(seg: Segment, me: u32, max: Option<usize>) -> Result<PipeEnd, PipeError> {
         let label = seg.name().unwrap_or("").to_owned();
-        PipeEnd::attach(Arc::new(seg), me)?.ok_or(PipeError::EndTaken { name: label })
+        PipeEnd::attach(Arc::new(seg), me, max)?.ok_or(PipeError::EndTaken { name: label })
     }
 }
 
 impl PipeEnd {
-    /// Take end `me` of a published pipe segment: its token, then mark it opened.
-    fn attach(seg: Arc<Segment>, me: u32) -> Result<Option<PipeEnd>, PipeError> {
+    /// Take end `me` of a published pipe segment (for messages of `max` bytes, when given):
+    /// its token, then mark it opened.
+    fn attach(seg: Arc<Segment>, me: u32, max: Option<usize>) -> Result<Option<PipeEnd>, PipeError> {
         let (count, stride) = seg.header().map_or((0, 0), |h| (h.elem_count, h.elem.size));
         let cap = count / 2;
         let corrupt =
@@ -234,6 +235,9 @@ impl PipeEnd {
         let r1 = attach_ring(&seg, PIPE_HEADER, &[r0.shape], s1)?;
         if r0.shape.max_msg != r1.shape.max_msg {
             return Err(corrupt("the two directions disagree on the message size").into());
+        }
+        if let Some(max) = max {
+            check_max_message(&seg, r0.shape.max_msg as usize, max)?;
         }
         let Some(token) = Token::acquire(seg.fd(), me)? else { return Ok(None) };
         let end = PipeEnd {
