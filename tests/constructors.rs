@@ -96,7 +96,7 @@ fn segments_have_every_constructor() {
     drop(f);
     assert!(exists(&name));
     Segment::unlink(&name).unwrap();
-    assert!(!Segment::anonymous(64).unwrap().name().is_some());
+    assert!(Segment::anonymous(64).unwrap().name().is_none());
 }
 
 #[test]
