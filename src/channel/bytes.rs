@@ -64,7 +64,7 @@ pub(crate) fn read_framed<R>(p: *const u8, max: usize, f: impl FnOnce(&[u8]) -> 
 /// # Ok::<(), shmkit::SegmentError>(())
 /// ```
 pub struct ByteQueue {
-    seg: Segment,
+    pub(super) seg: Segment,
     ring: RawRing,
     spin: Duration,
 }
@@ -124,14 +124,6 @@ impl SegmentKind for ByteQueue {
         let ring = attach_ring(&seg, 0, &[], expect)?;
         Ok(ByteQueue { seg, ring, spin: DEFAULT_SPIN })
     }
-
-    fn seg(&self) -> &Segment {
-        &self.seg
-    }
-
-    fn seg_mut(&mut self) -> &mut Segment {
-        &mut self.seg
-    }
 }
 
 impl Create<(usize, usize)> for ByteQueue {
@@ -151,7 +143,7 @@ impl Create<(usize, usize)> for ByteQueue {
 }
 
 segment_handle! {
-    impl[] ByteQueue, "byte queue", SegmentError,
+    impl[] ByteQueue, "byte queue", SegmentError, seg,
     (capacity: usize, max_message: usize) => (capacity, max_message)
 }
 

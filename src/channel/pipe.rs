@@ -118,14 +118,6 @@ impl SegmentKind for PipeSegment {
         }
         Ok(PipeSegment(seg))
     }
-
-    fn seg(&self) -> &Segment {
-        &self.0
-    }
-
-    fn seg_mut(&mut self) -> &mut Segment {
-        &mut self.0
-    }
 }
 
 impl Create<(usize, usize)> for PipeSegment {

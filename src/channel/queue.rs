@@ -125,14 +125,6 @@ impl<T: Element> SegmentKind for Queue<T> {
         let ring = attach_ring(&seg, 0, &[], fixed_shape(count, std::mem::size_of::<T>() as u64))?;
         Ok(Queue { seg, ring, spin: DEFAULT_SPIN, _t: PhantomData })
     }
-
-    fn seg(&self) -> &Segment {
-        &self.seg
-    }
-
-    fn seg_mut(&mut self) -> &mut Segment {
-        &mut self.seg
-    }
 }
 
 impl<T: Element> Create<usize> for Queue<T> {
@@ -155,7 +147,7 @@ impl<T: Element> Create<usize> for Queue<T> {
 }
 
 segment_handle! {
-    impl[T: Element] Queue<T>, "queue", SegmentError, (capacity: usize) => capacity
+    impl[T: Element] Queue<T>, "queue", SegmentError, seg, (capacity: usize) => capacity
 }
 
 impl<T: Element> Queue<T> {

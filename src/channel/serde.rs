@@ -51,14 +51,6 @@ impl<T> SegmentKind for SerdeQueue<T> {
     fn attach(seg: Segment) -> Result<Self, SegmentError> {
         Ok(SerdeQueue { bytes: ByteQueue::attach(seg)?, _t: PhantomData })
     }
-
-    fn seg(&self) -> &Segment {
-        self.bytes.seg()
-    }
-
-    fn seg_mut(&mut self) -> &mut Segment {
-        self.bytes.seg_mut()
-    }
 }
 
 impl<T> Create<(usize, usize)> for SerdeQueue<T> {
@@ -79,7 +71,7 @@ impl<T> Create<(usize, usize)> for SerdeQueue<T> {
 segment_handle! {
     impl[T: Serialize + DeserializeOwned] SerdeQueue<T>,
     "queue",
-    SegmentError,
+    SegmentError, bytes.seg,
     (capacity: usize, max_message: usize) => (capacity, max_message)
 }
 

@@ -196,14 +196,6 @@ impl<K: DictKey + ?Sized, V: Element> SegmentKind for SharedDict<K, V> {
         }
         Ok(SharedDict { seg, geom, timeout: None, _kv: PhantomData })
     }
-
-    fn seg(&self) -> &Segment {
-        &self.seg
-    }
-
-    fn seg_mut(&mut self) -> &mut Segment {
-        &mut self.seg
-    }
 }
 
 impl<K: DictKey + ?Sized, V: Element> Create<Geometry> for SharedDict<K, V> {
@@ -238,7 +230,7 @@ impl<K: DictKey + ?Sized, V: Element> Create<Geometry> for SharedDict<K, V> {
 }
 
 segment_handle! {
-    impl[K: DictKey + ?Sized, V: Element] SharedDict<K, V>, "dict", ManagerError,
+    impl[K: DictKey + ?Sized, V: Element] SharedDict<K, V>, "dict", ManagerError, seg,
     (capacity: usize) => Self::plan(&DictOptions::new(), capacity)?
 }
 

@@ -214,14 +214,6 @@ impl<T: Element> SegmentKind for SharedList<T> {
         }
         Ok(SharedList { seg, capacity: meta.capacity, timeout: None, _t: PhantomData })
     }
-
-    fn seg(&self) -> &Segment {
-        &self.seg
-    }
-
-    fn seg_mut(&mut self) -> &mut Segment {
-        &mut self.seg
-    }
 }
 
 impl<T: Element> Create<usize> for SharedList<T> {
@@ -269,7 +261,7 @@ impl<T: Element> Create<usize> for SharedList<T> {
 }
 
 segment_handle! {
-    impl[T: Element] SharedList<T>, "list", ManagerError,
+    impl[T: Element] SharedList<T>, "list", ManagerError, seg,
     (capacity: usize) => capacity
 }
 

@@ -26,12 +26,6 @@ pub(crate) trait SegmentKind: Sized {
     /// Validate the control block of a published segment whose header matched
     /// [`expect`](Self::expect), and wrap it.
     fn attach(seg: Segment) -> Result<Self, Self::Error>;
-
-    /// The segment behind a handle.
-    fn seg(&self) -> &Segment;
-
-    /// The segment behind a handle, to [`persist`](Segment::persist) it.
-    fn seg_mut(&mut self) -> &mut Segment;
 }
 
 /// How a [`SegmentKind`] is created from the arguments `A` of its constructors.
@@ -146,17 +140,17 @@ fn matches_layout(seg: Segment, layout: &Layout) -> Result<Segment, SegmentError
 ///
 /// ```text
 /// segment_handle! {
-///     impl[T: Element] SharedArray<T>, "array", SegmentError,
+///     impl[T: Element] SharedArray<T>, "array", SegmentError, seg,
 ///     (len: usize) => ArrayArgs { len, slots: DEFAULT_CLAIM_SLOTS }
 /// }
 /// ```
 ///
-/// The arguments after the name are the type's own (`..`), turned into the `Create`
-/// argument by the expression after `=>`. `@common` leaves out `create_with`, for a type
+/// `seg` is the path of the handle's `Segment` field. The arguments after it are the
+/// type's own (`..`), turned into the `Create` argument by the expression after `=>`. `@common` leaves out `create_with`, for a type
 /// whose `create_with` takes more than `create`.
 macro_rules! segment_handle {
-    (impl[$($gen:tt)*] $ty:ty, $what:literal, $err:ty, ($($arg:ident: $aty:ty),*) => $args:expr) => {
-        $crate::segment::kind::segment_handle!(@common impl[$($gen)*] $ty, $what, $err, ($($arg: $aty),*) => $args);
+    (impl[$($gen:tt)*] $ty:ty, $what:literal, $err:ty, $($seg:ident).+, ($($arg:ident: $aty:ty),*) => $args:expr) => {
+        $crate::segment::kind::segment_handle!(@common impl[$($gen)*] $ty, $what, $err, $($seg).+, ($($arg: $aty),*) => $args);
         impl<$($gen)*> $ty {
             #[doc = concat!("As [`create`](Self::create), with explicit [`SegmentOptions`](crate::SegmentOptions).")]
             pub fn create_with(
@@ -168,7 +162,7 @@ macro_rules! segment_handle {
             }
         }
     };
-    (@common impl[$($gen:tt)*] $ty:ty, $what:literal, $err:ty, ($($arg:ident: $aty:ty),*) => $args:expr) => {
+    (@common impl[$($gen:tt)*] $ty:ty, $what:literal, $err:ty, $($seg:ident).+, ($($arg:ident: $aty:ty),*) => $args:expr) => {
         impl<$($gen)*> $ty {
             #[doc = concat!("Create a named ", $what, " (`None`: a random `/shmkit-…` name).")]
             #[doc = ""]
@@ -217,17 +211,17 @@ macro_rules! segment_handle {
 
             #[doc = "The segment's name, `None` when anonymous."]
             pub fn name(&self) -> Option<&str> {
-                $crate::segment::kind::SegmentKind::seg(self).name()
+                self.$($seg).+.name()
             }
 
             #[doc = "The underlying segment."]
             pub fn segment(&self) -> &$crate::Segment {
-                $crate::segment::kind::SegmentKind::seg(self)
+                &self.$($seg).+
             }
 
             #[doc = "Keep the name after this (creating) handle drops."]
             pub fn persist(&mut self) {
-                $crate::segment::kind::SegmentKind::seg_mut(self).persist();
+                self.$($seg).+.persist();
             }
         }
     };

@@ -121,14 +121,6 @@ impl<T: Element> SegmentKind for SharedArray<T> {
         let len = seg.header().map_or(0, |h| h.elem_count as usize);
         Ok(SharedArray { seg, len, _t: PhantomData })
     }
-
-    fn seg(&self) -> &Segment {
-        &self.seg
-    }
-
-    fn seg_mut(&mut self) -> &mut Segment {
-        &mut self.seg
-    }
 }
 
 impl<T: Element> Create<ArrayArgs> for SharedArray<T> {
@@ -143,7 +135,7 @@ impl<T: Element> Create<ArrayArgs> for SharedArray<T> {
 }
 
 segment_handle! {
-    @common impl[T: Element] SharedArray<T>, "array", SegmentError,
+    @common impl[T: Element] SharedArray<T>, "array", SegmentError, seg,
     (len: usize) => ArrayArgs { len, slots: DEFAULT_CLAIM_SLOTS }
 }
 

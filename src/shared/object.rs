@@ -88,14 +88,6 @@ impl<S: ShmSafe> SegmentKind for SharedObject<S> {
     fn attach(seg: Segment) -> Result<Self, SegmentError> {
         Self::from_segment(seg)
     }
-
-    fn seg(&self) -> &Segment {
-        &self.seg
-    }
-
-    fn seg_mut(&mut self) -> &mut Segment {
-        &mut self.seg
-    }
 }
 
 impl<S: ShmSafe, F: FnOnce(&mut S)> Create<F> for SharedObject<S> {
@@ -125,7 +117,7 @@ impl<S: ShmSafe, F: FnOnce(&mut S)> Create<F> for SharedObject<S> {
 segment_handle! {
     impl[S: ShmSafe] SharedObject<S>,
     "object",
-    SegmentError,
+    SegmentError, seg,
     (init: impl FnOnce(&mut S)) => init
 }
 

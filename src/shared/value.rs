@@ -46,14 +46,6 @@ impl<T: Element> SegmentKind for SharedValue<T> {
         attach_claims(&seg)?;
         Ok(SharedValue { seg, _t: std::marker::PhantomData })
     }
-
-    fn seg(&self) -> &Segment {
-        &self.seg
-    }
-
-    fn seg_mut(&mut self) -> &mut Segment {
-        &mut self.seg
-    }
 }
 
 impl<T: Element> Create<T> for SharedValue<T> {
@@ -72,7 +64,7 @@ impl<T: Element> Create<T> for SharedValue<T> {
 }
 
 segment_handle! {
-    impl[T: Element] SharedValue<T>, "value", SegmentError, (init: T) => init
+    impl[T: Element] SharedValue<T>, "value", SegmentError, seg, (init: T) => init
 }
 
 impl<T: Element> SharedValue<T> {
@@ -177,14 +169,6 @@ impl<T: AtomicElement> SegmentKind for SharedAtomic<T> {
     fn attach(seg: Segment) -> Result<Self, SegmentError> {
         Ok(SharedAtomic { seg, _t: std::marker::PhantomData })
     }
-
-    fn seg(&self) -> &Segment {
-        &self.seg
-    }
-
-    fn seg_mut(&mut self) -> &mut Segment {
-        &mut self.seg
-    }
 }
 
 impl<T: AtomicElement> Create<T> for SharedAtomic<T> {
@@ -200,7 +184,7 @@ impl<T: AtomicElement> Create<T> for SharedAtomic<T> {
 }
 
 segment_handle! {
-    impl[T: AtomicElement] SharedAtomic<T>, "atomic", SegmentError, (init: T) => init
+    impl[T: AtomicElement] SharedAtomic<T>, "atomic", SegmentError, seg, (init: T) => init
 }
 
 impl<T: AtomicElement> SharedAtomic<T> {
