@@ -15,6 +15,13 @@
 //! - **Open**: `shm_open`, take `LOCK_SH`, check the name still names this file, wait (bounded)
 //!   for `READY` with Acquire, validate every header field against the file size and the
 //!   caller's expected kind and element type.
+//! - **Open or create**: `O_CREAT|O_EXCL` first; on `EEXIST` an ordinary open (with its bounded
+//!   wait for publication), then the header must show the kind, element type and element
+//!   count the caller would have created, else a typed mismatch. Of N racing processes
+//!   exactly one creates. A creator that dies before publishing leaves the others an
+//!   `InitTimeout`, not a takeover: see [`SegmentOptions::open_or_create`].
+//! - **Waiting for a name**: with [`SegmentOptions::wait_for`], `open` polls (50 µs doubling to
+//!   5 ms) for a name that does not exist yet, then waits for publication as above.
 //! - **Liveness**: every handle holds `LOCK_SH` on its descriptor while mapped; a segment is
 //!   stale exactly when `LOCK_EX|LOCK_NB` succeeds ([`is_stale`], [`gc`]). No pids are used.
 //! - **Unlink**: the creating handle unlinks on drop unless [`Segment::persist`]ed; a forked
