@@ -87,8 +87,11 @@ fn segments_have_every_constructor() {
     let c = opts().open_or_create(&name, 64).unwrap();
     let d = Segment::open(&name).unwrap();
     let e = opts().open(&name).unwrap();
+    let f = Segment::open_with(&opts(), &name).unwrap();
+    let g = Segment::open_or_create_with(&opts(), &name, 64).unwrap();
     assert!(a.created() && !b.created() && !c.created() && !d.created() && !e.created());
-    drop((a, b, c, d, e));
+    assert!(!f.created() && !g.created() && f.name() == Some(name.as_str()));
+    drop((a, b, c, d, e, f, g));
     assert!(!exists(&name));
     let mut f = Segment::create(Some(&name), 64).unwrap();
     assert!(f.created());
@@ -96,6 +99,10 @@ fn segments_have_every_constructor() {
     drop(f);
     assert!(exists(&name));
     Segment::unlink(&name).unwrap();
+    let h = Segment::create_with(&opts(), Some(&name), 64).unwrap();
+    assert!(h.created() && h.unlinks_on_drop());
+    drop(h);
+    assert!(!exists(&name));
     assert!(Segment::anonymous(64).unwrap().name().is_none());
 }
 

@@ -133,6 +133,21 @@ impl Segment {
         SegmentOptions::default().open_or_create(name, len)
     }
 
+    /// As [`create`](Self::create), with explicit options (same as [`SegmentOptions::create`]).
+    pub fn create_with(opts: &SegmentOptions, name: Option<&str>, len: usize) -> Result<Segment, SegmentError> {
+        opts.create(name, len)
+    }
+
+    /// As [`open`](Self::open), with explicit options (same as [`SegmentOptions::open`]).
+    pub fn open_with(opts: &SegmentOptions, name: &str) -> Result<Segment, SegmentError> {
+        opts.open(name)
+    }
+
+    /// As [`open_or_create`](Self::open_or_create), with explicit options.
+    pub fn open_or_create_with(opts: &SegmentOptions, name: &str, len: usize) -> Result<Segment, SegmentError> {
+        opts.open_or_create(name, len)
+    }
+
     /// An anonymous byte segment (sealed memfd) for this process and its forked children.
     pub fn anonymous(len: usize) -> Result<Segment, SegmentError> {
         SegmentOptions::default().anonymous(len)
