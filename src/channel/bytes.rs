@@ -6,7 +6,7 @@ use super::error::{GetError, PutError};
 use super::layout::{self, RawRing, Shape};
 use super::ops::{PutStop, Wait};
 use super::park::DEFAULT_SPIN;
-use super::queue::{attach_ring, check_capacity, init_rings};
+use super::queue::{attach_ring, check_capacity, init_rings, ring_state};
 use crate::segment::kind::{Create, SegmentKind, segment_handle};
 use crate::segment::{Expect, Kind, Layout, Segment, SegmentError, SegmentOptions, TypeInfo};
 
@@ -224,50 +224,13 @@ impl ByteQueue {
         get_bytes(&self.ring, self.spin, wait, || false, GetError::Closed, f)
     }
 
-    /// Close the queue (see [`Queue::close`](super::Queue::close)).
-    pub fn close(&self) -> bool {
-        let ring = self.ring.ring();
-        let first = ring.close();
-        super::park::wake_all(&ring.hdr.consumers.0);
-        super::park::wake_all(&ring.hdr.producers.0);
-        first
-    }
-
-    /// Whether the queue is closed.
-    pub fn is_closed(&self) -> bool {
-        self.ring.ring().is_closed()
-    }
-
-    /// Messages in the queue now.
-    pub fn len(&self) -> usize {
-        self.ring.ring().len()
-    }
-
-    /// Whether the queue holds no message now.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The most messages the queue holds.
-    pub fn capacity(&self) -> usize {
-        self.ring.shape.capacity as usize
-    }
-
     /// The largest message, in bytes.
     pub fn max_message(&self) -> usize {
         self.ring.shape.max_msg as usize
     }
-
-    /// Messages lost since creation because a process died inside `put` or `get`.
-    pub fn abandoned(&self) -> u64 {
-        self.ring.ring().abandoned()
-    }
-
-    /// How long blocking calls spin before they park (default 20 µs; zero: park at once).
-    pub fn set_spin(&mut self, spin: Duration) {
-        self.spin = spin;
-    }
 }
+
+ring_state! { impl[] ByteQueue }
 
 /// Put a framed message on a byte ring (refusing one larger than its slots).
 pub(crate) fn put_bytes(

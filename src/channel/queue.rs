@@ -113,6 +113,58 @@ pub(crate) fn attach_ring(
     }
 }
 
+/// The state accessors every ring-backed queue shares (`close`, `is_closed`, `len`,
+/// `is_empty`, `capacity`, `abandoned`, `set_spin`), for a type with `ring: RawRing` and
+/// `spin: Duration` fields.
+macro_rules! ring_state {
+    (impl[$($gen:tt)*] $ty:ty) => {
+        impl<$($gen)*> $ty {
+            /// Close the queue: puts fail with `Closed` from now on (the value comes back); gets
+            /// return the messages already in it, then `Closed`. Every parked thread wakes.
+            /// Returns whether this call closed it.
+            pub fn close(&self) -> bool {
+                let ring = self.ring.ring();
+                let first = ring.close();
+                $crate::channel::park::wake_all(&ring.hdr.consumers.0);
+                $crate::channel::park::wake_all(&ring.hdr.producers.0);
+                first
+            }
+
+            /// Whether the queue is closed.
+            pub fn is_closed(&self) -> bool {
+                self.ring.ring().is_closed()
+            }
+
+            /// Messages in the queue now (a snapshot: other processes keep going).
+            pub fn len(&self) -> usize {
+                self.ring.ring().len()
+            }
+
+            /// Whether the queue holds no message now.
+            pub fn is_empty(&self) -> bool {
+                self.len() == 0
+            }
+
+            /// The most messages the queue holds.
+            pub fn capacity(&self) -> usize {
+                self.ring.shape.capacity as usize
+            }
+
+            /// Messages lost since creation because a process died inside `put` or `get`.
+            pub fn abandoned(&self) -> u64 {
+                self.ring.ring().abandoned()
+            }
+
+            /// How long blocking calls of this handle spin before they park (default 20 µs;
+            /// zero parks at once, saving CPU at some latency).
+            pub fn set_spin(&mut self, spin: Duration) {
+                self.spin = spin;
+            }
+        }
+    };
+}
+pub(super) use ring_state;
+
 impl<T: Element> SegmentKind for Queue<T> {
     type Error = SegmentError;
 
@@ -215,46 +267,6 @@ impl<T: Element> Queue<T> {
         };
         self.ring.get(self.spin, wait, || false, GetError::Closed, read)
     }
-
-    /// Close the queue: puts fail with `Closed` from now on (the value comes back); gets
-    /// return the messages already in it, then `Closed`. Every parked thread wakes.
-    /// Returns whether this call closed it.
-    pub fn close(&self) -> bool {
-        let ring = self.ring.ring();
-        let first = ring.close();
-        super::park::wake_all(&ring.hdr.consumers.0);
-        super::park::wake_all(&ring.hdr.producers.0);
-        first
-    }
-
-    /// Whether the queue is closed.
-    pub fn is_closed(&self) -> bool {
-        self.ring.ring().is_closed()
-    }
-
-    /// Messages in the queue now (a snapshot: other processes keep going).
-    pub fn len(&self) -> usize {
-        self.ring.ring().len()
-    }
-
-    /// Whether the queue holds no message now.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The most messages the queue holds.
-    pub fn capacity(&self) -> usize {
-        self.ring.shape.capacity as usize
-    }
-
-    /// Messages lost since creation because a process died inside `put` or `get`.
-    pub fn abandoned(&self) -> u64 {
-        self.ring.ring().abandoned()
-    }
-
-    /// How long blocking calls of this handle spin before they park (default 20 µs;
-    /// zero parks at once, saving CPU at some latency).
-    pub fn set_spin(&mut self, spin: Duration) {
-        self.spin = spin;
-    }
 }
+
+ring_state! { impl[T: Element] Queue<T> }
