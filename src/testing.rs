@@ -29,6 +29,12 @@ pub fn stop_inside_claim_table() {
     crate::shared::claims::STOP_IN_TABLE_LOCK.store(true, Ordering::SeqCst);
 }
 
+/// Make the next named segment this process creates stop it for ever after its header is
+/// written and before it is initialised and published: a creator "killed mid-initialisation".
+pub fn stop_before_publish() {
+    crate::segment::kind::STOP_BEFORE_PUBLISH.store(true, Ordering::SeqCst);
+}
+
 /// Overwrite byte `offset % control_len` of `dict`'s control block with `byte`, unless it
 /// lies in a mutex; returns whether it wrote. For fuzzing hostile bytes.
 ///

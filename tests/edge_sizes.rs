@@ -57,10 +57,10 @@ fn array_lengths_are_bounded() {
 #[test]
 fn queue_capacities_are_bounded() {
     too_large_segment("queue usize::MAX", Queue::<u64>::anonymous(usize::MAX));
-    too_large_segment("queue isize::MAX", Queue::<u8>::create_named_with(&sparse(), None, isize::MAX as usize));
+    too_large_segment("queue isize::MAX", Queue::<u8>::create_with(&sparse(), None, isize::MAX as usize));
     too_large_segment("queue wraps", Queue::<u64>::anonymous(usize::MAX / 64 + 2));
     // Slots of a large element type whose payload overflows.
-    too_large_segment("queue of big elements", Queue::<u128>::create_named_with(&sparse(), None, 1 << 58));
+    too_large_segment("queue of big elements", Queue::<u128>::create_with(&sparse(), None, 1 << 58));
 }
 
 #[test]
@@ -68,8 +68,8 @@ fn byte_queue_sizes_are_bounded() {
     too_large_segment("capacity usize::MAX", ByteQueue::anonymous(usize::MAX, 8));
     too_large_segment("max_message usize::MAX", ByteQueue::anonymous(4, usize::MAX));
     too_large_segment("max_message usize::MAX - 8", ByteQueue::anonymous(4, usize::MAX - 8));
-    too_large_segment("capacity x stride overflows", ByteQueue::create_named_with(&sparse(), None, 1 << 20, 1 << 50));
-    too_large_segment("capacity x stride too large", ByteQueue::create_named_with(&sparse(), None, 1 << 16, 1 << 47));
+    too_large_segment("capacity x stride overflows", ByteQueue::create_with(&sparse(), None, 1 << 20, 1 << 50));
+    too_large_segment("capacity x stride too large", ByteQueue::create_with(&sparse(), None, 1 << 16, 1 << 47));
 }
 
 #[test]

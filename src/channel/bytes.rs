@@ -6,8 +6,9 @@ use super::error::{GetError, PutError};
 use super::layout::{self, RawRing, Shape};
 use super::ops::{PutStop, Wait};
 use super::park::DEFAULT_SPIN;
-use super::queue::{attach_ring, check_capacity, create_segment};
-use crate::segment::{Expect, Kind, Layout, Segment, SegmentError, SegmentOptions, Target, TypeInfo};
+use super::queue::{attach_ring, check_capacity, init_rings, ring_state};
+use crate::segment::kind::{Create, SegmentKind, segment_handle};
+use crate::segment::{Expect, Kind, Layout, Segment, SegmentError, SegmentOptions, TypeInfo};
 
 /// Bytes before each message in its slot: the message length (`u64`).
 pub(crate) const LEN_PREFIX: usize = 8;
@@ -63,7 +64,7 @@ pub(crate) fn read_framed<R>(p: *const u8, max: usize, f: impl FnOnce(&[u8]) -> 
 /// # Ok::<(), shmkit::SegmentError>(())
 /// ```
 pub struct ByteQueue {
-    seg: Segment,
+    pub(super) seg: Segment,
     ring: RawRing,
     spin: Duration,
 }
@@ -79,69 +80,83 @@ impl std::fmt::Debug for ByteQueue {
     }
 }
 
+/// The layout of a byte-queue segment: `capacity` slots for messages of up to `max` bytes.
+fn byte_layout(capacity: usize, max: usize) -> Result<(Layout, Shape), SegmentError> {
+    check_capacity(capacity, 1)?;
+    let stride = byte_stride(max)?;
+    let shape = Shape { capacity: capacity as u64, stride, max_msg: max as u64, data_offset: 0 };
+    let layout = Layout {
+        kind: Kind::Queue,
+        elem: TypeInfo { size: stride, align: 8, name: BYTES_TYPE.into() },
+        elem_count: capacity as u64,
+        control_len: layout::ring_len(capacity),
+        payload_align: if stride >= 4096 { 4096 } else { 64 },
+    };
+    Ok((layout, shape))
+}
+
+/// `Err(SizeMismatch)` unless a queue opened by `open_or_create` takes messages of `max` bytes.
+pub(crate) fn check_max_message(seg: &Segment, found: usize, max: usize) -> Result<(), SegmentError> {
+    if found == max {
+        return Ok(());
+    }
+    let name = seg.name().unwrap_or("").to_owned();
+    Err(SegmentError::SizeMismatch { name, expected: max as u64, found: found as u64 })
+}
+
+impl SegmentKind for ByteQueue {
+    type Error = SegmentError;
+
+    fn expect() -> Expect {
+        Expect { kind: Some(Kind::Queue), elem: None, min_control_len: layout::ring_len(1) }
+    }
+
+    fn attach(seg: Segment) -> Result<Self, SegmentError> {
+        let Some(h) = seg.header() else {
+            return Err(SegmentError::NotShmkit { name: seg.name().unwrap_or("").into() });
+        };
+        if h.elem.name != BYTES_TYPE || h.elem.align != 8 {
+            let expected = TypeInfo { size: h.elem.size, align: 8, name: BYTES_TYPE.into() };
+            let name = seg.name().unwrap_or("").to_owned();
+            return Err(SegmentError::TypeMismatch { name, expected, found: h.elem.clone() });
+        }
+        let expect = Shape { capacity: h.elem_count, stride: h.elem.size, max_msg: u64::MAX, data_offset: 0 };
+        let ring = attach_ring(&seg, 0, &[], expect)?;
+        Ok(ByteQueue { seg, ring, spin: DEFAULT_SPIN })
+    }
+}
+
+impl Create<(usize, usize)> for ByteQueue {
+    fn layout(&(capacity, max): &(usize, usize)) -> Result<Layout, SegmentError> {
+        Ok(byte_layout(capacity, max)?.0)
+    }
+
+    unsafe fn init(seg: &Segment, (capacity, max): (usize, usize)) -> Result<(), SegmentError> {
+        let (_, shape) = byte_layout(capacity, max)?;
+        // SAFETY: the caller's contract; the layout made room for this one ring.
+        unsafe { init_rings(seg, 0, &[shape]) }
+    }
+
+    fn check_existing(handle: &Self, &(_, max): &(usize, usize)) -> Result<(), SegmentError> {
+        check_max_message(&handle.seg, handle.max_message(), max)
+    }
+}
+
+segment_handle! {
+    impl[] ByteQueue, "byte queue", SegmentError, seg,
+    (capacity: usize, max_message: usize) => (capacity, max_message)
+}
+
 impl ByteQueue {
-    /// Create a named queue of `capacity` messages of up to `max_message` bytes.
-    pub fn create(name: Option<&str>, capacity: usize, max_message: usize) -> Result<Self, SegmentError> {
-        Self::create_with(&SegmentOptions::default(), Target::Named(name), capacity, max_message)
-    }
-
-    /// Create an anonymous queue, shared with forked children.
-    pub fn anonymous(capacity: usize, max_message: usize) -> Result<Self, SegmentError> {
-        Self::create_with(&SegmentOptions::default(), Target::Anonymous, capacity, max_message)
-    }
-
     /// Create a named queue with explicit segment options.
+    #[deprecated(since = "0.2.0", note = "use `ByteQueue::create_with`")]
     pub fn create_named_with(
         opts: &SegmentOptions,
         name: Option<&str>,
         capacity: usize,
         max_message: usize,
     ) -> Result<Self, SegmentError> {
-        Self::create_with(opts, Target::Named(name), capacity, max_message)
-    }
-
-    fn create_with(
-        opts: &SegmentOptions,
-        target: Target<'_>,
-        capacity: usize,
-        max_message: usize,
-    ) -> Result<Self, SegmentError> {
-        check_capacity(capacity, 1)?;
-        let stride = byte_stride(max_message)?;
-        let shape = Shape { capacity: capacity as u64, stride, max_msg: max_message as u64, data_offset: 0 };
-        let layout = Layout {
-            kind: Kind::Queue,
-            elem: TypeInfo { size: stride, align: 8, name: BYTES_TYPE.into() },
-            elem_count: capacity as u64,
-            control_len: layout::ring_len(capacity),
-            payload_align: if stride >= 4096 { 4096 } else { 64 },
-        };
-        Self::wrap(create_segment(opts, target, &layout, 0, &[shape])?)
-    }
-
-    /// Open a named byte queue.
-    pub fn open(name: &str) -> Result<Self, SegmentError> {
-        Self::open_with(&SegmentOptions::default(), name)
-    }
-
-    /// Open with explicit segment options.
-    pub fn open_with(opts: &SegmentOptions, name: &str) -> Result<Self, SegmentError> {
-        let expect = Expect { kind: Some(Kind::Queue), elem: None, min_control_len: layout::ring_len(1) };
-        let seg = Segment::open_typed(opts, name, &expect)?;
-        if let Some(h) = seg.header()
-            && (h.elem.name != BYTES_TYPE || h.elem.align != 8)
-        {
-            let expected = TypeInfo { size: h.elem.size, align: 8, name: BYTES_TYPE.into() };
-            return Err(SegmentError::TypeMismatch { name: name.to_owned(), expected, found: h.elem.clone() });
-        }
-        Self::wrap(seg)
-    }
-
-    fn wrap(seg: Segment) -> Result<Self, SegmentError> {
-        let (count, stride) = seg.header().map_or((0, 0), |h| (h.elem_count, h.elem.size));
-        let expect = Shape { capacity: count, stride, max_msg: u64::MAX, data_offset: 0 };
-        let ring = attach_ring(&seg, 0, &[], expect)?;
-        Ok(ByteQueue { seg, ring, spin: DEFAULT_SPIN })
+        Self::create_with(opts, name, capacity, max_message)
     }
 
     /// Put a copy of `msg`, waiting while the queue is full.
@@ -209,60 +224,13 @@ impl ByteQueue {
         get_bytes(&self.ring, self.spin, wait, || false, GetError::Closed, f)
     }
 
-    /// Close the queue (see [`Queue::close`](super::Queue::close)).
-    pub fn close(&self) -> bool {
-        let ring = self.ring.ring();
-        let first = ring.close();
-        super::park::wake_all(&ring.hdr.consumers.0);
-        super::park::wake_all(&ring.hdr.producers.0);
-        first
-    }
-
-    /// Whether the queue is closed.
-    pub fn is_closed(&self) -> bool {
-        self.ring.ring().is_closed()
-    }
-
-    /// Messages in the queue now.
-    pub fn len(&self) -> usize {
-        self.ring.ring().len()
-    }
-
-    /// Whether the queue holds no message now.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The most messages the queue holds.
-    pub fn capacity(&self) -> usize {
-        self.ring.shape.capacity as usize
-    }
-
     /// The largest message, in bytes.
     pub fn max_message(&self) -> usize {
         self.ring.shape.max_msg as usize
     }
-
-    /// Messages lost since creation because a process died inside `put` or `get`.
-    pub fn abandoned(&self) -> u64 {
-        self.ring.ring().abandoned()
-    }
-
-    /// How long blocking calls spin before they park (default 20 µs; zero: park at once).
-    pub fn set_spin(&mut self, spin: Duration) {
-        self.spin = spin;
-    }
-
-    /// The queue's name, `None` when anonymous.
-    pub fn name(&self) -> Option<&str> {
-        self.seg.name()
-    }
-
-    /// The underlying segment.
-    pub fn segment(&self) -> &Segment {
-        &self.seg
-    }
 }
+
+ring_state! { impl[] ByteQueue }
 
 /// Put a framed message on a byte ring (refusing one larger than its slots).
 pub(crate) fn put_bytes(

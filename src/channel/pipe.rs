@@ -5,13 +5,14 @@ use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering::{Acquire, SeqCst};
 use std::time::Duration;
 
-use super::bytes::{BYTES_TYPE, byte_stride, get_bytes, put_bytes};
+use super::bytes::{BYTES_TYPE, byte_stride, check_max_message, get_bytes, put_bytes};
 use super::error::{GetError, PipeError, PutError};
 use super::layout::{self, RawRing, Shape};
 use super::ops::{PutStop, Wait};
 use super::park::{DEFAULT_SPIN, wake_all};
-use super::queue::{attach_ring, check_capacity, create_segment};
+use super::queue::{attach_ring, check_capacity, init_rings};
 use super::token::{Token, is_held};
+use crate::segment::kind::{self, Create, SegmentKind};
 use crate::segment::{Expect, Kind, Layout, Segment, SegmentError, SegmentOptions, Target, TypeInfo};
 
 /// Element type name of pipe segments.
@@ -79,13 +80,69 @@ fn shapes(capacity: u64, stride: u64, max_msg: u64) -> Option<[Shape; 2]> {
     ])
 }
 
+/// The segment of a pipe: its header checked on open; the ends attach to it.
+struct PipeSegment(Segment);
+
+/// The layout of a pipe segment and its two ring shapes.
+fn pipe_layout(capacity: usize, max: usize) -> Result<(Layout, [Shape; 2]), SegmentError> {
+    check_capacity(capacity, 2)?;
+    let stride = byte_stride(max)?;
+    let shapes = shapes(capacity as u64, stride, max as u64).ok_or(SegmentError::TooLarge {
+        requested: u64::MAX,
+        capacity: isize::MAX as u64,
+        where_: "the address space (capacity × max_message)",
+    })?;
+    let layout = Layout {
+        kind: Kind::Queue,
+        elem: TypeInfo { size: stride, align: 8, name: PIPE_TYPE.into() },
+        elem_count: 2 * capacity as u64,
+        control_len: PIPE_HEADER + 2 * layout::ring_len(capacity),
+        payload_align: if stride >= 4096 { 4096 } else { 64 },
+    };
+    Ok((layout, shapes))
+}
+
+impl SegmentKind for PipeSegment {
+    type Error = SegmentError;
+
+    fn expect() -> Expect {
+        Expect { kind: Some(Kind::Queue), elem: None, min_control_len: PIPE_HEADER + 2 * layout::ring_len(1) }
+    }
+
+    fn attach(seg: Segment) -> Result<Self, SegmentError> {
+        if let Some(h) = seg.header()
+            && (h.elem.name != PIPE_TYPE || h.elem.align != 8)
+        {
+            let expected = TypeInfo { size: h.elem.size, align: 8, name: PIPE_TYPE.into() };
+            let name = seg.name().unwrap_or("").to_owned();
+            return Err(SegmentError::TypeMismatch { name, expected, found: h.elem.clone() });
+        }
+        Ok(PipeSegment(seg))
+    }
+}
+
+impl Create<(usize, usize)> for PipeSegment {
+    fn layout(&(capacity, max): &(usize, usize)) -> Result<Layout, SegmentError> {
+        Ok(pipe_layout(capacity, max)?.0)
+    }
+
+    unsafe fn init(seg: &Segment, (capacity, max): (usize, usize)) -> Result<(), SegmentError> {
+        let (_, shapes) = pipe_layout(capacity, max)?;
+        // SAFETY: the caller's contract; the layout made room for the pipe header (left
+        // zero-filled: nobody has connected) and the two rings.
+        unsafe { init_rings(seg, PIPE_HEADER, &shapes) }
+    }
+}
+
 impl Pipe {
     /// A connected pair of ends in an anonymous segment, for this process and the children
     /// it forks.
     pub fn anonymous(capacity: usize, max_message: usize) -> Result<(PipeEnd, PipeEnd), PipeError> {
-        let seg = Arc::new(Self::make(&SegmentOptions::default(), Target::Anonymous, capacity, max_message)?);
-        let a = PipeEnd::attach(Arc::clone(&seg), 0)?.ok_or_else(|| PipeError::EndTaken { name: String::new() })?;
-        let b = PipeEnd::attach(seg, 1)?.ok_or_else(|| PipeError::EndTaken { name: String::new() })?;
+        let PipeSegment(seg) = kind::create(&SegmentOptions::default(), Target::Anonymous, (capacity, max_message))?;
+        let seg = Arc::new(seg);
+        let a =
+            PipeEnd::attach(Arc::clone(&seg), 0, None)?.ok_or_else(|| PipeError::EndTaken { name: String::new() })?;
+        let b = PipeEnd::attach(seg, 1, None)?.ok_or_else(|| PipeError::EndTaken { name: String::new() })?;
         Ok((a, b))
     }
 
@@ -102,48 +159,63 @@ impl Pipe {
     /// # Ok::<(), shmkit::channel::PipeError>(())
     /// ```
     pub fn create(name: Option<&str>, capacity: usize, max_message: usize) -> Result<PipeEnd, PipeError> {
-        let seg = Self::make(&SegmentOptions::default(), Target::Named(name), capacity, max_message)?;
-        let label = seg.name().unwrap_or("").to_owned();
-        PipeEnd::attach(Arc::new(seg), 0)?.ok_or(PipeError::EndTaken { name: label })
+        Self::create_with(&SegmentOptions::default(), name, capacity, max_message)
+    }
+
+    /// As [`create`](Self::create), with explicit segment options.
+    pub fn create_with(
+        opts: &SegmentOptions,
+        name: Option<&str>,
+        capacity: usize,
+        max_message: usize,
+    ) -> Result<PipeEnd, PipeError> {
+        let PipeSegment(seg) = kind::create(opts, Target::Named(name), (capacity, max_message))?;
+        Self::end(seg, 0, None)
     }
 
     /// Open the second end of a named pipe.
     pub fn open(name: &str) -> Result<PipeEnd, PipeError> {
-        let expect =
-            Expect { kind: Some(Kind::Queue), elem: None, min_control_len: PIPE_HEADER + 2 * layout::ring_len(1) };
-        let seg = Segment::open_typed(&SegmentOptions::default(), name, &expect)?;
-        if let Some(h) = seg.header()
-            && (h.elem.name != PIPE_TYPE || h.elem.align != 8)
-        {
-            let expected = TypeInfo { size: h.elem.size, align: 8, name: PIPE_TYPE.into() };
-            return Err(SegmentError::TypeMismatch { name: name.to_owned(), expected, found: h.elem.clone() }.into());
-        }
-        PipeEnd::attach(Arc::new(seg), 1)?.ok_or_else(|| PipeError::EndTaken { name: name.to_owned() })
+        Self::open_with(&SegmentOptions::default(), name)
     }
 
-    fn make(opts: &SegmentOptions, target: Target<'_>, capacity: usize, max: usize) -> Result<Segment, SegmentError> {
-        check_capacity(capacity, 2)?;
-        let stride = byte_stride(max)?;
-        let shapes = shapes(capacity as u64, stride, max as u64).ok_or(SegmentError::TooLarge {
-            requested: u64::MAX,
-            capacity: isize::MAX as u64,
-            where_: "the address space (capacity × max_message)",
-        })?;
-        let layout = Layout {
-            kind: Kind::Queue,
-            elem: TypeInfo { size: stride, align: 8, name: PIPE_TYPE.into() },
-            elem_count: 2 * capacity as u64,
-            control_len: PIPE_HEADER + 2 * layout::ring_len(capacity),
-            payload_align: if stride >= 4096 { 4096 } else { 64 },
-        };
-        // The pipe header is zero-filled by the fresh segment: nobody has connected.
-        create_segment(opts, target, &layout, PIPE_HEADER, &shapes)
+    /// As [`open`](Self::open), with explicit segment options (open timeout,
+    /// [waiting for the name](SegmentOptions::wait_for)).
+    pub fn open_with(opts: &SegmentOptions, name: &str) -> Result<PipeEnd, PipeError> {
+        let PipeSegment(seg) = kind::open(opts, name)?;
+        Self::end(seg, 1, None)
+    }
+
+    /// Take the first end of a new named pipe, or the second end of the existing one: two
+    /// processes calling this at once get one end each, whichever starts first. What exists
+    /// must have this capacity and message size, else a typed mismatch error.
+    pub fn open_or_create(name: &str, capacity: usize, max_message: usize) -> Result<PipeEnd, PipeError> {
+        Self::open_or_create_with(&SegmentOptions::default(), name, capacity, max_message)
+    }
+
+    /// As [`open_or_create`](Self::open_or_create), with explicit segment options.
+    pub fn open_or_create_with(
+        opts: &SegmentOptions,
+        name: &str,
+        capacity: usize,
+        max_message: usize,
+    ) -> Result<PipeEnd, PipeError> {
+        let PipeSegment(seg) = kind::open_or_create(opts, name, (capacity, max_message))?;
+        let me = if seg.created() { 0 } else { 1 };
+        Self::end(seg, me, Some(max_message))
+    }
+
+    /// End `me` of a named pipe's segment, or `EndTaken`; with `max`, refuse (before taking
+    /// the end) a pipe for messages of another size.
+    fn end(seg: Segment, me: u32, max: Option<usize>) -> Result<PipeEnd, PipeError> {
+        let label = seg.name().unwrap_or("").to_owned();
+        PipeEnd::attach(Arc::new(seg), me, max)?.ok_or(PipeError::EndTaken { name: label })
     }
 }
 
 impl PipeEnd {
-    /// Take end `me` of a published pipe segment: its token, then mark it opened.
-    fn attach(seg: Arc<Segment>, me: u32) -> Result<Option<PipeEnd>, PipeError> {
+    /// Take end `me` of a published pipe segment (for messages of `max` bytes, when given):
+    /// its token, then mark it opened.
+    fn attach(seg: Arc<Segment>, me: u32, max: Option<usize>) -> Result<Option<PipeEnd>, PipeError> {
         let (count, stride) = seg.header().map_or((0, 0), |h| (h.elem_count, h.elem.size));
         let cap = count / 2;
         let corrupt =
@@ -156,6 +228,9 @@ impl PipeEnd {
         let r1 = attach_ring(&seg, PIPE_HEADER, &[r0.shape], s1)?;
         if r0.shape.max_msg != r1.shape.max_msg {
             return Err(corrupt("the two directions disagree on the message size").into());
+        }
+        if let Some(max) = max {
+            check_max_message(&seg, r0.shape.max_msg as usize, max)?;
         }
         let Some(token) = Token::acquire(seg.fd(), me)? else { return Ok(None) };
         let end = PipeEnd {
@@ -277,6 +352,19 @@ impl PipeEnd {
     /// The pipe's name, `None` when anonymous.
     pub fn name(&self) -> Option<&str> {
         self.seg.name()
+    }
+
+    /// The underlying segment (shared by both ends in this process).
+    pub fn segment(&self) -> &Segment {
+        &self.seg
+    }
+
+    /// Keep the name after the creating end drops. Anonymous pipes, whose two ends share
+    /// one handle, have no name to keep.
+    pub fn persist(&mut self) {
+        if let Some(seg) = Arc::get_mut(&mut self.seg) {
+            seg.persist();
+        }
     }
 
     /// Which end this is: 0 (the creator's) or 1.

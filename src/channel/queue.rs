@@ -7,7 +7,8 @@ use super::error::{GetError, PutError};
 use super::layout::{self, RawRing, Shape};
 use super::ops::Wait;
 use super::park::DEFAULT_SPIN;
-use crate::segment::{Expect, Kind, Layout, Segment, SegmentError, SegmentOptions, Target, header::HEADER_SIZE};
+use crate::segment::kind::{Create, SegmentKind, segment_handle};
+use crate::segment::{Expect, Kind, Layout, Segment, SegmentError, SegmentOptions, header::HEADER_SIZE};
 use crate::shared::{Element, type_info};
 
 /// A bounded multi-producer multi-consumer queue of `T` in shared memory, like Python's
@@ -69,28 +70,24 @@ pub(crate) fn check_capacity(capacity: usize, rings: usize) -> Result<(), Segmen
     Ok(())
 }
 
-/// Create a segment whose control block holds `skip` zero bytes, then the rings of `shapes`
-/// back to back.
-pub(crate) fn create_segment(
-    opts: &SegmentOptions,
-    target: Target<'_>,
-    layout: &Layout,
-    skip: usize,
-    shapes: &[Shape],
-) -> Result<Segment, SegmentError> {
-    Segment::create_typed(opts, target, layout, |seg| {
-        let mut ctl = seg.control_ptr().wrapping_add(skip);
-        for shape in shapes {
-            // SAFETY: the control block holds `ring_len(capacity)` bytes per ring (the
-            // layout's control_len), 64-byte aligned (offset 128 of a page-aligned mapping,
-            // ring_len a multiple of 64), zero-filled and unpublished.
-            unsafe { layout::init(ctl, *shape) }.map_err(|e| {
-                SegmentError::io("pthread_mutex_init", seg.name().unwrap_or(""), std::io::Error::other(e))
-            })?;
-            ctl = ctl.wrapping_add(layout::ring_len(shape.capacity as usize));
-        }
-        Ok(())
-    })
+/// Initialise the rings of `shapes` back to back in the control block of a new segment,
+/// after `skip` zero bytes.
+///
+/// # Safety
+///
+/// `seg` is new and unpublished, and its control block holds `skip` bytes plus
+/// `ring_len(capacity)` bytes per ring.
+pub(crate) unsafe fn init_rings(seg: &Segment, skip: usize, shapes: &[Shape]) -> Result<(), SegmentError> {
+    let mut ctl = seg.control_ptr().wrapping_add(skip);
+    for shape in shapes {
+        // SAFETY: the control block holds `ring_len(capacity)` bytes per ring (the caller's
+        // layout), 64-byte aligned (offset 128 of a page-aligned mapping, `skip` and
+        // ring_len multiples of 64), zero-filled and unpublished.
+        unsafe { layout::init(ctl, *shape) }
+            .map_err(|e| SegmentError::io("pthread_mutex_init", seg.name().unwrap_or(""), std::io::Error::other(e)))?;
+        ctl = ctl.wrapping_add(layout::ring_len(shape.capacity as usize));
+    }
+    Ok(())
 }
 
 /// Validate the ring after `skip` bytes and the rings of `shapes_before` in a published segment.
@@ -116,59 +113,100 @@ pub(crate) fn attach_ring(
     }
 }
 
-impl<T: Element> Queue<T> {
-    /// Create a named queue of `capacity` messages (`None`: a random `/shmkit-…` name).
-    pub fn create(name: Option<&str>, capacity: usize) -> Result<Self, SegmentError> {
-        Self::create_with(&SegmentOptions::default(), Target::Named(name), capacity)
+/// The state accessors every ring-backed queue shares (`close`, `is_closed`, `len`,
+/// `is_empty`, `capacity`, `abandoned`, `set_spin`), for a type with `ring: RawRing` and
+/// `spin: Duration` fields.
+macro_rules! ring_state {
+    (impl[$($gen:tt)*] $ty:ty) => {
+        impl<$($gen)*> $ty {
+            /// Close the queue: puts fail with `Closed` from now on (the value comes back); gets
+            /// return the messages already in it, then `Closed`. Every parked thread wakes.
+            /// Returns whether this call closed it.
+            pub fn close(&self) -> bool {
+                let ring = self.ring.ring();
+                let first = ring.close();
+                $crate::channel::park::wake_all(&ring.hdr.consumers.0);
+                $crate::channel::park::wake_all(&ring.hdr.producers.0);
+                first
+            }
+
+            /// Whether the queue is closed.
+            pub fn is_closed(&self) -> bool {
+                self.ring.ring().is_closed()
+            }
+
+            /// Messages in the queue now (a snapshot: other processes keep going).
+            pub fn len(&self) -> usize {
+                self.ring.ring().len()
+            }
+
+            /// Whether the queue holds no message now.
+            pub fn is_empty(&self) -> bool {
+                self.len() == 0
+            }
+
+            /// The most messages the queue holds.
+            pub fn capacity(&self) -> usize {
+                self.ring.shape.capacity as usize
+            }
+
+            /// Messages lost since creation because a process died inside `put` or `get`.
+            pub fn abandoned(&self) -> u64 {
+                self.ring.ring().abandoned()
+            }
+
+            /// How long blocking calls of this handle spin before they park (default 20 µs;
+            /// zero parks at once, saving CPU at some latency).
+            pub fn set_spin(&mut self, spin: Duration) {
+                self.spin = spin;
+            }
+        }
+    };
+}
+pub(super) use ring_state;
+
+impl<T: Element> SegmentKind for Queue<T> {
+    type Error = SegmentError;
+
+    fn expect() -> Expect {
+        Expect { kind: Some(Kind::Queue), elem: Some(type_info::<T>()), min_control_len: layout::ring_len(1) }
     }
 
-    /// Create an anonymous queue (sealed memfd), shared with forked children.
-    ///
-    /// ```
-    /// let q = shmkit::channel::Queue::<i32>::anonymous(4)?;
-    /// q.try_put(-1).unwrap();
-    /// assert_eq!((q.len(), q.try_get()), (1, Ok(-1)));
-    /// # Ok::<(), shmkit::SegmentError>(())
-    /// ```
-    pub fn anonymous(capacity: usize) -> Result<Self, SegmentError> {
-        Self::create_with(&SegmentOptions::default(), Target::Anonymous, capacity)
+    fn attach(seg: Segment) -> Result<Self, SegmentError> {
+        let count = seg.header().map_or(0, |h| h.elem_count);
+        let ring = attach_ring(&seg, 0, &[], fixed_shape(count, std::mem::size_of::<T>() as u64))?;
+        Ok(Queue { seg, ring, spin: DEFAULT_SPIN, _t: PhantomData })
     }
+}
 
-    /// Create with explicit segment options.
-    pub fn create_named_with(opts: &SegmentOptions, name: Option<&str>, capacity: usize) -> Result<Self, SegmentError> {
-        Self::create_with(opts, Target::Named(name), capacity)
-    }
-
-    fn create_with(opts: &SegmentOptions, target: Target<'_>, capacity: usize) -> Result<Self, SegmentError> {
+impl<T: Element> Create<usize> for Queue<T> {
+    fn layout(&capacity: &usize) -> Result<Layout, SegmentError> {
         check_capacity(capacity, 1)?;
-        let shape = fixed_shape(capacity as u64, std::mem::size_of::<T>() as u64);
-        let layout = Layout {
+        Ok(Layout {
             kind: Kind::Queue,
             elem: type_info::<T>(),
             elem_count: capacity as u64,
             control_len: layout::ring_len(capacity),
             payload_align: 64,
-        };
-        let seg = create_segment(opts, target, &layout, 0, &[shape])?;
-        Self::wrap(seg)
+        })
     }
 
-    /// Open a named queue; another element type or kind is a typed error.
-    pub fn open(name: &str) -> Result<Self, SegmentError> {
-        Self::open_with(&SegmentOptions::default(), name)
+    unsafe fn init(seg: &Segment, capacity: usize) -> Result<(), SegmentError> {
+        let shape = fixed_shape(capacity as u64, std::mem::size_of::<T>() as u64);
+        // SAFETY: the caller's contract; `layout` made room for one ring of `capacity`.
+        unsafe { init_rings(seg, 0, &[shape]) }
     }
+}
 
-    /// Open with explicit segment options (open timeout).
-    pub fn open_with(opts: &SegmentOptions, name: &str) -> Result<Self, SegmentError> {
-        let expect =
-            Expect { kind: Some(Kind::Queue), elem: Some(type_info::<T>()), min_control_len: layout::ring_len(1) };
-        Self::wrap(Segment::open_typed(opts, name, &expect)?)
-    }
+segment_handle! {
+    impl[T: Element] Queue<T>, "queue", SegmentError, seg, (capacity: usize) => capacity
+}
 
-    fn wrap(seg: Segment) -> Result<Self, SegmentError> {
-        let count = seg.header().map_or(0, |h| h.elem_count);
-        let ring = attach_ring(&seg, 0, &[], fixed_shape(count, std::mem::size_of::<T>() as u64))?;
-        Ok(Queue { seg, ring, spin: DEFAULT_SPIN, _t: PhantomData })
+impl<T: Element> Queue<T> {
+    /// Create with explicit segment options.
+    #[deprecated(since = "0.2.0", note = "use `Queue::create_with`")]
+    pub fn create_named_with(opts: &SegmentOptions, name: Option<&str>, capacity: usize) -> Result<Self, SegmentError> {
+        Self::create_with(opts, name, capacity)
     }
 
     /// Put `value`, waiting while the queue is full. Fails only when it is closed.
@@ -229,61 +267,6 @@ impl<T: Element> Queue<T> {
         };
         self.ring.get(self.spin, wait, || false, GetError::Closed, read)
     }
-
-    /// Close the queue: puts fail with `Closed` from now on (the value comes back); gets
-    /// return the messages already in it, then `Closed`. Every parked thread wakes.
-    /// Returns whether this call closed it.
-    pub fn close(&self) -> bool {
-        let ring = self.ring.ring();
-        let first = ring.close();
-        super::park::wake_all(&ring.hdr.consumers.0);
-        super::park::wake_all(&ring.hdr.producers.0);
-        first
-    }
-
-    /// Whether the queue is closed.
-    pub fn is_closed(&self) -> bool {
-        self.ring.ring().is_closed()
-    }
-
-    /// Messages in the queue now (a snapshot: other processes keep going).
-    pub fn len(&self) -> usize {
-        self.ring.ring().len()
-    }
-
-    /// Whether the queue holds no message now.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The most messages the queue holds.
-    pub fn capacity(&self) -> usize {
-        self.ring.shape.capacity as usize
-    }
-
-    /// Messages lost since creation because a process died inside `put` or `get`.
-    pub fn abandoned(&self) -> u64 {
-        self.ring.ring().abandoned()
-    }
-
-    /// How long blocking calls of this handle spin before they park (default 20 µs;
-    /// zero parks at once, saving CPU at some latency).
-    pub fn set_spin(&mut self, spin: Duration) {
-        self.spin = spin;
-    }
-
-    /// The queue's name, `None` when anonymous.
-    pub fn name(&self) -> Option<&str> {
-        self.seg.name()
-    }
-
-    /// The underlying segment.
-    pub fn segment(&self) -> &Segment {
-        &self.seg
-    }
-
-    /// Keep the name after this (creating) handle drops.
-    pub fn persist(&mut self) {
-        self.seg.persist();
-    }
 }
+
+ring_state! { impl[T: Element] Queue<T> }

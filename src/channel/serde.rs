@@ -9,7 +9,8 @@ use serde::de::DeserializeOwned;
 
 use super::bytes::ByteQueue;
 use super::error::{GetError, PutError};
-use crate::segment::SegmentError;
+use crate::segment::kind::{Create, SegmentKind, segment_handle};
+use crate::segment::{Expect, Layout, Segment, SegmentError};
 
 /// A bounded MPMC queue of `T` values of any serde type, like Python's `Queue` of pickled
 /// objects: each value is encoded with [postcard](https://docs.rs/postcard) (compact,
@@ -40,26 +41,41 @@ impl<T> std::fmt::Debug for SerdeQueue<T> {
     }
 }
 
+impl<T> SegmentKind for SerdeQueue<T> {
+    type Error = SegmentError;
+
+    fn expect() -> Expect {
+        ByteQueue::expect()
+    }
+
+    fn attach(seg: Segment) -> Result<Self, SegmentError> {
+        Ok(SerdeQueue { bytes: ByteQueue::attach(seg)?, _t: PhantomData })
+    }
+}
+
+impl<T> Create<(usize, usize)> for SerdeQueue<T> {
+    fn layout(args: &(usize, usize)) -> Result<Layout, SegmentError> {
+        <ByteQueue as Create<(usize, usize)>>::layout(args)
+    }
+
+    unsafe fn init(seg: &Segment, args: (usize, usize)) -> Result<(), SegmentError> {
+        // SAFETY: the caller's contract, and the layout is the byte queue's.
+        unsafe { <ByteQueue as Create<(usize, usize)>>::init(seg, args) }
+    }
+
+    fn check_existing(handle: &Self, args: &(usize, usize)) -> Result<(), SegmentError> {
+        ByteQueue::check_existing(&handle.bytes, args)
+    }
+}
+
+segment_handle! {
+    impl[T: Serialize + DeserializeOwned] SerdeQueue<T>,
+    "queue",
+    SegmentError, bytes.seg,
+    (capacity: usize, max_message: usize) => (capacity, max_message)
+}
+
 impl<T: Serialize + DeserializeOwned> SerdeQueue<T> {
-    /// Create a named queue of `capacity` values of up to `max_message` encoded bytes.
-    pub fn create(name: Option<&str>, capacity: usize, max_message: usize) -> Result<Self, SegmentError> {
-        Ok(Self::wrap(ByteQueue::create(name, capacity, max_message)?))
-    }
-
-    /// Create an anonymous queue, shared with forked children.
-    pub fn anonymous(capacity: usize, max_message: usize) -> Result<Self, SegmentError> {
-        Ok(Self::wrap(ByteQueue::anonymous(capacity, max_message)?))
-    }
-
-    /// Open a named queue.
-    pub fn open(name: &str) -> Result<Self, SegmentError> {
-        Ok(Self::wrap(ByteQueue::open(name)?))
-    }
-
-    fn wrap(bytes: ByteQueue) -> Self {
-        SerdeQueue { bytes, _t: PhantomData }
-    }
-
     /// Put `value`, waiting while the queue is full.
     pub fn put(&self, value: T) -> Result<(), PutError<T>> {
         self.put_with(value, |q, m| q.put(m))
@@ -113,11 +129,6 @@ impl<T: Serialize + DeserializeOwned> SerdeQueue<T> {
     /// The byte queue underneath (length, capacity, close, name, …).
     pub fn as_bytes(&self) -> &ByteQueue {
         &self.bytes
-    }
-
-    /// The queue's name, `None` when anonymous.
-    pub fn name(&self) -> Option<&str> {
-        self.bytes.name()
     }
 
     /// Close the queue (see [`Queue::close`](super::Queue::close)).

@@ -10,6 +10,7 @@ use super::layout::{Geometry, MAX_CAPACITY, MAX_KEY_LEN, MAX_VALUE_SIZE, MetaFix
 use super::options::DictOptions;
 use super::stripe::{StripeGuard, Table};
 use crate::segment::header::HEADER_SIZE;
+use crate::segment::kind::{self, Create, SegmentKind, segment_handle};
 use crate::segment::{Expect, Kind, Layout, Segment, SegmentError, Target};
 use crate::shared::{Element, type_info};
 use crate::sync::RawMutex;
@@ -102,98 +103,67 @@ pub struct RecoveryStats {
     pub rollbacks: u64,
 }
 
-impl<K: DictKey + ?Sized, V: Element> SharedDict<K, V> {
-    /// Create a named dict for `capacity` entries (`None`: a random `/shmkit-…` name), with
-    /// [`DictOptions::new`]'s defaults.
-    pub fn create(name: Option<&str>, capacity: usize) -> Result<Self, ManagerError> {
-        DictOptions::new().create(name, capacity)
+impl DictOptions {
+    /// Create a named dict for `capacity` entries (`None`: a random `/shmkit-…` name).
+    pub fn create<K: DictKey + ?Sized, V: Element>(
+        &self,
+        name: Option<&str>,
+        capacity: usize,
+    ) -> Result<SharedDict<K, V>, ManagerError> {
+        let geom = SharedDict::<K, V>::plan(self, capacity)?;
+        Ok(kind::create::<SharedDict<K, V>, _>(&self.segment, Target::Named(name), geom)?.with_timeout(self))
     }
 
-    /// Create an anonymous dict for `capacity` entries, shared with forked children.
-    ///
-    /// ```
-    /// let d = shmkit::manager::SharedDict::<u32, f64>::anonymous(10)?;
-    /// d.insert(&1, 0.5)?;
-    /// assert_eq!(d.len()?, 1);
-    /// # Ok::<(), shmkit::manager::ManagerError>(())
-    /// ```
-    pub fn anonymous(capacity: usize) -> Result<Self, ManagerError> {
-        DictOptions::new().anonymous(capacity)
+    /// Create an anonymous dict (a sealed memfd), shared with forked children.
+    pub fn anonymous<K: DictKey + ?Sized, V: Element>(
+        &self,
+        capacity: usize,
+    ) -> Result<SharedDict<K, V>, ManagerError> {
+        let geom = SharedDict::<K, V>::plan(self, capacity)?;
+        Ok(kind::create::<SharedDict<K, V>, _>(&self.segment, Target::Anonymous, geom)?.with_timeout(self))
     }
 
-    /// Open a named dict created with key type `K` and value type `V`.
+    /// Open a named dict; its key and value types must be `K` and `V`.
     ///
     /// ```
-    /// use shmkit::manager::{ManagerError, SharedDict};
+    /// use shmkit::manager::{DictOptions, ManagerError, SharedDict};
     /// let d = SharedDict::<str, u64>::create(None, 10)?;
     /// let name = d.name().unwrap();
-    /// assert!(matches!(SharedDict::<u64, u64>::open(name), Err(ManagerError::KeyTypeMismatch { .. })));
-    /// assert!(matches!(SharedDict::<str, f64>::open(name), Err(ManagerError::Segment(_))));
+    /// let opts = DictOptions::new();
+    /// assert!(matches!(opts.open::<u64, u64>(name), Err(ManagerError::KeyTypeMismatch { .. })));
+    /// assert!(matches!(opts.open::<str, f64>(name), Err(ManagerError::Segment(_))));
     /// # Ok::<(), ManagerError>(())
     /// ```
-    pub fn open(name: &str) -> Result<Self, ManagerError> {
-        DictOptions::new().open(name)
+    pub fn open<K: DictKey + ?Sized, V: Element>(&self, name: &str) -> Result<SharedDict<K, V>, ManagerError> {
+        Ok(kind::open::<SharedDict<K, V>>(&self.segment, name)?.with_timeout(self))
     }
 
-    pub(super) fn build(opts: &DictOptions, target: Target<'_>, capacity: usize) -> Result<Self, ManagerError> {
-        let key_cap = K::FIXED_LEN.unwrap_or(opts.max_key_len);
-        // Sizes from the caller are bounded before anything is computed from them.
-        for (what, requested, max) in [
-            ("dict capacity", capacity, MAX_CAPACITY as usize),
-            ("max_key_len", key_cap, MAX_KEY_LEN),
-            ("dict value size", std::mem::size_of::<V>(), MAX_VALUE_SIZE),
-        ] {
-            if requested > max {
-                return Err(ManagerError::TooLarge { what, requested: requested as u64, max: max as u64 });
-            }
-        }
-        let key_cap = u32::try_from(key_cap)
-            .map_err(|_| ManagerError::Invalid { what: "max_key_len", reason: format!("{key_cap} bytes") })?;
-        let geom = Geometry::plan(
-            capacity as u64,
-            opts.stripes,
-            K::FIXED_LEN.is_some(),
-            key_cap,
-            std::mem::size_of::<V>(),
-            std::mem::align_of::<V>(),
-        )
-        .map_err(|reason| ManagerError::Invalid { what: "dict shape", reason })?;
-        let layout = Layout {
-            kind: Kind::Dict,
-            elem: type_info::<V>(),
-            elem_count: geom.total_nodes(),
-            control_len: geom.control_len,
-            payload_align: 64,
-        };
-        let meta = geom.meta(&K::key_type_name());
-        let seg = Segment::create_typed(&opts.segment, target, &layout, |seg| {
-            let ctl = seg.control_ptr();
-            // SAFETY: the control block holds `control_len` bytes, 64-aligned, of a segment that
-            // nobody else can see yet; it is zero-filled, which is the empty dict except for
-            // the record written here and the stripe mutexes initialised below.
-            unsafe {
-                std::ptr::write(ctl.cast::<MetaFixed>(), meta);
-                for s in 0..geom.stripes as usize {
-                    let head = ctl.add(STRIPES_OFF + s * geom.stripe_stride).cast::<StripeHead>();
-                    RawMutex::init(std::ptr::addr_of_mut!((*head).lock)).map_err(|e| {
-                        SegmentError::io("pthread_mutex_init", seg.name().unwrap_or(""), std::io::Error::other(e))
-                    })?;
-                }
-            }
-            Ok(())
-        })?;
-        Ok(SharedDict { seg, geom, timeout: opts.timeout, _kv: PhantomData })
+    /// Open the named dict, or create it for `capacity` entries when the name is free (see
+    /// [`SegmentOptions::open_or_create`](crate::SegmentOptions::open_or_create)).
+    pub fn open_or_create<K: DictKey + ?Sized, V: Element>(
+        &self,
+        name: &str,
+        capacity: usize,
+    ) -> Result<SharedDict<K, V>, ManagerError> {
+        let geom = SharedDict::<K, V>::plan(self, capacity)?;
+        Ok(kind::open_or_create::<SharedDict<K, V>, _>(&self.segment, name, geom)?.with_timeout(self))
+    }
+}
+
+impl<K: DictKey + ?Sized, V: Element> SegmentKind for SharedDict<K, V> {
+    type Error = ManagerError;
+
+    fn expect() -> Expect {
+        Expect { kind: Some(Kind::Dict), elem: Some(type_info::<V>()), min_control_len: STRIPES_OFF }
     }
 
-    pub(super) fn open_with(opts: &DictOptions, name: &str) -> Result<Self, ManagerError> {
-        let expect = Expect { kind: Some(Kind::Dict), elem: Some(type_info::<V>()), min_control_len: STRIPES_OFF };
-        let seg = Segment::open_typed(&opts.segment, name, &expect)?;
+    fn attach(seg: Segment) -> Result<Self, ManagerError> {
         let label = seg.name().unwrap_or("").to_owned();
         let h = seg.header().ok_or_else(|| SegmentError::NotShmkit { name: label.clone() })?;
         let avail = h.payload_offset as usize - HEADER_SIZE;
         // SAFETY: the control block holds at least STRIPES_OFF >= 128 bytes (checked by
-        // `open_typed`), 8-aligned; MetaFixed is Pod. A copy, validated below, never trusted
-        // in place.
+        // `open_typed` against `expect`), 8-aligned; MetaFixed is Pod. A copy, validated
+        // below, never trusted in place.
         let meta: MetaFixed = unsafe { std::ptr::read_volatile(seg.control_ptr().cast::<MetaFixed>()) };
         let geom = Geometry::from_meta(&meta).map_err(ManagerError::corrupt_dict)?;
         if geom.control_len > avail || geom.total_nodes() != h.elem_count {
@@ -224,7 +194,76 @@ impl<K: DictKey + ?Sized, V: Element> SharedDict<K, V> {
         if !fits || meta.key_name != geom.meta(&K::key_type_name()).key_name {
             return Err(ManagerError::KeyTypeMismatch { name: label, expected: K::key_type_name().into(), found });
         }
-        Ok(SharedDict { seg, geom, timeout: opts.timeout, _kv: PhantomData })
+        Ok(SharedDict { seg, geom, timeout: None, _kv: PhantomData })
+    }
+}
+
+impl<K: DictKey + ?Sized, V: Element> Create<Geometry> for SharedDict<K, V> {
+    fn layout(geom: &Geometry) -> Result<Layout, ManagerError> {
+        Ok(Layout {
+            kind: Kind::Dict,
+            elem: type_info::<V>(),
+            elem_count: geom.total_nodes(),
+            control_len: geom.control_len,
+            payload_align: 64,
+        })
+    }
+
+    unsafe fn init(seg: &Segment, geom: Geometry) -> Result<(), SegmentError> {
+        let meta = geom.meta(&K::key_type_name());
+        let ctl = seg.control_ptr();
+        // SAFETY: the control block holds `control_len` bytes, 64-aligned, of a segment that
+        // nobody else can see yet (the caller's contract); it is zero-filled, which is the
+        // empty dict except for the record written here and the stripe mutexes initialised
+        // below.
+        unsafe {
+            std::ptr::write(ctl.cast::<MetaFixed>(), meta);
+            for s in 0..geom.stripes as usize {
+                let head = ctl.add(STRIPES_OFF + s * geom.stripe_stride).cast::<StripeHead>();
+                RawMutex::init(std::ptr::addr_of_mut!((*head).lock)).map_err(|e| {
+                    SegmentError::io("pthread_mutex_init", seg.name().unwrap_or(""), std::io::Error::other(e))
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+segment_handle! {
+    impl[K: DictKey + ?Sized, V: Element] SharedDict<K, V>, "dict", ManagerError, seg,
+    (capacity: usize) => Self::plan(&DictOptions::new(), capacity)?
+}
+
+impl<K: DictKey + ?Sized, V: Element> SharedDict<K, V> {
+    /// The geometry of a new dict for `capacity` entries under `opts`, sizes bounded first.
+    fn plan(opts: &DictOptions, capacity: usize) -> Result<Geometry, ManagerError> {
+        let key_cap = K::FIXED_LEN.unwrap_or(opts.max_key_len);
+        // Sizes from the caller are bounded before anything is computed from them.
+        for (what, requested, max) in [
+            ("dict capacity", capacity, MAX_CAPACITY as usize),
+            ("max_key_len", key_cap, MAX_KEY_LEN),
+            ("dict value size", std::mem::size_of::<V>(), MAX_VALUE_SIZE),
+        ] {
+            if requested > max {
+                return Err(ManagerError::TooLarge { what, requested: requested as u64, max: max as u64 });
+            }
+        }
+        let key_cap = u32::try_from(key_cap)
+            .map_err(|_| ManagerError::Invalid { what: "max_key_len", reason: format!("{key_cap} bytes") })?;
+        Geometry::plan(
+            capacity as u64,
+            opts.stripes,
+            K::FIXED_LEN.is_some(),
+            key_cap,
+            std::mem::size_of::<V>(),
+            std::mem::align_of::<V>(),
+        )
+        .map_err(|reason| ManagerError::Invalid { what: "dict shape", reason })
+    }
+
+    fn with_timeout(mut self, opts: &DictOptions) -> Self {
+        self.timeout = opts.timeout;
+        self
     }
 
     fn table(&self) -> Table<'_> {
@@ -487,22 +526,8 @@ impl<K: DictKey + ?Sized, V: Element> SharedDict<K, V> {
         self.timeout = timeout;
     }
 
-    /// The segment's name, `None` when anonymous.
-    pub fn name(&self) -> Option<&str> {
-        self.seg.name()
-    }
-
-    /// The underlying segment.
-    pub fn segment(&self) -> &Segment {
-        &self.seg
-    }
-
-    /// Keep the name after this (creating) handle drops.
-    pub fn persist(&mut self) {
-        self.seg.persist();
-    }
-
-    /// Recovery counters (for `crate::testing::stats`).
+    /// Recovery counters, and a scribble hook for fault-injection tests (through
+    /// `crate::testing`).
     pub(crate) fn stats(&self) -> RecoveryStats {
         let live = self.table().live();
         RecoveryStats {

@@ -17,7 +17,8 @@ use std::time::Duration;
 use super::error::ManagerError;
 use super::stripe::{is_word, store_word};
 use crate::segment::header::HEADER_SIZE;
-use crate::segment::{Expect, Kind, Layout, Segment, SegmentError, SegmentOptions, Target};
+use crate::segment::kind::{Create, SegmentKind, segment_handle};
+use crate::segment::{Expect, Kind, Layout, Segment, SegmentError};
 use crate::shared::{Element, fnv1a, type_info};
 use crate::sync::{Acquired, RawMutex};
 use crate::sys::Deadline;
@@ -187,79 +188,17 @@ impl<T: Element> Locked<'_, T> {
     }
 }
 
-impl<T: Element> SharedList<T> {
-    /// Create a named, empty list for up to `capacity` elements (`None`: a random name).
-    pub fn create(name: Option<&str>, capacity: usize) -> Result<Self, ManagerError> {
-        Self::build(&SegmentOptions::default(), Target::Named(name), capacity)
+impl<T: Element> SegmentKind for SharedList<T> {
+    type Error = ManagerError;
+
+    fn expect() -> Expect {
+        Expect { kind: Some(Kind::List), elem: Some(type_info::<T>()), min_control_len: control_len::<T>() }
     }
 
-    /// Create an anonymous list, shared with forked children.
-    pub fn anonymous(capacity: usize) -> Result<Self, ManagerError> {
-        Self::build(&SegmentOptions::default(), Target::Anonymous, capacity)
-    }
-
-    /// Create with explicit segment options.
-    pub fn create_with(opts: &SegmentOptions, name: Option<&str>, capacity: usize) -> Result<Self, ManagerError> {
-        Self::build(opts, Target::Named(name), capacity)
-    }
-
-    /// Most elements a list of `T` may be created for: its elements must fit in half the
-    /// address space. Larger capacities give [`ManagerError::TooLarge`] (and a capacity that
-    /// `/dev/shm` cannot hold gives a segment error).
-    pub const MAX_CAPACITY: usize =
-        (isize::MAX as usize / 2) / if std::mem::size_of::<T>() == 0 { 1 } else { std::mem::size_of::<T>() };
-
-    fn build(opts: &SegmentOptions, target: Target<'_>, capacity: usize) -> Result<Self, ManagerError> {
-        if capacity == 0 {
-            return Err(ManagerError::Invalid { what: "list capacity", reason: "it must be at least 1".into() });
-        }
-        if capacity > Self::MAX_CAPACITY {
-            return Err(ManagerError::TooLarge {
-                what: "list capacity",
-                requested: capacity as u64,
-                max: Self::MAX_CAPACITY as u64,
-            });
-        }
-        let layout = Layout {
-            kind: Kind::List,
-            elem: type_info::<T>(),
-            elem_count: capacity as u64,
-            control_len: control_len::<T>(),
-            payload_align: 64,
-        };
-        let mut meta = ListMeta {
-            magic: LIST_MAGIC,
-            elem_size: std::mem::size_of::<T>() as u32,
-            capacity: capacity as u64,
-            elem_align: std::mem::align_of::<T>() as u32,
-            _pad: 0,
-            check: 0,
-            reserved: [0; 8],
-        };
-        meta.check = meta.check_word();
-        let seg = Segment::create_typed(opts, target, &layout, |seg| {
-            let ctl = seg.control_ptr();
-            // SAFETY: the control block holds `control_len::<T>()` bytes, 64-aligned, zeroed,
-            // of a segment nobody else can see yet.
-            unsafe {
-                std::ptr::write(ctl.cast::<ListMeta>(), meta);
-                let head = ctl.add(HEAD_OFF).cast::<ListHead>();
-                RawMutex::init(std::ptr::addr_of_mut!((*head).lock)).map_err(|e| {
-                    SegmentError::io("pthread_mutex_init", seg.name().unwrap_or(""), std::io::Error::other(e))
-                })
-            }
-        })?;
-        Ok(SharedList { seg, capacity: capacity as u64, timeout: None, _t: PhantomData })
-    }
-
-    /// Open a named list of `T`.
-    pub fn open(name: &str) -> Result<Self, ManagerError> {
-        let expect =
-            Expect { kind: Some(Kind::List), elem: Some(type_info::<T>()), min_control_len: control_len::<T>() };
-        let seg = Segment::open_typed(&SegmentOptions::default(), name, &expect)?;
-        let h = seg.header().ok_or_else(|| SegmentError::NotShmkit { name: name.to_owned() })?;
+    fn attach(seg: Segment) -> Result<Self, ManagerError> {
+        let h = seg.header().ok_or_else(|| SegmentError::NotShmkit { name: seg.name().unwrap_or("").to_owned() })?;
         // SAFETY: the control block holds at least `control_len::<T>()` > 64 bytes (checked by
-        // `open_typed`), 8-aligned; ListMeta is Pod; the copy is validated below.
+        // `open_typed` against `expect`), 8-aligned; ListMeta is Pod; the copy is validated below.
         let meta: ListMeta = unsafe { std::ptr::read_volatile(seg.control_ptr().cast::<ListMeta>()) };
         let ok = meta.magic == LIST_MAGIC
             && meta.check == meta.check_word()
@@ -275,6 +214,63 @@ impl<T: Element> SharedList<T> {
         }
         Ok(SharedList { seg, capacity: meta.capacity, timeout: None, _t: PhantomData })
     }
+}
+
+impl<T: Element> Create<usize> for SharedList<T> {
+    fn layout(&capacity: &usize) -> Result<Layout, ManagerError> {
+        if capacity == 0 {
+            return Err(ManagerError::Invalid { what: "list capacity", reason: "it must be at least 1".into() });
+        }
+        if capacity > Self::MAX_CAPACITY {
+            return Err(ManagerError::TooLarge {
+                what: "list capacity",
+                requested: capacity as u64,
+                max: Self::MAX_CAPACITY as u64,
+            });
+        }
+        Ok(Layout {
+            kind: Kind::List,
+            elem: type_info::<T>(),
+            elem_count: capacity as u64,
+            control_len: control_len::<T>(),
+            payload_align: 64,
+        })
+    }
+
+    unsafe fn init(seg: &Segment, capacity: usize) -> Result<(), SegmentError> {
+        let mut meta = ListMeta {
+            magic: LIST_MAGIC,
+            elem_size: std::mem::size_of::<T>() as u32,
+            capacity: capacity as u64,
+            elem_align: std::mem::align_of::<T>() as u32,
+            _pad: 0,
+            check: 0,
+            reserved: [0; 8],
+        };
+        meta.check = meta.check_word();
+        let ctl = seg.control_ptr();
+        // SAFETY: the control block holds `control_len::<T>()` bytes, 64-aligned, zeroed, of a
+        // segment nobody else can see yet (the caller's contract).
+        unsafe {
+            std::ptr::write(ctl.cast::<ListMeta>(), meta);
+            let head = ctl.add(HEAD_OFF).cast::<ListHead>();
+            RawMutex::init(std::ptr::addr_of_mut!((*head).lock))
+                .map_err(|e| SegmentError::io("pthread_mutex_init", seg.name().unwrap_or(""), std::io::Error::other(e)))
+        }
+    }
+}
+
+segment_handle! {
+    impl[T: Element] SharedList<T>, "list", ManagerError, seg,
+    (capacity: usize) => capacity
+}
+
+impl<T: Element> SharedList<T> {
+    /// Most elements a list of `T` may be created for: its elements must fit in half the
+    /// address space. Larger capacities give [`ManagerError::TooLarge`] (and a capacity that
+    /// `/dev/shm` cannot hold gives a segment error).
+    pub const MAX_CAPACITY: usize =
+        (isize::MAX as usize / 2) / if std::mem::size_of::<T>() == 0 { 1 } else { std::mem::size_of::<T>() };
 
     fn head(&self) -> &ListHead {
         // SAFETY: the control block holds `control_len::<T>()` bytes (checked at creation and
@@ -421,20 +417,5 @@ impl<T: Element> SharedList<T> {
     /// `timeout` for the lock (`None`, the default: wait as long as it takes).
     pub fn set_timeout(&mut self, timeout: Option<Duration>) {
         self.timeout = timeout;
-    }
-
-    /// The segment's name, `None` when anonymous.
-    pub fn name(&self) -> Option<&str> {
-        self.seg.name()
-    }
-
-    /// The underlying segment.
-    pub fn segment(&self) -> &Segment {
-        &self.seg
-    }
-
-    /// Keep the name after this (creating) handle drops.
-    pub fn persist(&mut self) {
-        self.seg.persist();
     }
 }

@@ -1,17 +1,13 @@
-//! How a [`SharedDict`] is created or opened.
+//! How a [`SharedDict`](super::SharedDict) is created or opened.
 
 use std::time::Duration;
 
-use super::dict::SharedDict;
-use super::error::ManagerError;
-use super::key::DictKey;
-use crate::segment::{SegmentOptions, Target};
-use crate::shared::Element;
+use crate::segment::SegmentOptions;
 
 /// Default maximum length of `str` / `[u8]` keys, in bytes.
 pub const DEFAULT_MAX_KEY_LEN: usize = 64;
 
-/// How a [`SharedDict`] is created or opened: maximum key length, stripes, segment options,
+/// How a [`SharedDict`](super::SharedDict) is created or opened: maximum key length, stripes, segment options,
 /// lock timeout.
 ///
 /// ```
@@ -76,27 +72,5 @@ impl DictOptions {
     pub fn timeout(mut self, timeout: Option<Duration>) -> Self {
         self.timeout = timeout;
         self
-    }
-
-    /// Create a named dict for `capacity` entries (`None`: a random `/shmkit-…` name).
-    pub fn create<K: DictKey + ?Sized, V: Element>(
-        &self,
-        name: Option<&str>,
-        capacity: usize,
-    ) -> Result<SharedDict<K, V>, ManagerError> {
-        SharedDict::build(self, Target::Named(name), capacity)
-    }
-
-    /// Create an anonymous dict (a sealed memfd), shared with forked children.
-    pub fn anonymous<K: DictKey + ?Sized, V: Element>(
-        &self,
-        capacity: usize,
-    ) -> Result<SharedDict<K, V>, ManagerError> {
-        SharedDict::build(self, Target::Anonymous, capacity)
-    }
-
-    /// Open a named dict; its key and value types must be `K` and `V`.
-    pub fn open<K: DictKey + ?Sized, V: Element>(&self, name: &str) -> Result<SharedDict<K, V>, ManagerError> {
-        SharedDict::open_with(self, name)
     }
 }

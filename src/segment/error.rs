@@ -148,6 +148,20 @@ pub enum SegmentError {
         /// What the segment holds.
         found: TypeInfo,
     },
+    /// The segment holds another number of elements than asked for (an `open_or_create`
+    /// whose size differs from the creator's).
+    #[error(
+        "segment {name} holds {found} elements, not {expected}: open it with the size it was created \
+         with, or remove it (shmkit rm)"
+    )]
+    SizeMismatch {
+        /// The name.
+        name: String,
+        /// Elements the caller asked for.
+        expected: u64,
+        /// Elements the segment holds.
+        found: u64,
+    },
     /// A kind code this build does not know.
     #[error("segment {name} holds an object of unknown kind {code}: it was written by a newer shmkit; upgrade")]
     UnknownKind {

@@ -143,6 +143,17 @@ pub(super) fn open_file(name: &str, timeout: Duration) -> Result<OwnedFd, Segmen
     }
 }
 
+/// [`open_file`], waiting up to `opts.wait_for` for the name to appear.
+pub(super) fn open_waiting(opts: &SegmentOptions, name: &str) -> Result<OwnedFd, SegmentError> {
+    let mut poll = Poll::new();
+    loop {
+        match open_file(name, opts.open_timeout) {
+            Err(SegmentError::NotFound { .. }) if poll.wait(opts.wait_for).is_ok() => {}
+            other => return other,
+        }
+    }
+}
+
 /// The file's size once it is non-zero: an empty file gets [`EMPTY_GRACE`] (at most
 /// `timeout`) for its creator to size it, then is refused as [`SegmentError::EmptyFile`].
 pub(super) fn wait_sized(fd: BorrowedFd<'_>, name: &str, timeout: Duration) -> Result<u64, SegmentError> {

@@ -15,6 +15,13 @@
 //! - **Open**: `shm_open`, take `LOCK_SH`, check the name still names this file, wait (bounded)
 //!   for `READY` with Acquire, validate every header field against the file size and the
 //!   caller's expected kind and element type.
+//! - **Open or create**: `O_CREAT|O_EXCL` first; on `EEXIST` an ordinary open (with its bounded
+//!   wait for publication), then the header must show the kind, element type and element
+//!   count the caller would have created, else a typed mismatch. Of N racing processes
+//!   exactly one creates. A creator that dies before publishing leaves the others an
+//!   `InitTimeout`, not a takeover: see [`SegmentOptions::open_or_create`].
+//! - **Waiting for a name**: with [`SegmentOptions::wait_for`], `open` polls (50 µs doubling to
+//!   5 ms) for a name that does not exist yet, then waits for publication as above.
 //! - **Liveness**: every handle holds `LOCK_SH` on its descriptor while mapped; a segment is
 //!   stale exactly when `LOCK_EX|LOCK_NB` succeeds ([`is_stale`], [`gc`]). No pids are used.
 //! - **Unlink**: the creating handle unlinks on drop unless [`Segment::persist`]ed; a forked
@@ -26,6 +33,7 @@
 mod error;
 mod file;
 pub mod header;
+pub(crate) mod kind;
 mod layout;
 mod liveness;
 mod mapping;
@@ -77,6 +85,8 @@ pub struct Segment {
     /// `Some(pid)` when this handle created the segment and will unlink it on drop,
     /// but only in the process `pid` (never in a forked child).
     unlink_in: Option<u32>,
+    /// Whether this handle created the segment (rather than opened it).
+    created: bool,
 }
 
 impl std::fmt::Debug for Segment {
@@ -108,6 +118,35 @@ impl Segment {
     /// Open a named byte segment another process created.
     pub fn open(name: &str) -> Result<Segment, SegmentError> {
         SegmentOptions::default().open(name)
+    }
+
+    /// Open the named byte segment, or create it with `len` bytes if the name is free:
+    /// of many processes racing, exactly one creates; see [`SegmentOptions::open_or_create`].
+    ///
+    /// ```
+    /// let name = format!("/shmkit-doc-ooc-{}", std::process::id());
+    /// let a = shmkit::Segment::open_or_create(&name, 64)?;
+    /// let b = shmkit::Segment::open_or_create(&name, 64)?;
+    /// assert!(a.created() && !b.created());
+    /// # Ok::<(), shmkit::SegmentError>(())
+    /// ```
+    pub fn open_or_create(name: &str, len: usize) -> Result<Segment, SegmentError> {
+        SegmentOptions::default().open_or_create(name, len)
+    }
+
+    /// As [`create`](Self::create), with explicit options (same as [`SegmentOptions::create`]).
+    pub fn create_with(opts: &SegmentOptions, name: Option<&str>, len: usize) -> Result<Segment, SegmentError> {
+        opts.create(name, len)
+    }
+
+    /// As [`open`](Self::open), with explicit options (same as [`SegmentOptions::open`]).
+    pub fn open_with(opts: &SegmentOptions, name: &str) -> Result<Segment, SegmentError> {
+        opts.open(name)
+    }
+
+    /// As [`open_or_create`](Self::open_or_create), with explicit options.
+    pub fn open_or_create_with(opts: &SegmentOptions, name: &str, len: usize) -> Result<Segment, SegmentError> {
+        opts.open_or_create(name, len)
     }
 
     /// An anonymous byte segment (sealed memfd) for this process and its forked children.
@@ -215,6 +254,12 @@ impl Segment {
         self.unlink_in.is_some()
     }
 
+    /// Whether this handle created the segment, rather than opened one that existed (what
+    /// an `open_or_create` caller asks to learn whether it won the race).
+    pub fn created(&self) -> bool {
+        self.created
+    }
+
     /// The descriptor behind the mapping (holds the liveness lock). Duplicate it and
     /// clear `FD_CLOEXEC` to hand an anonymous segment to an `exec`ed child.
     pub fn fd(&self) -> BorrowedFd<'_> {
@@ -232,16 +277,19 @@ impl Segment {
         self.map.base().wrapping_add(HEADER_SIZE)
     }
 
+    /// Hand out a mapped segment; `created` is `Some(pid)` when this process made it (a
+    /// named one is then unlinked on drop in `pid`).
     fn assemble(
         map: Mapping,
         name: Option<String>,
         header: Option<HeaderInfo>,
         payload_offset: usize,
         payload_len: usize,
-        unlink_in: Option<u32>,
+        created: Option<u32>,
     ) -> Segment {
         // From here the mapping's addresses are handed out: a lock may be taken inside it.
-        Segment { map: map.expose(), name, header, payload_offset, payload_len, unlink_in }
+        let unlink_in = if name.is_some() { created } else { None };
+        Segment { map: map.expose(), name, header, payload_offset, payload_len, unlink_in, created: created.is_some() }
     }
 
     /// Create a typed segment: size it, write the header, run `init` on the unpublished
@@ -252,7 +300,7 @@ impl Segment {
         layout: &Layout,
         init: impl FnOnce(&Segment) -> Result<(), SegmentError>,
     ) -> Result<Segment, SegmentError> {
-        let (offset, payload_len, total) = layout.sizes()?;
+        let (_, _, total) = layout.sizes()?;
         let (fd, name) = match target {
             Target::Named(n) => {
                 let name = match n {
@@ -268,6 +316,18 @@ impl Segment {
                 (fd, None)
             }
         };
+        Self::init_created(fd, name, layout, init)
+    }
+
+    /// Map the file this process just created and sized for `layout` (`fd`, named `name`),
+    /// write the header, run `init`, publish. A named file is unlinked on failure.
+    fn init_created(
+        fd: OwnedFd,
+        name: Option<String>,
+        layout: &Layout,
+        init: impl FnOnce(&Segment) -> Result<(), SegmentError>,
+    ) -> Result<Segment, SegmentError> {
+        let (offset, payload_len, total) = layout.sizes()?;
         let mut guard = file::UnlinkGuard(name.as_deref());
         let label = name.as_deref().unwrap_or("");
         // `sizes` bounds `total` by MAX_SEGMENT_LEN, so it fits a usize.
@@ -288,8 +348,8 @@ impl Segment {
         // SAFETY: the mapping is at least HEADER_SIZE bytes and page aligned; openers (in
         // this process too) only touch the header with atomics or syscalls.
         unsafe { header::store(base, &header::build(&info)) };
-        let unlink_in = name.is_some().then_some(pid);
-        let seg = Segment::assemble(map, name.clone(), Some(info), offset as usize, payload_len as usize, unlink_in);
+        let seg = Segment::assemble(map, name.clone(), Some(info), offset as usize, payload_len as usize, Some(pid));
+        kind::test_hook_before_publish(&seg);
         init(&seg)?;
         // SAFETY: as above; the Release store publishes the header and everything `init` wrote.
         unsafe { header::publish(base) };
@@ -300,7 +360,7 @@ impl Segment {
     /// Open a typed segment by name and validate it against `expect`.
     pub(crate) fn open_typed(opts: &SegmentOptions, name: &str, expect: &Expect) -> Result<Segment, SegmentError> {
         let name = name::normalize(name)?;
-        let fd = file::open_file(&name, opts.open_timeout)?;
+        let fd = file::open_waiting(opts, &name)?;
         Self::open_mapped(opts, fd, Some(name), expect)
     }
 

@@ -22,16 +22,17 @@ pub struct SegmentOptions {
     pub(super) mode: u32,
     pub(super) reserve: bool,
     pub(super) open_timeout: Duration,
+    pub(super) wait_for: Duration,
 }
 
 impl Default for SegmentOptions {
     fn default() -> Self {
-        Self { mode: 0o600, reserve: true, open_timeout: Duration::from_secs(5) }
+        Self { mode: 0o600, reserve: true, open_timeout: Duration::from_secs(5), wait_for: Duration::ZERO }
     }
 }
 
 impl SegmentOptions {
-    /// Mode 0600, memory reserved, 5 s open timeout.
+    /// Mode 0600, memory reserved, 5 s open timeout, no waiting for a missing name.
     pub fn new() -> Self {
         Self::default()
     }
@@ -55,6 +56,33 @@ impl SegmentOptions {
         self
     }
 
+    /// How long `open` waits for a name that does not exist yet to appear (default zero:
+    /// [`SegmentError::NotFound`] at once). For processes started in any order, say by a
+    /// scheduler: the openers wait for the creator. The name is polled with a growing pause
+    /// (at most 5 ms); once it appears, `open` waits up to
+    /// [`open_timeout`](Self::open_timeout) more for the creator to publish it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use shmkit::{SegmentError, SegmentOptions};
+    /// let name = format!("/shmkit-doc-wait-{}", std::process::id());
+    /// let creator = std::thread::spawn({
+    ///     let name = name.clone();
+    ///     move || {
+    ///         std::thread::sleep(Duration::from_millis(50));
+    ///         shmkit::Segment::create(Some(&name), 64)
+    ///     }
+    /// });
+    /// let seg = SegmentOptions::new().wait_for(Duration::from_secs(10)).open(&name)?;
+    /// assert_eq!(seg.len(), 64);
+    /// drop(creator.join().unwrap()?);
+    /// # Ok::<(), SegmentError>(())
+    /// ```
+    pub fn wait_for(mut self, timeout: Duration) -> Self {
+        self.wait_for = timeout;
+        self
+    }
+
     /// Create a plain byte segment of `len` bytes; `None` picks a random `/shmkit-…` name.
     pub fn create(&self, name: Option<&str>, len: usize) -> Result<Segment, SegmentError> {
         Segment::create_typed(self, Target::Named(name), &Layout::bytes(len), |_| Ok(()))
@@ -63,6 +91,24 @@ impl SegmentOptions {
     /// Open a plain byte segment created by [`create`](Self::create).
     pub fn open(&self, name: &str) -> Result<Segment, SegmentError> {
         Segment::open_typed(self, name, &Expect::bytes())
+    }
+
+    /// Open the named byte segment, or create it with `len` bytes when the name is free.
+    ///
+    /// Creation is `O_CREAT|O_EXCL`, so of many processes calling this at once exactly one
+    /// creates ([`Segment::created`] tells which); the others open the same segment,
+    /// waiting (up to the [open timeout](Self::open_timeout)) for its creator to publish
+    /// it. When what exists differs in kind, element type or size, a typed error says how
+    /// ([`SegmentError::KindMismatch`], [`TypeMismatch`](SegmentError::TypeMismatch),
+    /// [`SizeMismatch`](SegmentError::SizeMismatch)).
+    ///
+    /// A creator that dies before publishing leaves an unpublished file: the others get
+    /// [`SegmentError::InitTimeout`] after the open timeout, and do not take it over (a
+    /// slow creator cannot be told from a dead one while they themselves hold the file).
+    /// Once they have let go, [`remove_if_stale`](super::remove_if_stale) (or `shmkit gc`)
+    /// removes it, and `open_or_create` can be called again.
+    pub fn open_or_create(&self, name: &str, len: usize) -> Result<Segment, SegmentError> {
+        Segment::open_or_create_typed(self, name, &Layout::bytes(len), |_| Ok(()), &Expect::bytes())
     }
 
     /// Open any shmkit segment whatever its kind and element type (for tools that inspect
@@ -102,7 +148,7 @@ impl SegmentOptions {
     /// ([`SegmentError::EmptyFile`]).
     pub fn open_raw(&self, name: &str) -> Result<Segment, SegmentError> {
         let name = name::normalize(name)?;
-        let fd = file::open_file(&name, self.open_timeout)?;
+        let fd = file::open_waiting(self, &name)?;
         let len = file::wait_sized(fd.as_fd(), &name, self.open_timeout)? as usize;
         let map = Mapping::new(fd, len).map_err(|e| SegmentError::io("mmap", &name, e))?;
         Ok(Segment::assemble(map, Some(name), None, 0, len, None))

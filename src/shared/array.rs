@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::claims::{self, ClaimError, Claims, MAX_CLAIM_SLOTS, Mode, SlotGuard};
 use super::element::{AtomicElement, Element, type_info};
+use crate::segment::kind::{self, Create, SegmentKind, segment_handle};
 use crate::segment::{Expect, Kind, Layout, Segment, SegmentError, SegmentOptions, Target};
 use crate::sys::Deadline;
 
@@ -54,14 +55,9 @@ impl<T: Element> std::fmt::Debug for SharedArray<T> {
     }
 }
 
-pub(crate) fn create_claimed<T: Element>(
-    opts: &SegmentOptions,
-    target: Target<'_>,
-    kind: Kind,
-    len: usize,
-    slots: usize,
-    init_payload: impl FnOnce(&Segment),
-) -> Result<Segment, SegmentError> {
+/// The layout of a segment of `kind` holding `len` elements `T` behind a claim table of
+/// `slots` slots (0 means 1; more than [`MAX_CLAIM_SLOTS`] is `TooLarge`).
+pub(crate) fn claimed_layout<T: Element>(kind: Kind, len: usize, slots: usize) -> Result<Layout, SegmentError> {
     // Bounded before any size is computed from it: `control_len` of a huge count would wrap.
     if slots > MAX_CLAIM_SLOTS {
         return Err(SegmentError::TooLarge {
@@ -70,28 +66,31 @@ pub(crate) fn create_claimed<T: Element>(
             where_: "the claim table (slots, see MAX_CLAIM_SLOTS)",
         });
     }
-    let layout = Layout {
+    Ok(Layout {
         kind,
         elem: type_info::<T>(),
         elem_count: len as u64,
         control_len: claims::control_len(slots.max(1)),
         payload_align: if len.saturating_mul(std::mem::size_of::<T>()) >= 1 << 20 { 4096 } else { 64 },
-    };
-    Segment::create_typed(opts, target, &layout, |seg| {
-        // SAFETY: the control block is `control_len(slots)` bytes, aligned (offset 128 of a
-        // page-aligned mapping), zero-filled and unpublished: nobody else can see it yet.
-        unsafe { Claims::init(seg.control_ptr(), slots.max(1), len as u64) }
-            .map_err(|reason| SegmentError::Corrupt { name: seg.name().unwrap_or("").to_owned(), reason })?;
-        init_payload(seg);
-        Ok(())
     })
 }
 
-pub(crate) fn open_claimed<T: Element>(opts: &SegmentOptions, name: &str, kind: Kind) -> Result<Segment, SegmentError> {
-    let expect = Expect { kind: Some(kind), elem: Some(type_info::<T>()), min_control_len: claims::control_len(1) };
-    let seg = Segment::open_typed(opts, name, &expect)?;
-    attach_claims(&seg)?;
-    Ok(seg)
+/// Set up the claim table of a new segment laid out by [`claimed_layout`].
+///
+/// # Safety
+///
+/// `seg` was made from `claimed_layout::<_>(_, len, slots)` and is not yet published.
+pub(crate) unsafe fn init_claims(seg: &Segment, slots: usize, len: usize) -> Result<(), SegmentError> {
+    // SAFETY: the control block is `control_len(slots)` bytes (the caller's layout), aligned
+    // (offset 128 of a page-aligned mapping), zero-filled and unpublished: nobody else can
+    // see it yet.
+    unsafe { Claims::init(seg.control_ptr(), slots.max(1), len as u64) }
+        .map_err(|reason| SegmentError::Corrupt { name: seg.name().unwrap_or("").to_owned(), reason })
+}
+
+/// What an opener of a claimed segment of `kind` holding `T` expects.
+pub(crate) fn claimed_expect<T: Element>(kind: Kind) -> Expect {
+    Expect { kind: Some(kind), elem: Some(type_info::<T>()), min_control_len: claims::control_len(1) }
 }
 
 /// The claim table of a published segment, validated.
@@ -104,50 +103,53 @@ pub(crate) fn attach_claims(seg: &Segment) -> Result<Claims<'_>, SegmentError> {
         .map_err(|reason| SegmentError::Corrupt { name: seg.name().unwrap_or("").to_owned(), reason })
 }
 
-impl<T: Element> SharedArray<T> {
-    /// Create a zero-filled named array of `len` elements (`None`: a random name).
-    pub fn create(name: Option<&str>, len: usize) -> Result<Self, SegmentError> {
-        Self::create_with(&SegmentOptions::default(), name, len, DEFAULT_CLAIM_SLOTS)
+/// What a new array is made of: its length and its number of claim slots.
+pub(crate) struct ArrayArgs {
+    len: usize,
+    slots: usize,
+}
+
+impl<T: Element> SegmentKind for SharedArray<T> {
+    type Error = SegmentError;
+
+    fn expect() -> Expect {
+        claimed_expect::<T>(Kind::Array)
     }
 
-    /// Create with explicit options and number of claim slots (1 to [`MAX_CLAIM_SLOTS`];
-    /// 0 means 1). More slots than that, or more elements than the address space holds,
-    /// give [`SegmentError::TooLarge`].
+    fn attach(seg: Segment) -> Result<Self, SegmentError> {
+        attach_claims(&seg)?;
+        let len = seg.header().map_or(0, |h| h.elem_count as usize);
+        Ok(SharedArray { seg, len, _t: PhantomData })
+    }
+}
+
+impl<T: Element> Create<ArrayArgs> for SharedArray<T> {
+    fn layout(args: &ArrayArgs) -> Result<Layout, SegmentError> {
+        claimed_layout::<T>(Kind::Array, args.len, args.slots)
+    }
+
+    unsafe fn init(seg: &Segment, args: ArrayArgs) -> Result<(), SegmentError> {
+        // SAFETY: the caller's contract: `seg` is new, unpublished, laid out by `layout`.
+        unsafe { init_claims(seg, args.slots, args.len) }
+    }
+}
+
+segment_handle! {
+    @common impl[T: Element] SharedArray<T>, "array", SegmentError, seg,
+    (len: usize) => ArrayArgs { len, slots: DEFAULT_CLAIM_SLOTS }
+}
+
+impl<T: Element> SharedArray<T> {
+    /// As [`create`](Self::create), with explicit options and number of claim slots (1 to
+    /// [`MAX_CLAIM_SLOTS`]; 0 means 1). More slots than that, or more elements than the
+    /// address space holds, give [`SegmentError::TooLarge`].
     pub fn create_with(
         opts: &SegmentOptions,
         name: Option<&str>,
         len: usize,
         slots: usize,
     ) -> Result<Self, SegmentError> {
-        Ok(Self::wrap(create_claimed::<T>(opts, Target::Named(name), Kind::Array, len, slots, |_| ())?))
-    }
-
-    /// Create a zero-filled anonymous array, shared with forked children.
-    pub fn anonymous(len: usize) -> Result<Self, SegmentError> {
-        let seg = create_claimed::<T>(
-            &SegmentOptions::default(),
-            Target::Anonymous,
-            Kind::Array,
-            len,
-            DEFAULT_CLAIM_SLOTS,
-            |_| (),
-        )?;
-        Ok(Self::wrap(seg))
-    }
-
-    /// Open a named array; a different element type or kind is a typed error.
-    pub fn open(name: &str) -> Result<Self, SegmentError> {
-        Self::open_with(&SegmentOptions::default(), name)
-    }
-
-    /// Open with explicit options (open timeout).
-    pub fn open_with(opts: &SegmentOptions, name: &str) -> Result<Self, SegmentError> {
-        Ok(Self::wrap(open_claimed::<T>(opts, name, Kind::Array)?))
-    }
-
-    fn wrap(seg: Segment) -> Self {
-        let len = seg.header().map_or(0, |h| h.elem_count as usize);
-        SharedArray { seg, len, _t: PhantomData }
+        kind::create(opts, Target::Named(name), ArrayArgs { len, slots })
     }
 
     fn claims(&self) -> Result<Claims<'_>, ClaimError> {
@@ -164,21 +166,6 @@ impl<T: Element> SharedArray<T> {
     /// Whether the array has no elements (never: arrays hold at least one).
     pub fn is_empty(&self) -> bool {
         self.len == 0
-    }
-
-    /// The segment's name, `None` when anonymous.
-    pub fn name(&self) -> Option<&str> {
-        self.seg.name()
-    }
-
-    /// The underlying segment.
-    pub fn segment(&self) -> &Segment {
-        &self.seg
-    }
-
-    /// Keep the name after this (creating) handle drops.
-    pub fn persist(&mut self) {
-        self.seg.persist();
     }
 
     fn bounds(&self, range: impl RangeBounds<usize>) -> Result<Range<usize>, ClaimError> {

@@ -10,7 +10,8 @@
 use std::marker::PhantomData;
 use std::ops::Deref;
 
-use crate::segment::{Expect, Kind, Layout, Segment, SegmentError, SegmentOptions, Target, TypeInfo};
+use crate::segment::kind::{Create, SegmentKind, segment_handle};
+use crate::segment::{Expect, Kind, Layout, Segment, SegmentError, TypeInfo};
 use crate::sync::ShmSafe;
 
 /// FNV-1a over `bytes`: stable across builds and machines. Type names are shortened with it,
@@ -77,67 +78,50 @@ impl<S: ShmSafe> std::fmt::Debug for SharedObject<S> {
     }
 }
 
-impl<S: ShmSafe> SharedObject<S> {
-    fn layout() -> Layout {
-        Layout {
-            kind: Kind::Object,
-            elem: object_type_info::<S>(),
-            elem_count: 1,
-            control_len: 0,
-            payload_align: std::mem::align_of::<S>().max(64),
-        }
-    }
+impl<S: ShmSafe> SegmentKind for SharedObject<S> {
+    type Error = SegmentError;
 
     fn expect() -> Expect {
         Expect { kind: Some(Kind::Object), elem: Some(object_type_info::<S>()), min_control_len: 0 }
     }
 
-    fn build(opts: &SegmentOptions, target: Target<'_>, init: impl FnOnce(&mut S)) -> Result<Self, SegmentError> {
+    fn attach(seg: Segment) -> Result<Self, SegmentError> {
+        Self::from_segment(seg)
+    }
+}
+
+impl<S: ShmSafe, F: FnOnce(&mut S)> Create<F> for SharedObject<S> {
+    fn layout(_: &F) -> Result<Layout, SegmentError> {
         if std::mem::size_of::<S>() == 0 {
             return Err(SegmentError::ZeroLength);
         }
-        let seg = Segment::create_typed(opts, target, &Self::layout(), |seg| {
-            // SAFETY: the payload holds size_of::<S>() zero bytes, aligned for S (payload
-            // alignment is at least align_of::<S>() in a page-aligned mapping); all-zero is
-            // a valid S (ShmSafe); the segment is not published yet, so this is the only
-            // reference to it in any process.
-            init(unsafe { &mut *seg.as_ptr().cast::<S>() });
-            Ok(())
-        })?;
-        Ok(SharedObject { seg, _s: PhantomData })
+        Ok(Layout {
+            kind: Kind::Object,
+            elem: object_type_info::<S>(),
+            elem_count: 1,
+            control_len: 0,
+            payload_align: std::mem::align_of::<S>().max(64),
+        })
     }
 
-    /// Create a named object (`None`: a random `/shmkit-…` name), starting from zero
-    /// bytes and running `init` on it before any other process can open it.
-    pub fn create(name: Option<&str>, init: impl FnOnce(&mut S)) -> Result<Self, SegmentError> {
-        Self::build(&SegmentOptions::default(), Target::Named(name), init)
+    unsafe fn init(seg: &Segment, init: F) -> Result<(), SegmentError> {
+        // SAFETY: the payload holds size_of::<S>() zero bytes, aligned for S (payload
+        // alignment is at least align_of::<S>() in a page-aligned mapping); all-zero is a
+        // valid S (ShmSafe); the segment is not published yet (the caller's contract), so
+        // this is the only reference to it in any process.
+        init(unsafe { &mut *seg.as_ptr().cast::<S>() });
+        Ok(())
     }
+}
 
-    /// As [`create`](Self::create), with explicit segment options (mode, timeouts).
-    pub fn create_with(
-        opts: &SegmentOptions,
-        name: Option<&str>,
-        init: impl FnOnce(&mut S),
-    ) -> Result<Self, SegmentError> {
-        Self::build(opts, Target::Named(name), init)
-    }
+segment_handle! {
+    impl[S: ShmSafe] SharedObject<S>,
+    "object",
+    SegmentError, seg,
+    (init: impl FnOnce(&mut S)) => init
+}
 
-    /// Create an anonymous object (sealed memfd), shared with forked children or passed
-    /// to other processes by descriptor (see [`from_segment`](Self::from_segment)).
-    pub fn anonymous(init: impl FnOnce(&mut S)) -> Result<Self, SegmentError> {
-        Self::build(&SegmentOptions::default(), Target::Anonymous, init)
-    }
-
-    /// Open a named object; another kind or type is a typed error.
-    pub fn open(name: &str) -> Result<Self, SegmentError> {
-        Self::open_with(&SegmentOptions::default(), name)
-    }
-
-    /// As [`open`](Self::open), with explicit segment options.
-    pub fn open_with(opts: &SegmentOptions, name: &str) -> Result<Self, SegmentError> {
-        Self::from_segment(Segment::open_typed(opts, name, &Self::expect())?)
-    }
-
+impl<S: ShmSafe> SharedObject<S> {
     /// Wrap a segment opened some other way (for example [`Segment::from_fd`] in a
     /// re-executed child), checking its kind, type and size.
     pub fn from_segment(seg: Segment) -> Result<Self, SegmentError> {
@@ -155,21 +139,6 @@ impl<S: ShmSafe> SharedObject<S> {
             return Err(SegmentError::Corrupt { name, reason: "the payload cannot hold the object".into() });
         }
         Ok(SharedObject { seg, _s: PhantomData })
-    }
-
-    /// The segment's name, `None` when anonymous.
-    pub fn name(&self) -> Option<&str> {
-        self.seg.name()
-    }
-
-    /// The underlying segment.
-    pub fn segment(&self) -> &Segment {
-        &self.seg
-    }
-
-    /// Keep the name after this (creating) handle drops.
-    pub fn persist(&mut self) {
-        self.seg.persist();
     }
 }
 

@@ -4,10 +4,11 @@
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
-use super::array::{attach_claims, create_claimed, open_claimed};
+use super::array::{attach_claims, claimed_expect, claimed_layout, init_claims};
 use super::claims::{ClaimError, Claims, Mode, SlotGuard};
 use super::element::{AtomicElement, Element, type_info};
-use crate::segment::{Expect, Kind, Layout, Segment, SegmentError, SegmentOptions, Target};
+use crate::segment::kind::{Create, SegmentKind, segment_handle};
+use crate::segment::{Expect, Kind, Layout, Segment, SegmentError};
 use crate::sys::Deadline;
 
 const VALUE_SLOTS: usize = 16;
@@ -34,32 +35,39 @@ impl<T: Element> std::fmt::Debug for SharedValue<T> {
     }
 }
 
+impl<T: Element> SegmentKind for SharedValue<T> {
+    type Error = SegmentError;
+
+    fn expect() -> Expect {
+        claimed_expect::<T>(Kind::Value)
+    }
+
+    fn attach(seg: Segment) -> Result<Self, SegmentError> {
+        attach_claims(&seg)?;
+        Ok(SharedValue { seg, _t: std::marker::PhantomData })
+    }
+}
+
+impl<T: Element> Create<T> for SharedValue<T> {
+    fn layout(_: &T) -> Result<Layout, SegmentError> {
+        claimed_layout::<T>(Kind::Value, 1, VALUE_SLOTS)
+    }
+
+    unsafe fn init(seg: &Segment, init: T) -> Result<(), SegmentError> {
+        // SAFETY: the caller's contract: `seg` is new, unpublished, laid out by `layout`.
+        unsafe { init_claims(seg, VALUE_SLOTS, 1) }?;
+        // SAFETY: the segment is not published yet, so nobody else accesses the payload,
+        // which holds one aligned T.
+        unsafe { seg.as_ptr().cast::<T>().write(init) };
+        Ok(())
+    }
+}
+
+segment_handle! {
+    impl[T: Element] SharedValue<T>, "value", SegmentError, seg, (init: T) => init
+}
+
 impl<T: Element> SharedValue<T> {
-    /// Create a named value holding `init` (`None`: a random name).
-    pub fn create(name: Option<&str>, init: T) -> Result<Self, SegmentError> {
-        Self::create_with(&SegmentOptions::default(), Target::Named(name), init)
-    }
-
-    /// Create an anonymous value, shared with forked children.
-    pub fn anonymous(init: T) -> Result<Self, SegmentError> {
-        Self::create_with(&SegmentOptions::default(), Target::Anonymous, init)
-    }
-
-    fn create_with(opts: &SegmentOptions, target: Target<'_>, init: T) -> Result<Self, SegmentError> {
-        let seg = create_claimed::<T>(opts, target, Kind::Value, 1, VALUE_SLOTS, |seg| {
-            // SAFETY: the segment is not published yet, so nobody else accesses the payload,
-            // which holds one aligned T.
-            unsafe { seg.as_ptr().cast::<T>().write(init) }
-        })?;
-        Ok(SharedValue { seg, _t: std::marker::PhantomData })
-    }
-
-    /// Open a named value; a different `T` or kind is a typed error.
-    pub fn open(name: &str) -> Result<Self, SegmentError> {
-        let seg = open_claimed::<T>(&SegmentOptions::default(), name, Kind::Value)?;
-        Ok(SharedValue { seg, _t: std::marker::PhantomData })
-    }
-
     fn claims(&self) -> Result<Claims<'_>, ClaimError> {
         attach_claims(&self.seg).map_err(|e| ClaimError::Corrupt { reason: e.to_string() })
     }
@@ -110,21 +118,6 @@ impl<T: Element> SharedValue<T> {
         let mut guard = self.lock()?;
         Ok(f(&mut guard))
     }
-
-    /// The segment's name, `None` when anonymous.
-    pub fn name(&self) -> Option<&str> {
-        self.seg.name()
-    }
-
-    /// The underlying segment.
-    pub fn segment(&self) -> &Segment {
-        &self.seg
-    }
-
-    /// Keep the name after this (creating) handle drops.
-    pub fn persist(&mut self) {
-        self.seg.persist();
-    }
 }
 
 /// Exclusive access to a [`SharedValue`]; the lock is released on drop.
@@ -167,57 +160,40 @@ impl<T: AtomicElement> std::fmt::Debug for SharedAtomic<T> {
     }
 }
 
+impl<T: AtomicElement> SegmentKind for SharedAtomic<T> {
+    type Error = SegmentError;
+
+    fn expect() -> Expect {
+        Expect { kind: Some(Kind::Atomic), elem: Some(type_info::<T>()), min_control_len: 0 }
+    }
+
+    fn attach(seg: Segment) -> Result<Self, SegmentError> {
+        Ok(SharedAtomic { seg, _t: std::marker::PhantomData })
+    }
+}
+
+impl<T: AtomicElement> Create<T> for SharedAtomic<T> {
+    fn layout(_: &T) -> Result<Layout, SegmentError> {
+        Ok(Layout { kind: Kind::Atomic, elem: type_info::<T>(), elem_count: 1, control_len: 0, payload_align: 64 })
+    }
+
+    unsafe fn init(seg: &Segment, init: T) -> Result<(), SegmentError> {
+        // SAFETY: unpublished segment (the caller's contract), payload holds one aligned T.
+        unsafe { seg.as_ptr().cast::<T>().write(init) };
+        Ok(())
+    }
+}
+
+segment_handle! {
+    impl[T: AtomicElement] SharedAtomic<T>, "atomic", SegmentError, seg, (init: T) => init
+}
+
 impl<T: AtomicElement> SharedAtomic<T> {
-    fn layout() -> Layout {
-        Layout { kind: Kind::Atomic, elem: type_info::<T>(), elem_count: 1, control_len: 0, payload_align: 64 }
-    }
-
-    fn build(target: Target<'_>, init: T) -> Result<Self, SegmentError> {
-        let seg = Segment::create_typed(&SegmentOptions::default(), target, &Self::layout(), |seg| {
-            // SAFETY: unpublished segment, payload holds one aligned T.
-            unsafe { seg.as_ptr().cast::<T>().write(init) };
-            Ok(())
-        })?;
-        Ok(SharedAtomic { seg, _t: std::marker::PhantomData })
-    }
-
-    /// Create a named atomic holding `init` (`None`: a random name).
-    pub fn create(name: Option<&str>, init: T) -> Result<Self, SegmentError> {
-        Self::build(Target::Named(name), init)
-    }
-
-    /// Create an anonymous atomic, shared with forked children.
-    pub fn anonymous(init: T) -> Result<Self, SegmentError> {
-        Self::build(Target::Anonymous, init)
-    }
-
-    /// Open a named atomic.
-    pub fn open(name: &str) -> Result<Self, SegmentError> {
-        let expect = Expect { kind: Some(Kind::Atomic), elem: Some(type_info::<T>()), min_control_len: 0 };
-        let seg = Segment::open_typed(&SegmentOptions::default(), name, &expect)?;
-        Ok(SharedAtomic { seg, _t: std::marker::PhantomData })
-    }
-
     /// The atomic itself (`&AtomicU64` for `u64`, …).
     pub fn atomic(&self) -> &T::Atomic {
         // SAFETY: the payload holds one T, aligned; T::Atomic has T's layout (AtomicElement
         // contract); segments of kind Atomic are only ever accessed atomically.
         unsafe { &*self.seg.as_ptr().cast::<T::Atomic>() }
-    }
-
-    /// The segment's name, `None` when anonymous.
-    pub fn name(&self) -> Option<&str> {
-        self.seg.name()
-    }
-
-    /// The underlying segment.
-    pub fn segment(&self) -> &Segment {
-        &self.seg
-    }
-
-    /// Keep the name after this (creating) handle drops.
-    pub fn persist(&mut self) {
-        self.seg.persist();
     }
 }
 
