@@ -84,7 +84,9 @@ fn only_the_mapping_that_holds_a_held_lock_is_kept() {
     }
     let (fds1, maps1) = (fds(), maps());
     assert!(fds1 <= fds0, "{} descriptors leaked while an unrelated lock was held", fds1 - fds0);
-    assert!(maps1 <= maps0, "{} mappings leaked while an unrelated lock was held", maps1 - maps0);
+    // A leak would be one mapping per iteration and kind (100 and more); a few may come and
+    // go with the allocator's or the test harness's own threads.
+    assert!(maps1 <= maps0 + 8, "{} mappings leaked while an unrelated lock was held", maps1 - maps0);
     // A guard forgotten inside a segment keeps exactly that mapping.
     let holder = shmkit::SharedObject::<shmkit::sync::Mutex<u64>>::anonymous(|_| {}).unwrap();
     std::mem::forget(holder.lock().unwrap());
