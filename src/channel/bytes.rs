@@ -3,25 +3,15 @@
 use std::time::Duration;
 
 use super::error::{GetError, PutError};
-use super::layout::{self, RawRing, Shape};
+use super::layout::{self, LEN_PREFIX, RawRing, Shape, byte_stride};
 use super::ops::{PutStop, Wait};
 use super::park::DEFAULT_SPIN;
 use super::queue::{attach_ring, check_capacity, init_rings, ring_state};
 use crate::segment::kind::{Create, SegmentKind, segment_handle};
 use crate::segment::{Expect, Kind, Layout, Segment, SegmentError, SegmentOptions, TypeInfo};
 
-/// Bytes before each message in its slot: the message length (`u64`).
-pub(crate) const LEN_PREFIX: usize = 8;
 /// Element type name of byte-queue segments.
 pub(crate) const BYTES_TYPE: &str = "shmkit.bytes";
-
-/// Slot stride for messages of up to `max` bytes: length word plus data, 64-byte multiple.
-pub(crate) fn byte_stride(max: usize) -> Result<u64, SegmentError> {
-    let too_large =
-        || SegmentError::TooLarge { requested: max as u64, capacity: isize::MAX as u64, where_: "a queue slot" };
-    let raw = max.checked_add(LEN_PREFIX).ok_or_else(too_large)?;
-    Ok(raw.checked_next_multiple_of(64).ok_or_else(too_large)? as u64)
-}
 
 /// Copy `msg` into a slot (`p`: slot data, at least `LEN_PREFIX + msg.len()` bytes).
 pub(crate) fn write_framed(p: *mut u8, msg: &[u8]) {

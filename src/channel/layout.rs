@@ -12,11 +12,23 @@
 use std::mem::size_of;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::bytes::byte_stride;
 use super::park::ProcessHook;
 use super::ring::{Lock, Ring, RingHeader, SlotLock, SlotMeta, free};
+use crate::segment::SegmentError;
 use crate::shared::fnv1a;
 use crate::sync::{Acquired, LockError, RawMutex};
+
+/// Bytes before each message in a byte ring's slot: the message length (`u64`).
+pub(crate) const LEN_PREFIX: usize = 8;
+
+/// Slot stride of a byte ring for messages of up to `max` bytes: length word plus data,
+/// 64-byte multiple.
+pub(crate) fn byte_stride(max: usize) -> Result<u64, SegmentError> {
+    let too_large =
+        || SegmentError::TooLarge { requested: max as u64, capacity: isize::MAX as u64, where_: "a queue slot" };
+    let raw = max.checked_add(LEN_PREFIX).ok_or_else(too_large)?;
+    Ok(raw.checked_next_multiple_of(64).ok_or_else(too_large)? as u64)
+}
 
 /// Format of the ring words; bumped when they change (2: the `check` word).
 pub(crate) const RING_FORMAT: u32 = 0x5249_4E02;

@@ -5,8 +5,9 @@ use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering::{Acquire, SeqCst};
 use std::time::Duration;
 
-use super::bytes::{BYTES_TYPE, byte_stride, check_max_message, get_bytes, put_bytes};
+use super::bytes::{BYTES_TYPE, check_max_message, get_bytes, put_bytes};
 use super::error::{GetError, PipeError, PutError};
+use super::layout::byte_stride;
 use super::layout::{self, RawRing, Shape};
 use super::ops::{PutStop, Wait};
 use super::park::{DEFAULT_SPIN, wake_all};
