@@ -333,7 +333,7 @@ impl Segment {
         // `sizes` bounds `total` by MAX_SEGMENT_LEN, so it fits a usize.
         let map = Mapping::new(fd, total as usize).map_err(|e| SegmentError::io("mmap", label, e))?;
         // One getpid (a real syscall) for both the header and the unlink-on-drop owner.
-        let pid = sysfd::getpid();
+        let pid = crate::sys::owner::pid();
         let info = HeaderInfo {
             version: header::FORMAT_VERSION,
             kind: layout.kind,
@@ -458,7 +458,7 @@ fn problem_error(name: &str, size: u64, p: HeaderProblem) -> SegmentError {
 impl Drop for Segment {
     fn drop(&mut self) {
         if let (Some(pid), Some(name)) = (self.unlink_in, &self.name)
-            && pid == sysfd::getpid()
+            && pid == crate::sys::owner::pid()
         {
             // Already gone (someone ran `shmkit rm`, or Python's resource tracker) is fine.
             let _ = sysfd::shm_unlink(name);

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use super::layout::{Expect, Layout, checked_len};
 use super::{Mapping, Segment, SegmentError, Target, file, name};
-use crate::sys::fd as sysfd;
 
 /// How segments are created and opened. `SegmentOptions::default()` is what the
 /// plain constructors use.
@@ -138,7 +137,7 @@ impl SegmentOptions {
         let guard = file::UnlinkGuard(Some(&name));
         let map = Mapping::new(fd, len).map_err(|e| SegmentError::io("mmap", &name, e))?;
         std::mem::forget(guard);
-        let pid = sysfd::getpid();
+        let pid = crate::sys::owner::pid();
         Ok(Segment::assemble(map, Some(name), None, 0, len, Some(pid)))
     }
 

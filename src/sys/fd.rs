@@ -177,11 +177,6 @@ pub fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// The calling process's id.
-pub fn getpid() -> u32 {
-    std::process::id()
-}
-
 /// Read up to `buf.len()` bytes at `offset` without mapping the file (no SIGBUS on short files).
 pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     let off = libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;

@@ -51,9 +51,9 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// `getpid()` of the calling process.
+/// `getpid()` of the calling process (cached: see [`super::owner::pid`]).
 pub fn getpid() -> libc::pid_t {
-    nix::unistd::getpid().as_raw()
+    super::owner::pid() as libc::pid_t
 }
 
 /// `getppid()`: the parent of the calling process.
