@@ -51,9 +51,10 @@ pub(crate) enum Method {
 
 impl StartMethod {
     pub(crate) fn resolve(self) -> Result<Method, ProcessError> {
-        // A guard this thread holds would be copied into the child, where safe code could
-        // reach it (a thread-local, a leaked static) and alias the parent's `&mut`.
-        let holds = crate::sys::held::this_thread_holds_any();
+        // A guard this thread holds (or one a thread of this process exited holding) would
+        // be copied into the child, where safe code could reach it (a thread-local, a leaked
+        // static) and alias the parent's `&mut`.
+        let holds = crate::sys::held::fork_would_copy_guards();
         match self {
             StartMethod::Fork if holds => Err(ProcessError::LocksHeld),
             StartMethod::Fork => match os::thread_count() {

@@ -25,8 +25,9 @@ pub enum ProcessError {
         /// Threads counted in this process.
         threads: usize,
     },
-    /// A fork was asked for while the calling thread holds a shmkit lock or claim: the
-    /// child would get a copy of the guard, and with it a second `&mut` to the data.
+    /// A fork was asked for while the calling thread holds a shmkit lock or claim (or a
+    /// thread of this process exited holding one): the child would get a copy of the
+    /// guard, and with it a second `&mut` to the data.
     #[error(
         "this thread holds a shmkit lock or claim: a forked child would inherit a copy of its guard; \
          drop guards before starting a process, or start the fork server (shmkit::process::fork_server)"

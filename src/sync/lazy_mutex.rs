@@ -29,14 +29,15 @@
 //! **Thread death is not process death.** The kernel reports `EOWNERDEAD` when the owning
 //! *thread* exits, but a guard leaked by that thread (`Box::leak`) can keep a `&mut` alive
 //! in its process. So the next locker looks at the owner word: if that process has ended
-//! (waiting briefly for one that is exiting), every borrow ended with it and the lock
-//! comes back as [`Acquired::OwnerDied`]; otherwise — this very process included — the
-//! mutex is released unrepaired (glibc makes it not recoverable: nobody can hold it) and
-//! marked `SUSPECT|pid`, and every caller gets [`LockError::AbandonedByThread`] naming the
-//! pid *for as long as that process lives*. The first caller that finds the process ended
-//! re-initialises the mutex (nobody can hold a not-recoverable one) and publishes
-//! `READY_DIED`, so the next acquirer gets `OwnerDied`: a slow exit (a killed process
-//! with gigabytes to free) delays the verdict, it never makes it permanent.
+//! (waiting, up to the caller's deadline, for one that is still exiting), every borrow
+//! ended with it and the lock comes back as [`Acquired::OwnerDied`]; otherwise — this very
+//! process included — the state word becomes `SUSPECT|pid`, the mutex itself is repaired
+//! and released (so nothing inside glibc stays stuck or not recoverable), and every caller
+//! gets [`LockError::AbandonedByThread`] naming the pid *for as long as that process
+//! lives*. The first caller that finds it ended CASes `SUSPECT|pid → READY_DIED`, and the
+//! next acquirer gets `OwnerDied`: a slow exit (a killed process with gigabytes to free)
+//! delays the verdict, it never makes it permanent. The state word alone refuses callers
+//! while `SUSPECT`: every grant re-checks it (below), so the mutex is never re-initialised.
 //!
 //! The owner word is cleared by every unlock of its owner, so a process killed between
 //! glibc's grant and its `owner` store (no guard existed yet) reads as "ended". Every
@@ -70,6 +71,16 @@ pub const INIT_STALL: Duration = Duration::from_secs(1);
 /// large one takes a while to free its memory) before reporting
 /// [`LockError::AbandonedByThread`] for now. Timed calls wait until their deadline.
 const OWNER_EXIT_WAIT: Duration = Duration::from_secs(10);
+
+/// How long to wait for a dead owner thread's process to end: until `deadline`, or
+/// [`OWNER_EXIT_WAIT`] without one.
+fn exit_wait(deadline: Deadline) -> Duration {
+    deadline.remaining().unwrap_or(OWNER_EXIT_WAIT)
+}
+
+fn is_suspect(s: u32) -> bool {
+    s & SUSPECT != 0 && s & INITIALISING == 0
+}
 
 /// How long [`LazyRawMutex::try_lock`] waits for a first-use initialisation in progress.
 pub const TRY_INIT_GRACE: Duration = Duration::from_millis(10);
@@ -116,14 +127,15 @@ impl LazyRawMutex {
     }
 
     /// The initialised mutex, initialising it first if nobody has (waiting for another
-    /// initialiser until `deadline`), or taking over one whose suspect owner ended.
+    /// initialiser until `init`), or, if a thread of a process that may still live died
+    /// holding it, waiting until `deadline` for that process to end.
     #[inline]
-    fn get(&self, deadline: Deadline) -> Result<&RawMutex, LockError> {
-        if self.state.load(Ordering::Acquire) == READY { Ok(&self.raw) } else { self.init_slow(deadline) }
+    fn get(&self, init: Deadline, deadline: Deadline) -> Result<&RawMutex, LockError> {
+        if self.state.load(Ordering::Acquire) == READY { Ok(&self.raw) } else { self.init_slow(init, deadline) }
     }
 
     #[cold]
-    fn init_slow(&self, deadline: Deadline) -> Result<&RawMutex, LockError> {
+    fn init_slow(&self, init: Deadline, deadline: Deadline) -> Result<&RawMutex, LockError> {
         let me = INITIALISING | owner::pid();
         loop {
             let seen = self.state.load(Ordering::Acquire);
@@ -132,7 +144,7 @@ impl LazyRawMutex {
                 NOT_RECOVERABLE => return Err(LockError::NotRecoverable),
                 UNINIT => {
                     if self.state.compare_exchange(UNINIT, me, Ordering::Acquire, Ordering::Acquire).is_ok() {
-                        return self.initialise(me, READY);
+                        return self.initialise(me);
                     }
                 }
                 s if s & INITIALISING != 0 => {
@@ -141,46 +153,39 @@ impl LazyRawMutex {
                     // that never was READY, and a dead process writes nothing more.
                     if s != me && owner::process_ended(by, Duration::ZERO) {
                         if self.state.compare_exchange(s, me, Ordering::Acquire, Ordering::Acquire).is_ok() {
-                            // Nobody ever held it: nothing to report.
-                            return self.initialise(me, READY);
+                            return self.initialise(me);
                         }
                         continue;
                     }
-                    if deadline.passed() {
+                    if init.passed() {
                         return Err(LockError::InitStalled { pid: by });
                     }
-                    futex::wait(&self.state, s, deadline, Some(Duration::from_millis(10)));
+                    futex::wait(&self.state, s, init, Some(Duration::from_millis(10)));
                 }
                 s if s & SUSPECT != 0 => {
                     let pid = s & PID_BITS;
-                    // A nonzero lock word: a waiter woken by the unrepaired release is still
-                    // inside glibc (it gives the word back at once, unless it is stopped).
-                    if !owner::process_ended(pid, Duration::ZERO) || !self.raw.lock_word_is_zero() {
+                    if !owner::process_ended(pid, exit_wait(deadline)) {
                         return Err(LockError::AbandonedByThread { pid });
                     }
-                    // That process ended, and every borrow with it. The mutex is not
-                    // recoverable (released unrepaired), so nobody holds it: start afresh,
-                    // and tell the next acquirer its previous owner died.
-                    if self.state.compare_exchange(s, me, Ordering::Acquire, Ordering::Acquire).is_ok() {
-                        return self.initialise(me, READY_DIED);
-                    }
+                    // That process ended, and every borrow with it. The mutex itself is
+                    // consistent and free (or held by a caller about to give it back): the
+                    // next acquirer is told its previous owner died.
+                    let _ = self.state.compare_exchange(s, READY_DIED, Ordering::AcqRel, Ordering::Acquire);
                 }
                 _ => return Err(LockError::Corrupt),
             }
         }
     }
 
-    /// Run `pthread_mutex_init` as the owner of initialisation (`state == me`) and
-    /// publish `ready` (READY, or READY_DIED after a takeover).
-    fn initialise(&self, me: u32, ready: u32) -> Result<&RawMutex, LockError> {
+    /// Run `pthread_mutex_init` as the owner of initialisation (`state == me`) and publish.
+    fn initialise(&self, me: u32) -> Result<&RawMutex, LockError> {
         // SAFETY: `state == me` makes this thread the only one that may touch `raw` until
         // it publishes: everybody else waits in `init_slow` (or takes over only after this
-        // whole process ended), and nobody holds it (never initialised, or not
-        // recoverable). `raw` is inside an UnsafeCell, so writing through a pointer derived
-        // from `&self` is allowed.
+        // whole process ended), and nobody holds a mutex that never was READY. `raw` is
+        // inside an UnsafeCell, so writing through a pointer derived from `&self` is allowed.
         let r = unsafe { RawMutex::init(std::ptr::from_ref(&self.raw).cast_mut()) };
         self.owner.store(0, Ordering::Relaxed);
-        let next = if r.is_ok() { ready } else { UNINIT };
+        let next = if r.is_ok() { READY } else { UNINIT };
         let _ = self.state.compare_exchange(me, next, Ordering::Release, Ordering::Relaxed);
         futex::wake_all(&self.state);
         r?;
@@ -259,32 +264,43 @@ impl LazyRawMutex {
             }
             Ok(Acquired::OwnerDied) => {
                 let dead = self.owner.load(Ordering::Relaxed);
-                let wait = deadline.remaining().unwrap_or(OWNER_EXIT_WAIT);
-                if owner::process_ended(dead, wait) {
+                if owner::process_ended(dead, exit_wait(deadline)) {
+                    // Every borrow ended with that process. (A state left SUSPECT by a
+                    // locker that died before giving the lock back is cleared too.)
                     self.owner.store(owner::pid(), Ordering::Relaxed);
-                    let _ = self.state.compare_exchange(READY_DIED, READY, Ordering::AcqRel, Ordering::Relaxed);
+                    self.settle_state(|s| s == READY_DIED || is_suspect(s), READY);
                     return Ok(Acquired::OwnerDied);
                 }
                 // A thread of a process that may still live died holding the lock: borrows
-                // it handed out may still be alive there. Refuse it while that process lives.
-                let suspect = SUSPECT | (dead & PID_BITS);
-                let _ = self.state.compare_exchange(READY, suspect, Ordering::AcqRel, Ordering::Relaxed);
-                let _ = self.state.compare_exchange(READY_DIED, suspect, Ordering::AcqRel, Ordering::Relaxed);
-                // SAFETY: we hold the lock (EOWNERDEAD acquires it). Unlocked without
-                // pthread_mutex_consistent, glibc makes it not recoverable (nobody can hold
-                // it) and wakes its waiters, who then find SUSPECT in the state word.
-                unsafe { self.raw.unlock() };
+                // it handed out may still be alive there. Refuse it while that process
+                // lives: the state word says so, and every grant re-checks it. The mutex
+                // itself is repaired and released, so nothing inside glibc stays stuck.
+                self.settle_state(|s| s == READY || s == READY_DIED || is_suspect(s), SUSPECT | (dead & PID_BITS));
+                // SAFETY: we hold the lock (EOWNERDEAD acquires it).
+                let _ = unsafe { self.raw.mark_consistent() };
+                // SAFETY: as above.
+                unsafe { self.unlock() };
                 Err(LockError::AbandonedByThread { pid: dead })
             }
+            // glibc is not recoverable only after an owner-died guard was released
+            // unrepaired, which is for good: mirror it in the state word.
             Err(LockError::NotRecoverable) => {
-                let s = self.state.load(Ordering::Acquire);
-                if s & SUSPECT != 0 && s & INITIALISING == 0 {
-                    return Err(LockError::AbandonedByThread { pid: s & PID_BITS });
-                }
                 let _ = self.state.compare_exchange(READY, NOT_RECOVERABLE, Ordering::Release, Ordering::Relaxed);
                 Err(LockError::NotRecoverable)
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Move the state word to `to` if its current value satisfies `from` (while holding
+    /// the lock).
+    fn settle_state(&self, from: impl Fn(u32) -> bool, to: u32) {
+        let mut s = self.state.load(Ordering::Acquire);
+        while from(s) && s != to {
+            match self.state.compare_exchange(s, to, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return,
+                Err(now) => s = now,
+            }
         }
     }
 
@@ -330,11 +346,12 @@ impl LazyRawMutex {
     /// [`TRY_INIT_GRACE`]; one that stays stalled longer is [`LockError::InitStalled`].
     #[inline]
     pub fn try_lock(&self) -> Result<Acquired, LockError> {
+        let now = Deadline::after(Duration::ZERO);
         let raw = match self.ready() {
             Some(raw) => raw,
-            None => self.get(Deadline::after(TRY_INIT_GRACE))?,
+            None => self.get(Deadline::after(TRY_INIT_GRACE), now)?,
         };
-        self.settle(raw.try_lock(), Deadline::after(Duration::ZERO))
+        self.settle(raw.try_lock(), now)
     }
 
     /// Block until acquired or the timeout passes (CLOCK_MONOTONIC).
@@ -343,20 +360,12 @@ impl LazyRawMutex {
     }
 
     /// Block until acquired or `deadline` passes; every wait on the way (another
-    /// process's initialisation included) honours it.
+    /// process's initialisation, a dead owner's process ending) honours it.
     pub(crate) fn lock_until(&self, deadline: Deadline) -> Result<Acquired, LockError> {
         // Without a deadline, another process's initialisation is waited for at most
         // INIT_STALL (as in `lock`).
         let init = if deadline.remaining().is_none() { Deadline::after(INIT_STALL) } else { deadline };
-        let r = self.settle(self.get(init)?.lock_until(deadline), deadline);
-        match r {
-            // Refused because a suspect owner's process had not ended; if it has by now,
-            // the next attempt takes over (once: a fresh refusal is final for this call).
-            Err(LockError::AbandonedByThread { pid }) if owner::process_ended(pid, Duration::ZERO) => {
-                self.settle(self.get(init)?.lock_until(deadline), deadline)
-            }
-            r => r,
-        }
+        self.settle(self.get(init, deadline)?.lock_until(deadline), deadline)
     }
 
     /// Declare the state protected by a lock acquired with [`Acquired::OwnerDied`]
@@ -398,10 +407,10 @@ impl LazyRawMutex {
     /// The calling thread must hold the lock.
     pub unsafe fn unlock_unrecovered(&self) {
         // Publish first, so that nobody calls into glibc's trylock on it from now on.
-        let _ = self.state.compare_exchange(READY, NOT_RECOVERABLE, Ordering::Release, Ordering::Relaxed);
+        self.settle_state(|s| s == READY || s == READY_DIED, NOT_RECOVERABLE);
         // SAFETY: the caller holds the lock. glibc makes an inconsistent mutex not
-        // recoverable on unlock and wakes its waiters, who then fail (after a takeover the
-        // mutex is consistent, and the state word refuses it instead).
+        // recoverable on unlock and wakes its waiters, who then fail (after a takeover from
+        // SUSPECT the mutex is consistent, and the state word refuses it instead).
         unsafe { self.unlock() }
     }
 }

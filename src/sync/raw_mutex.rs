@@ -186,16 +186,6 @@ impl RawMutex {
         }
     }
 
-    /// Whether glibc's lock word is 0: no thread holds the mutex or is inside glibc's
-    /// acquisition of it. A not-recoverable mutex is only re-initialised in that state.
-    pub(crate) fn lock_word_is_zero(&self) -> bool {
-        // SAFETY: `__lock`, the futex word, is the first `int` of glibc's
-        // `struct __pthread_mutex_s` on every architecture (it is ABI); the mutex is live
-        // for `&self`, 4-aligned, and glibc itself only accesses `__lock` atomically.
-        let word = unsafe { &*self.ptr().cast::<std::sync::atomic::AtomicU32>() };
-        word.load(std::sync::atomic::Ordering::Acquire) == 0
-    }
-
     /// Block until acquired or `deadline` (CLOCK_MONOTONIC) passes.
     pub fn lock_until(&self, deadline: Deadline) -> Result<Acquired, LockError> {
         match deadline.abs_timespec() {

@@ -167,9 +167,15 @@ fn released_slow(h: &Held, addr: usize, len: usize) {
     }
 }
 
-/// Whether the calling thread holds any robust lock.
-pub fn this_thread_holds_any() -> bool {
-    HELD.try_with(|h| h.len.load(Relaxed) > 0).unwrap_or(false)
+/// Whether a child forked now would get a copy of a live guard: the calling thread holds
+/// a robust lock, or a thread of this process exited holding one (its leaked guard can be
+/// reached from any thread).
+pub fn fork_would_copy_guards() -> bool {
+    let pinned = match &*PINNED.lock().unwrap_or_else(PoisonError::into_inner) {
+        Some(list) => !list.is_empty(),
+        None => true,
+    };
+    pinned || HELD.try_with(|h| h.len.load(Relaxed) > 0).unwrap_or(false)
 }
 
 /// Whether any thread of this process holds a robust lock that may lie in
