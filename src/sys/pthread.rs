@@ -1,8 +1,15 @@
 //! Robust, process-shared pthread mutexes (`nix` has no wrapper for them): thin `unsafe`
 //! wrappers returning the pthread error code (0 on success), so callers map codes to
 //! their own errors exactly as before.
+//!
+//! The mutexes live in shared memory that a peer can write. glibc dispatches on the
+//! mutex's `__kind` word: rewritten to an elision kind it executes hardware-transaction
+//! instructions (SIGILL where the CPU has none), to a plain kind it may trip an internal
+//! assertion (abort). So every call first checks that `__kind` still holds exactly what
+//! [`init_robust_shared`] wrote, and returns `EINVAL` (a corrupt lock) otherwise.
 
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicI32, Ordering::Relaxed};
 
 pub use libc::pthread_mutex_t;
 
@@ -14,6 +21,42 @@ unsafe extern "C" {
         clock: libc::clockid_t,
         abstime: *const libc::timespec,
     ) -> libc::c_int;
+}
+
+/// Byte offset of glibc's `__kind` in `pthread_mutex_t` (`__lock`, `__count`, `__owner`,
+/// `__nusers`, then `__kind`, on x86_64 and aarch64 alike).
+const KIND_OFFSET: usize = 16;
+
+/// The `__kind` that [`init_robust_shared`] produces (0 until known).
+static OUR_KIND: AtomicI32 = AtomicI32::new(0);
+
+fn kind_word(m: *mut pthread_mutex_t) -> *const AtomicI32 {
+    m.cast::<u8>().wrapping_add(KIND_OFFSET).cast::<AtomicI32>()
+}
+
+/// Whether `m`'s `__kind` is what our initialisation writes.
+///
+/// # Safety
+///
+/// `m` must point to a live `pthread_mutex_t`.
+#[inline]
+unsafe fn kind_ok(m: *mut pthread_mutex_t) -> bool {
+    let ours = OUR_KIND.load(Relaxed);
+    // SAFETY: `__kind` is a 4-aligned `int` inside the live mutex (per the contract);
+    // glibc never writes it after initialisation, and we only read it.
+    let kind = unsafe { (*kind_word(m)).load(Relaxed) };
+    if ours != 0 { kind == ours } else { kind == learn_kind() }
+}
+
+/// Initialise a private probe mutex the way every shared one is, to learn its `__kind`.
+#[cold]
+fn learn_kind() -> i32 {
+    let mut probe = MaybeUninit::<pthread_mutex_t>::zeroed();
+    // SAFETY: `probe` is a local, zeroed, properly aligned mutex nobody else sees.
+    if unsafe { init_robust_shared(probe.as_mut_ptr()) } != 0 {
+        return -1;
+    }
+    OUR_KIND.load(Relaxed)
 }
 
 /// Initialise `m` as a `PTHREAD_PROCESS_SHARED | PTHREAD_MUTEX_ROBUST |
@@ -40,6 +83,10 @@ pub unsafe fn init_robust_shared(m: *mut pthread_mutex_t) -> libc::c_int {
             nz(libc::pthread_mutex_init(m, a))
         })();
         libc::pthread_mutexattr_destroy(a);
+        if r.is_ok() {
+            // What glibc wrote for these attributes, the same for every such mutex.
+            OUR_KIND.store((*kind_word(m)).load(Relaxed), Relaxed);
+        }
         r.err().unwrap_or(0)
     }
 }
@@ -51,8 +98,8 @@ pub unsafe fn init_robust_shared(m: *mut pthread_mutex_t) -> libc::c_int {
 /// `m` must point to a live, initialised mutex.
 #[inline]
 pub unsafe fn lock(m: *mut pthread_mutex_t) -> libc::c_int {
-    // SAFETY: per the caller's contract.
-    unsafe { libc::pthread_mutex_lock(m) }
+    // SAFETY: per the caller's contract (a live mutex), checked to be ours first.
+    unsafe { if kind_ok(m) { libc::pthread_mutex_lock(m) } else { libc::EINVAL } }
 }
 
 /// `pthread_mutex_trylock`.
@@ -62,8 +109,8 @@ pub unsafe fn lock(m: *mut pthread_mutex_t) -> libc::c_int {
 /// `m` must point to a live, initialised mutex.
 #[inline]
 pub unsafe fn trylock(m: *mut pthread_mutex_t) -> libc::c_int {
-    // SAFETY: per the caller's contract.
-    unsafe { libc::pthread_mutex_trylock(m) }
+    // SAFETY: per the caller's contract (a live mutex), checked to be ours first.
+    unsafe { if kind_ok(m) { libc::pthread_mutex_trylock(m) } else { libc::EINVAL } }
 }
 
 /// `pthread_mutex_clocklock(m, CLOCK_MONOTONIC, deadline)`.
@@ -73,8 +120,9 @@ pub unsafe fn trylock(m: *mut pthread_mutex_t) -> libc::c_int {
 /// `m` must point to a live, initialised mutex.
 #[inline]
 pub unsafe fn lock_until_monotonic(m: *mut pthread_mutex_t, deadline: &libc::timespec) -> libc::c_int {
-    // SAFETY: per the caller's contract; `deadline` is a live timespec.
-    unsafe { pthread_mutex_clocklock(m, libc::CLOCK_MONOTONIC, deadline) }
+    // SAFETY: per the caller's contract (a live mutex), checked to be ours first;
+    // `deadline` is a live timespec.
+    unsafe { if kind_ok(m) { pthread_mutex_clocklock(m, libc::CLOCK_MONOTONIC, deadline) } else { libc::EINVAL } }
 }
 
 /// `pthread_mutex_consistent`.
@@ -83,8 +131,8 @@ pub unsafe fn lock_until_monotonic(m: *mut pthread_mutex_t, deadline: &libc::tim
 ///
 /// `m` must point to a live, initialised robust mutex that the calling thread holds.
 pub unsafe fn consistent(m: *mut pthread_mutex_t) -> libc::c_int {
-    // SAFETY: per the caller's contract.
-    unsafe { libc::pthread_mutex_consistent(m) }
+    // SAFETY: per the caller's contract (a live mutex), checked to be ours first.
+    unsafe { if kind_ok(m) { libc::pthread_mutex_consistent(m) } else { libc::EINVAL } }
 }
 
 /// `pthread_mutex_unlock`.
@@ -95,6 +143,36 @@ pub unsafe fn consistent(m: *mut pthread_mutex_t) -> libc::c_int {
 /// thread does not hold returns EPERM instead of corrupting it).
 #[inline]
 pub unsafe fn unlock(m: *mut pthread_mutex_t) -> libc::c_int {
-    // SAFETY: per the caller's contract.
-    unsafe { libc::pthread_mutex_unlock(m) }
+    // SAFETY: per the caller's contract (a live mutex), checked to be ours first.
+    unsafe { if kind_ok(m) { libc::pthread_mutex_unlock(m) } else { libc::EINVAL } }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rewritten_kind_is_refused_before_glibc_sees_it() {
+        let mut m = MaybeUninit::<pthread_mutex_t>::zeroed();
+        let p = m.as_mut_ptr();
+        // SAFETY: a local mutex, initialised before use, used by this thread only.
+        unsafe {
+            assert_eq!(init_robust_shared(p), 0);
+            assert_eq!(lock(p), 0);
+            assert_eq!(unlock(p), 0);
+            let kind = &*kind_word(p);
+            let ours = kind.load(Relaxed);
+            // PTHREAD_MUTEX_ELISION_NP (256) would run TSX instructions; a plain kind (0)
+            // would skip the robust protocol.
+            for hostile in [ours | 256, 0, ours ^ 16, -1] {
+                kind.store(hostile, Relaxed);
+                assert_eq!(trylock(p), libc::EINVAL);
+                assert_eq!(lock(p), libc::EINVAL);
+                assert_eq!(unlock(p), libc::EINVAL);
+            }
+            kind.store(ours, Relaxed);
+            assert_eq!(trylock(p), 0);
+            assert_eq!(unlock(p), 0);
+        }
+    }
 }
