@@ -7,7 +7,7 @@ use super::error::{GetError, PutError};
 use super::layout::{self, RawRing, Shape};
 use super::ops::Wait;
 use super::park::DEFAULT_SPIN;
-use crate::segment::kind::{Create, SegmentKind, segment_handle};
+use crate::segment::kind::{Create, SegmentKind, debug_handle, segment_handle};
 use crate::segment::{Expect, Kind, Layout, Segment, SegmentError, SegmentOptions, header::HEADER_SIZE};
 use crate::shared::{Element, type_info};
 
@@ -40,9 +40,7 @@ pub struct Queue<T: Element> {
 
 impl<T: Element> std::fmt::Debug for Queue<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Queue")
-            .field("name", &self.seg.name())
-            .field("type", &T::TYPE_NAME)
+        debug_handle(f, "Queue", &self.seg, T::TYPE_NAME)
             .field("capacity", &self.capacity())
             .field("len", &self.len())
             .finish()

@@ -205,6 +205,36 @@ impl<L: SlotLock> Drop for Held<'_, L> {
     }
 }
 
+/// Why a claim of a ready slot stopped the operation.
+enum Stop {
+    /// A live peer has held the slot for too many tries.
+    Busy,
+    /// The slot lock is unusable.
+    Corrupt(&'static str),
+    /// The hook stopped the operation.
+    Died,
+}
+
+impl From<Stop> for PutFail {
+    fn from(s: Stop) -> Self {
+        match s {
+            Stop::Busy => PutFail::Busy,
+            Stop::Corrupt(why) => PutFail::Corrupt(why),
+            Stop::Died => PutFail::Died,
+        }
+    }
+}
+
+impl From<Stop> for GetFail {
+    fn from(s: Stop) -> Self {
+        match s {
+            Stop::Busy => GetFail::Pending,
+            Stop::Corrupt(why) => GetFail::Corrupt(why),
+            Stop::Died => GetFail::Died,
+        }
+    }
+}
+
 fn acquire<L: SlotLock>(lock: &L) -> Result<Option<Held<'_, L>>, &'static str> {
     match lock.try_acquire() {
         Lock::Acquired => Ok(Some(Held(lock))),
@@ -253,6 +283,65 @@ impl<'a, L: SlotLock, H: Hook> Ring<'a, L, H> {
         self.hdr.info.0.abandoned.load(Relaxed)
     }
 
+    /// The fast path of both sides, part one: lock the slot of `pos` and claim `pos` by
+    /// moving `word` (the tail or the head) past it while the slot's stamp is still
+    /// `ready`. `steps` are the hook's points after locking and after claiming; `busy`
+    /// counts this call's tries on a slot a peer holds. `None`: re-read and try again.
+    fn claim(
+        &self,
+        word: &AtomicU64,
+        pos: u64,
+        ready: u64,
+        steps: [Point; 2],
+        busy: &mut u32,
+    ) -> Result<Option<Held<'a, L>>, Stop> {
+        let slot = self.slot(pos);
+        let Some(held) = acquire(&slot.lock).map_err(Stop::Corrupt)? else {
+            *busy += 1;
+            if *busy > BUSY_SPINS {
+                return Err(Stop::Busy);
+            }
+            spin_loop();
+            return Ok(None);
+        };
+        if self.hook.reach(steps[0]) {
+            std::mem::forget(held);
+            return Err(Stop::Died);
+        }
+        if slot.stamp.load(Acquire) != ready || word.compare_exchange(pos, pos + 1, SeqCst, Relaxed).is_err() {
+            return Ok(None); // another peer won position `pos`; `held` unlocks
+        }
+        if self.hook.reach(steps[1]) {
+            std::mem::forget(held);
+            return Err(Stop::Died);
+        }
+        Ok(Some(held))
+    }
+
+    /// Part two, on the slot of `pos` claimed by [`claim`](Self::claim): move the data with
+    /// `f`, then stamp the slot `done` and wake the other side's `waiters`. `None`: the
+    /// hook stopped the operation at `moved`.
+    fn finish<R>(
+        &self,
+        held: Held<'a, L>,
+        pos: u64,
+        done: u64,
+        moved: Point,
+        waiters: &Waiters,
+        f: impl FnOnce(usize) -> R,
+    ) -> Option<R> {
+        let r = f(self.index(pos));
+        if self.hook.reach(moved) {
+            std::mem::forget(held);
+            return None;
+        }
+        // SeqCst RMW: pairs with the waiter's SeqCst fence (see `notify`).
+        self.slot(pos).stamp.swap(done, SeqCst);
+        drop(held);
+        notify(waiters);
+        Some(r)
+    }
+
     /// Try once to put a message; `write(i)` fills slot `i`'s data while the slot is ours.
     pub(crate) fn try_put(&self, write: impl FnOnce(usize)) -> Result<(), PutFail> {
         let mut busy = 0u32;
@@ -268,37 +357,12 @@ impl<'a, L: SlotLock, H: Hook> Ring<'a, L, H> {
             let slot = self.slot(tail);
             let stamp = slot.stamp.load(Acquire);
             if stamp == free(tail) {
-                let Some(held) = acquire(&slot.lock).map_err(PutFail::Corrupt)? else {
-                    busy += 1;
-                    if busy > BUSY_SPINS {
-                        return Err(PutFail::Busy);
-                    }
-                    spin_loop();
-                    continue;
+                let steps = [Point::PutLocked, Point::PutClaimed];
+                let Some(held) = self.claim(&self.hdr.tail.0, tail, free(tail), steps, &mut busy)? else {
+                    continue; // another producer won position `tail`, or holds its slot for now
                 };
-                if self.hook.reach(Point::PutLocked) {
-                    std::mem::forget(held);
-                    return Err(PutFail::Died);
-                }
-                if slot.stamp.load(Acquire) != free(tail)
-                    || self.hdr.tail.0.compare_exchange(tail, tail + 1, SeqCst, Relaxed).is_err()
-                {
-                    continue; // another producer won position `tail`; `held` unlocks
-                }
-                if self.hook.reach(Point::PutClaimed) {
-                    std::mem::forget(held);
-                    return Err(PutFail::Died);
-                }
-                write(self.index(tail));
-                if self.hook.reach(Point::PutWritten) {
-                    std::mem::forget(held);
-                    return Err(PutFail::Died);
-                }
-                // SeqCst RMW: pairs with the waiter's SeqCst fence (see `notify`).
-                slot.stamp.swap(full(tail), SeqCst);
-                drop(held);
-                notify(&self.hdr.consumers.0);
-                return Ok(());
+                let done = self.finish(held, tail, full(tail), Point::PutWritten, &self.hdr.consumers.0, write);
+                return done.ok_or(PutFail::Died);
             }
             // Compare with a fresh `tail`: equal means `stamp` was read while the tail was
             // `tail` (it only grows), so it belongs to position `tail - cap` or is corrupt.
@@ -355,36 +419,13 @@ impl<'a, L: SlotLock, H: Hook> Ring<'a, L, H> {
             let slot = self.slot(head);
             let stamp = slot.stamp.load(Acquire);
             if stamp == full(head) {
-                let Some(held) = acquire(&slot.lock).map_err(GetFail::Corrupt)? else {
-                    busy += 1;
-                    if busy > BUSY_SPINS {
-                        return Err(GetFail::Pending);
-                    }
-                    spin_loop();
+                let steps = [Point::GetLocked, Point::GetClaimed];
+                let Some(held) = self.claim(&self.hdr.head.0, head, full(head), steps, &mut busy)? else {
                     continue;
                 };
-                if self.hook.reach(Point::GetLocked) {
-                    std::mem::forget(held);
-                    return Err(GetFail::Died);
-                }
-                if slot.stamp.load(Acquire) != full(head)
-                    || self.hdr.head.0.compare_exchange(head, head + 1, SeqCst, Relaxed).is_err()
-                {
-                    continue;
-                }
-                if self.hook.reach(Point::GetClaimed) {
-                    std::mem::forget(held);
-                    return Err(GetFail::Died);
-                }
-                let r = read(self.index(head));
-                if self.hook.reach(Point::GetRead) {
-                    std::mem::forget(held);
-                    return Err(GetFail::Died);
-                }
-                slot.stamp.swap(free(head + self.cap()), SeqCst);
-                drop(held);
-                notify(&self.hdr.producers.0);
-                return Ok(r);
+                let done =
+                    self.finish(held, head, free(head + self.cap()), Point::GetRead, &self.hdr.producers.0, read);
+                return done.ok_or(GetFail::Died);
             }
             if self.hdr.head.0.load(Acquire) != head {
                 continue;

@@ -17,7 +17,7 @@ use std::time::Duration;
 use super::error::ManagerError;
 use super::stripe::{is_word, store_word};
 use crate::segment::header::HEADER_SIZE;
-use crate::segment::kind::{Create, SegmentKind, segment_handle};
+use crate::segment::kind::{Create, SegmentKind, debug_handle, segment_handle};
 use crate::segment::{Expect, Kind, Layout, Segment, SegmentError};
 use crate::shared::{Element, fnv1a, type_info};
 use crate::sync::{Acquired, RawMutex};
@@ -96,11 +96,7 @@ pub struct SharedList<T: Element> {
 
 impl<T: Element> std::fmt::Debug for SharedList<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SharedList")
-            .field("name", &self.seg.name())
-            .field("type", &T::TYPE_NAME)
-            .field("capacity", &self.capacity)
-            .finish()
+        debug_handle(f, "SharedList", &self.seg, T::TYPE_NAME).field("capacity", &self.capacity).finish()
     }
 }
 

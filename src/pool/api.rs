@@ -12,7 +12,7 @@ use super::handle::AsyncResult;
 use super::layout::{INIT_ARG_CAP, Shape};
 use super::sink::{Batch, Callback, Cell, Sink};
 use super::task::{InitTramp, Tramp, init0_tramp, init1_tramp, map_tramp, star2_tramp, tramp_addr};
-use crate::process::{Method, StartMethod};
+use crate::process::{Method, StartMethod, start_setters};
 use crate::sys::Deadline;
 use crate::sys::process as os;
 
@@ -66,37 +66,31 @@ impl PoolBuilder {
         self
     }
 
-    /// How the pool starts its manager process (which forks the workers); see [`StartMethod`].
-    /// [`StartMethod::Fork`] from a process with several threads is refused
-    /// ([`ProcessError::ThreadsExist`](crate::process::ProcessError::ThreadsExist)); see
-    /// [`force_fork`](Self::force_fork).
-    pub fn start_method(mut self, method: StartMethod) -> Self {
-        self.method = method;
-        self.forced_fork = false;
-        self
-    }
+    start_setters! {
+        /// How the pool starts its manager process (which forks the workers); see [`StartMethod`].
+        /// [`StartMethod::Fork`] from a process with several threads is refused
+        /// ([`ProcessError::ThreadsExist`](crate::process::ProcessError::ThreadsExist)); see
+        /// [`force_fork`](Self::force_fork).
+        fn start_method;
 
-    /// Fork the pool's manager directly from this process even if it has other threads.
-    ///
-    /// The manager and every worker are then copies of this process as it was at that
-    /// instant, including every lock another thread held: stdout and stderr (a thread that
-    /// prints), the panic hook, your own mutexes, a non-glibc allocator. A worker that takes
-    /// such a lock waits for ever. A worker stuck before it reports ready (in the initializer)
-    /// is caught by [`start_timeout`](Self::start_timeout) and the pool fails with
-    /// [`PoolError::StartTimeout`]; a *task* that blocks so hangs its call. The fork server
-    /// ([`StartMethod::Auto`]) has none of this.
-    ///
-    /// # Safety
-    ///
-    /// At the moment of [`build`](Self::build), no other thread of this process may hold a
-    /// lock that the manager, the initializer or any task will take, and the child must not
-    /// depend on any state another thread was changing (POSIX allows only async-signal-safe
-    /// functions after `fork` in a multi-threaded process; this pool's own code keeps to
-    /// that, yours must be safe to run in such a copy).
-    pub unsafe fn force_fork(mut self) -> Self {
-        self.method = StartMethod::Fork;
-        self.forced_fork = true;
-        self
+        /// Fork the pool's manager directly from this process even if it has other threads.
+        ///
+        /// The manager and every worker are then copies of this process as it was at that
+        /// instant, including every lock another thread held: stdout and stderr (a thread that
+        /// prints), the panic hook, your own mutexes, a non-glibc allocator. A worker that takes
+        /// such a lock waits for ever. A worker stuck before it reports ready (in the initializer)
+        /// is caught by [`start_timeout`](Self::start_timeout) and the pool fails with
+        /// [`PoolError::StartTimeout`]; a *task* that blocks so hangs its call. The fork server
+        /// ([`StartMethod::Auto`]) has none of this.
+        ///
+        /// # Safety
+        ///
+        /// At the moment of [`build`](Self::build), no other thread of this process may hold a
+        /// lock that the manager, the initializer or any task will take, and the child must not
+        /// depend on any state another thread was changing (POSIX allows only async-signal-safe
+        /// functions after `fork` in a multi-threaded process; this pool's own code keeps to
+        /// that, yours must be safe to run in such a copy).
+        unsafe fn force_fork;
     }
 
     /// How long each worker (and each replacement) may take to start and run the

@@ -42,6 +42,44 @@ pub enum StartMethod {
     ForkServer,
 }
 
+/// The `start_method` and `force_fork` setters of a builder with fields `method:
+/// StartMethod` and `forced_fork: bool`, each with the builder's own docs:
+///
+/// ```text
+/// start_setters! {
+///     /// How to start ...
+///     fn start_method;
+///     /// Fork ... # Safety ...
+///     unsafe fn force_fork;
+/// }
+/// ```
+///
+/// Choosing a method clears a forced fork; `force_fork` sets [`StartMethod::Fork`] with the
+/// flag that makes the builder fork without `StartMethod::resolve` (no thread check).
+macro_rules! start_setters {
+    (
+        $(#[$method_doc:meta])*
+        fn start_method;
+        $(#[$fork_doc:meta])*
+        unsafe fn force_fork;
+    ) => {
+        $(#[$method_doc])*
+        pub fn start_method(mut self, method: $crate::process::StartMethod) -> Self {
+            self.method = method;
+            self.forced_fork = false;
+            self
+        }
+
+        $(#[$fork_doc])*
+        pub unsafe fn force_fork(mut self) -> Self {
+            self.method = $crate::process::StartMethod::Fork;
+            self.forced_fork = true;
+            self
+        }
+    };
+}
+pub(crate) use start_setters;
+
 /// A start method after `Auto` was decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Method {

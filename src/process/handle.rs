@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytemuck::Pod;
 
 use super::ExitStatus;
-use super::child::{self, Child, StartMethod};
+use super::child::{self, Child, StartMethod, start_setters};
 use super::entry::{self as run, EXIT_RECORD_LEN, ExitRecord};
 use super::{ProcessError, panic_message};
 use crate::segment::Segment;
@@ -62,30 +62,24 @@ impl ProcessBuilder {
         Self::default()
     }
 
-    /// How to start the child (default [`StartMethod::Auto`]).
-    pub fn start_method(mut self, method: StartMethod) -> Self {
-        self.method = method;
-        self.forced_fork = false;
-        self
-    }
+    start_setters! {
+        /// How to start the child (default [`StartMethod::Auto`]).
+        fn start_method;
 
-    /// Fork the child directly from this process even if it has other threads.
-    ///
-    /// The child is a copy of this process at that instant, including every lock another
-    /// thread held (stdout and stderr of a thread that prints, the panic hook, your mutexes):
-    /// if it takes one, it waits for ever, and so does [`Process::join`] (use
-    /// [`join_timeout`](Process::join_timeout)). [`StartMethod::Auto`] with the fork server
-    /// has none of this.
-    ///
-    /// # Safety
-    ///
-    /// At the moment of [`spawn`](Self::spawn), no other thread may hold a lock the child's
-    /// function will take, and the function must be safe to run in a copy of a
-    /// multi-threaded process (POSIX allows only async-signal-safe functions there).
-    pub unsafe fn force_fork(mut self) -> Self {
-        self.method = StartMethod::Fork;
-        self.forced_fork = true;
-        self
+        /// Fork the child directly from this process even if it has other threads.
+        ///
+        /// The child is a copy of this process at that instant, including every lock another
+        /// thread held (stdout and stderr of a thread that prints, the panic hook, your mutexes):
+        /// if it takes one, it waits for ever, and so does [`Process::join`] (use
+        /// [`join_timeout`](Process::join_timeout)). [`StartMethod::Auto`] with the fork server
+        /// has none of this.
+        ///
+        /// # Safety
+        ///
+        /// At the moment of [`spawn`](Self::spawn), no other thread may hold a lock the child's
+        /// function will take, and the function must be safe to run in a copy of a
+        /// multi-threaded process (POSIX allows only async-signal-safe functions there).
+        unsafe fn force_fork;
     }
 
     /// Start `f(arg)` in a child process.

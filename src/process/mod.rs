@@ -21,7 +21,7 @@ mod handle;
 
 pub use crate::sys::process::{ExitStatus, signal_name, thread_count};
 pub use child::StartMethod;
-pub(crate) use child::{Child, Method, spawn};
+pub(crate) use child::{Child, Method, spawn, start_setters};
 pub(crate) use entry::{EXIT_RECORD_LEN, ExitRecord};
 pub use error::ProcessError;
 pub(crate) use handle::truncate_utf8;

@@ -15,6 +15,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{Expect, Layout, Segment, SegmentError, SegmentOptions, Target, file, name};
 
+/// The start of a segment-backed handle's `Debug` output, `what { name: .., type: .. }`:
+/// the segment's name and the element type's name; the caller adds its own fields and
+/// finishes.
+pub(crate) fn debug_handle<'a, 'b>(
+    f: &'a mut std::fmt::Formatter<'b>,
+    what: &str,
+    seg: &Segment,
+    elem: &str,
+) -> std::fmt::DebugStruct<'a, 'b> {
+    let mut d = f.debug_struct(what);
+    d.field("name", &seg.name()).field("type", &elem);
+    d
+}
+
 /// How one segment-backed type is attached to a published segment.
 pub(crate) trait SegmentKind: Sized {
     /// The error its constructors return.

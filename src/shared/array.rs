@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::claims::{self, ClaimError, Claims, MAX_CLAIM_SLOTS, Mode, SlotGuard};
 use super::element::{AtomicElement, Element, type_info};
-use crate::segment::kind::{self, Create, SegmentKind, segment_handle};
+use crate::segment::kind::{self, Create, SegmentKind, debug_handle, segment_handle};
 use crate::segment::{Expect, Kind, Layout, Segment, SegmentError, SegmentOptions, Target};
 use crate::sys::Deadline;
 
@@ -47,11 +47,7 @@ pub struct SharedArray<T: Element> {
 
 impl<T: Element> std::fmt::Debug for SharedArray<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SharedArray")
-            .field("name", &self.seg.name())
-            .field("type", &T::TYPE_NAME)
-            .field("len", &self.len)
-            .finish()
+        debug_handle(f, "SharedArray", &self.seg, T::TYPE_NAME).field("len", &self.len).finish()
     }
 }
 

@@ -10,7 +10,7 @@
 use std::marker::PhantomData;
 use std::ops::Deref;
 
-use crate::segment::kind::{Create, SegmentKind, segment_handle};
+use crate::segment::kind::{Create, SegmentKind, debug_handle, segment_handle};
 use crate::segment::{Expect, Kind, Layout, Segment, SegmentError, TypeInfo};
 use crate::sync::ShmSafe;
 
@@ -71,10 +71,7 @@ pub struct SharedObject<S: ShmSafe> {
 
 impl<S: ShmSafe> std::fmt::Debug for SharedObject<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SharedObject")
-            .field("name", &self.seg.name())
-            .field("type", &std::any::type_name::<S>())
-            .finish()
+        debug_handle(f, "SharedObject", &self.seg, std::any::type_name::<S>()).finish()
     }
 }
 

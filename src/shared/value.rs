@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::array::{attach_claims, claimed_expect, claimed_layout, init_claims};
 use super::claims::{ClaimError, Claims, Mode, SlotGuard};
 use super::element::{AtomicElement, Element, type_info};
-use crate::segment::kind::{Create, SegmentKind, segment_handle};
+use crate::segment::kind::{Create, SegmentKind, debug_handle, segment_handle};
 use crate::segment::{Expect, Kind, Layout, Segment, SegmentError};
 use crate::sys::Deadline;
 
@@ -31,7 +31,7 @@ pub struct SharedValue<T: Element> {
 
 impl<T: Element> std::fmt::Debug for SharedValue<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SharedValue").field("name", &self.seg.name()).field("type", &T::TYPE_NAME).finish()
+        debug_handle(f, "SharedValue", &self.seg, T::TYPE_NAME).finish()
     }
 }
 
@@ -156,7 +156,7 @@ pub struct SharedAtomic<T: AtomicElement> {
 
 impl<T: AtomicElement> std::fmt::Debug for SharedAtomic<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SharedAtomic").field("name", &self.seg.name()).field("type", &T::TYPE_NAME).finish()
+        debug_handle(f, "SharedAtomic", &self.seg, T::TYPE_NAME).finish()
     }
 }
 

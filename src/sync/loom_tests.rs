@@ -24,21 +24,42 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
     b.check(f);
 }
 
+/// Run `f` on a thread of its own, with its own handle to `shared`.
+fn spawn_with<T, R>(shared: &Arc<T>, f: impl FnOnce(Arc<T>) -> R + Send + 'static) -> thread::JoinHandle<R>
+where
+    T: Send + Sync + 'static,
+    R: Send + 'static,
+{
+    let shared = Arc::clone(shared);
+    thread::spawn(move || f(shared))
+}
+
+/// Run `f` on each of `n` threads, each with its own handle to `shared`.
+fn spawn_each<T, R>(
+    n: usize,
+    shared: &Arc<T>,
+    f: impl Fn(Arc<T>) -> R + Clone + Send + 'static,
+) -> Vec<thread::JoinHandle<R>>
+where
+    T: Send + Sync + 'static,
+    R: Send + 'static,
+{
+    (0..n).map(|_| spawn_with(shared, f.clone())).collect()
+}
+
+/// Join every thread, in order, returning their results.
+fn join_all<R>(threads: Vec<thread::JoinHandle<R>>) -> Vec<R> {
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
 #[test]
 fn loom_semaphore_wakes_every_waiter() {
     model(|| {
         let sem = Arc::new(Semaphore::new(0));
-        let waiters: Vec<_> = (0..2)
-            .map(|_| {
-                let sem = Arc::clone(&sem);
-                thread::spawn(move || sem.acquire().unwrap())
-            })
-            .collect();
+        let waiters = spawn_each(2, &sem, |sem| sem.acquire().unwrap());
         sem.release().unwrap();
         sem.release().unwrap();
-        for w in waiters {
-            w.join().unwrap();
-        }
+        join_all(waiters);
         assert_eq!(sem.value(), 0);
     });
 }
@@ -46,22 +67,16 @@ fn loom_semaphore_wakes_every_waiter() {
 #[test]
 fn loom_semaphore_excludes_and_conserves_permits() {
     model(|| {
-        let sem = Arc::new(Semaphore::bounded(1));
-        let inside = Arc::new(AtomicUsize::new(0));
-        let workers: Vec<_> = (0..2)
-            .map(|_| {
-                let (sem, inside) = (Arc::clone(&sem), Arc::clone(&inside));
-                thread::spawn(move || {
-                    sem.acquire().unwrap();
-                    assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two holders of one permit");
-                    inside.fetch_sub(1, Ordering::SeqCst);
-                    sem.release().unwrap();
-                })
-            })
-            .collect();
-        for w in workers {
-            w.join().unwrap();
-        }
+        let shared = Arc::new((Semaphore::bounded(1), AtomicUsize::new(0)));
+        let workers = spawn_each(2, &shared, |shared| {
+            let (sem, inside) = &*shared;
+            sem.acquire().unwrap();
+            assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two holders of one permit");
+            inside.fetch_sub(1, Ordering::SeqCst);
+            sem.release().unwrap();
+        });
+        join_all(workers);
+        let sem = &shared.0;
         assert_eq!(sem.value(), 1);
         assert!(matches!(sem.release(), Err(LockError::TooManyReleases { limit: 1 })));
     });
@@ -71,14 +86,8 @@ fn loom_semaphore_excludes_and_conserves_permits() {
 fn loom_semaphore_timed_out_waiter_never_swallows_a_wakeup() {
     model(|| {
         let sem = Arc::new(Semaphore::new(0));
-        let sleeper = {
-            let sem = Arc::clone(&sem);
-            thread::spawn(move || sem.acquire().unwrap())
-        };
-        let timed = {
-            let sem = Arc::clone(&sem);
-            thread::spawn(move || sem.acquire_timeout(Duration::from_secs(1)).is_ok())
-        };
+        let sleeper = spawn_with(&sem, |sem| sem.acquire().unwrap());
+        let timed = spawn_with(&sem, |sem| sem.acquire_timeout(Duration::from_secs(1)).is_ok());
         sem.release().unwrap();
         let got = timed.join().unwrap();
         if got {
@@ -95,10 +104,7 @@ fn loom_event_set_clear_set_wakes_the_waiter() {
     // with a set; the pulse itself is tested with real threads in tests/sync_api.rs.)
     model(|| {
         let ev = Arc::new(Event::new());
-        let waiter = {
-            let ev = Arc::clone(&ev);
-            thread::spawn(move || ev.wait())
-        };
+        let waiter = spawn_with(&ev, |ev| ev.wait());
         ev.set();
         ev.clear();
         ev.set();
@@ -110,16 +116,9 @@ fn loom_event_set_clear_set_wakes_the_waiter() {
 fn loom_event_two_waiters_one_set() {
     model(|| {
         let ev = Arc::new(Event::new());
-        let ws: Vec<_> = (0..2)
-            .map(|_| {
-                let ev = Arc::clone(&ev);
-                thread::spawn(move || ev.wait())
-            })
-            .collect();
+        let ws = spawn_each(2, &ev, |ev| ev.wait());
         ev.set();
-        for w in ws {
-            w.join().unwrap();
-        }
+        join_all(ws);
         assert!(ev.is_set());
     });
 }
@@ -128,16 +127,9 @@ fn loom_event_two_waiters_one_set() {
 fn loom_barrier_round_gives_distinct_indices() {
     model(|| {
         let b = Arc::new(Barrier::new(3));
-        let ws: Vec<_> = (0..2)
-            .map(|_| {
-                let b = Arc::clone(&b);
-                thread::spawn(move || b.wait().unwrap())
-            })
-            .collect();
+        let ws = spawn_each(2, &b, |b| b.wait().unwrap());
         let mut idx = vec![b.wait().unwrap()];
-        for w in ws {
-            idx.push(w.join().unwrap());
-        }
+        idx.extend(join_all(ws));
         idx.sort();
         assert_eq!(idx, [0, 1, 2]);
         assert_eq!(b.n_waiting(), 0);
@@ -148,14 +140,8 @@ fn loom_barrier_round_gives_distinct_indices() {
 fn loom_barrier_abort_and_timeout_reach_every_waiter() {
     model(|| {
         let b = Arc::new(Barrier::new(3));
-        let w = {
-            let b = Arc::clone(&b);
-            thread::spawn(move || b.wait())
-        };
-        let timed = {
-            let b = Arc::clone(&b);
-            thread::spawn(move || b.wait_timeout(Duration::from_secs(1)))
-        };
+        let w = spawn_with(&b, |b| b.wait());
+        let timed = spawn_with(&b, |b| b.wait_timeout(Duration::from_secs(1)));
         b.abort();
         assert!(matches!(w.join().unwrap(), Err(LockError::Broken | LockError::Timeout)));
         assert!(matches!(timed.join().unwrap(), Err(LockError::Broken | LockError::Timeout)));
@@ -167,13 +153,10 @@ fn loom_barrier_abort_and_timeout_reach_every_waiter() {
 fn loom_barrier_reset_breaks_the_waiting_round_then_works() {
     model(|| {
         let b = Arc::new(Barrier::new(2));
-        let w = {
-            let b = Arc::clone(&b);
-            thread::spawn(move || {
-                let first = b.wait();
-                (first, b.wait())
-            })
-        };
+        let w = spawn_with(&b, |b| {
+            let first = b.wait();
+            (first, b.wait())
+        });
         while b.n_waiting() != 1 {
             thread::yield_now();
         }
