@@ -39,13 +39,24 @@ fn kind_word(m: *mut pthread_mutex_t) -> *const AtomicI32 {
 /// # Safety
 ///
 /// `m` must point to a live `pthread_mutex_t`.
-#[inline]
+#[inline(always)]
 unsafe fn kind_ok(m: *mut pthread_mutex_t) -> bool {
-    let ours = OUR_KIND.load(Relaxed);
     // SAFETY: `__kind` is a 4-aligned `int` inside the live mutex (per the contract);
     // glibc never writes it after initialisation, and we only read it.
     let kind = unsafe { (*kind_word(m)).load(Relaxed) };
-    if ours != 0 { kind == ours } else { kind == learn_kind() }
+    kind == GLIBC_KIND || kind_ok_slow(kind)
+}
+
+/// What glibc writes for our attributes (ERRORCHECK 2 | ROBUST 16 | PSHARED 128; these are
+/// ABI, shared by processes built against different glibc versions).
+const GLIBC_KIND: i32 = 2 | 16 | 128;
+
+/// For a glibc that writes another kind than [`GLIBC_KIND`]: compare with what it wrote.
+#[cold]
+#[inline(never)]
+fn kind_ok_slow(kind: i32) -> bool {
+    let ours = OUR_KIND.load(Relaxed);
+    kind == if ours != 0 { ours } else { learn_kind() }
 }
 
 /// Initialise a private probe mutex the way every shared one is, to learn its `__kind`.
@@ -162,6 +173,7 @@ mod tests {
             assert_eq!(unlock(p), 0);
             let kind = &*kind_word(p);
             let ours = kind.load(Relaxed);
+            assert_eq!(ours, GLIBC_KIND, "glibc's kind for robust, shared, error-checking mutexes");
             // PTHREAD_MUTEX_ELISION_NP (256) would run TSX instructions; a plain kind (0)
             // would skip the robust protocol.
             for hostile in [ours | 256, 0, ours ^ 16, -1] {
