@@ -180,3 +180,54 @@ fn pipe_ops_give_up_on_a_slot_held_by_a_stopped_peer() {
     by_deadline("send_timeout", T, || a.send_timeout(b"2", T), |r| matches!(r, Err(PutError::Timeout(_))));
     reap(sender);
 }
+
+/// A producer or consumer stopped at each of the six pause points of a ring operation:
+/// every timed and try operation of the others, on a queue and on a byte queue, returns by
+/// its deadline (+ SLACK).
+#[test]
+fn every_pause_point_of_a_ring_operation_delays_no_timed_or_try_op() {
+    let _s = serial();
+    let points =
+        [Point::PutLocked, Point::PutClaimed, Point::PutWritten, Point::GetLocked, Point::GetClaimed, Point::GetRead];
+    for point in points {
+        let is_get = matches!(point, Point::GetLocked | Point::GetClaimed | Point::GetRead);
+        let q = Queue::<u64>::anonymous(2).unwrap();
+        let b = ByteQueue::anonymous(2, 16).unwrap();
+        if is_get {
+            q.put(7).unwrap();
+            b.put(b"x").unwrap();
+        }
+        for bytes in [false, true] {
+            let peer = fork_child(|| {
+                pause_at(Some(point));
+                let ok = match (is_get, bytes) {
+                    (false, false) => q.put(9).is_ok(),
+                    (false, true) => b.put(b"y").is_ok(),
+                    (true, false) => q.get().is_ok(),
+                    (true, true) => b.get().is_ok(),
+                };
+                i32::from(!ok)
+            });
+            wait_stopped(peer);
+            let ctx = format!("{point:?} ({})", if bytes { "byte queue" } else { "queue" });
+            let within = |what: &str, limit: Duration, op: &mut dyn FnMut()| {
+                let start = Instant::now();
+                op();
+                let took = start.elapsed();
+                assert!(took <= limit + SLACK, "{ctx}: {what} took {took:?} (limit {limit:?})");
+            };
+            if bytes {
+                within("try_put", Duration::ZERO, &mut || drop(b.try_put(b"z")));
+                within("put_timeout", T, &mut || drop(b.put_timeout(b"z", T)));
+                within("try_get", Duration::ZERO, &mut || drop(b.try_get()));
+                within("get_timeout", T, &mut || drop(b.get_timeout(T)));
+            } else {
+                within("try_put", Duration::ZERO, &mut || drop(q.try_put(1)));
+                within("put_timeout", T, &mut || drop(q.put_timeout(1, T)));
+                within("try_get", Duration::ZERO, &mut || drop(q.try_get()));
+                within("get_timeout", T, &mut || drop(q.get_timeout(T)));
+            }
+            reap(peer);
+        }
+    }
+}
