@@ -252,3 +252,36 @@ fn hostile_header_fields_never_panic_the_cli() {
         std::panic::resume_unwind(p);
     }
 }
+
+/// Every word of the meta block of a queue, byte queue, dict and list (control-block bytes
+/// 0..256) set to 0 and to all ones, one at a time: `shmkit inspect` (and `--json`) either
+/// shows the segment (a word the summary does not depend on) or refuses it with exit 2 —
+/// never a panic, another code, or a hang.
+#[test]
+fn hostile_meta_words_never_panic_inspect() {
+    let _serial = common::serial();
+    let queue = shmkit::channel::Queue::<u64>::create(None, 4).unwrap();
+    let bytes = shmkit::channel::ByteQueue::create(None, 4, 32).unwrap();
+    let dict = shmkit::SharedDict::<str, u64>::create(None, 16).unwrap();
+    let list = shmkit::SharedList::<u64>::create(None, 8).unwrap();
+    let names = [queue.name(), bytes.name(), dict.name(), list.name()].map(|n| n.unwrap().to_owned());
+    for name in &names {
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(format!("/dev/shm{name}")).unwrap();
+        for word in 0..32u64 {
+            let at = HEADER_SIZE as u64 + word * 8;
+            let mut orig = [0u8; 8];
+            file.read_exact_at(&mut orig, at).unwrap();
+            for v in [0u64, u64::MAX] {
+                file.write_at(&v.to_ne_bytes(), at).unwrap();
+                for args in [&["inspect", name.as_str()][..], &["inspect", "--json", name.as_str()][..]] {
+                    let out = shmkit(args);
+                    let err = stderr(&out);
+                    let what = format!("{args:?} with control word {word} = {v:#x}");
+                    assert!(!err.contains("panicked"), "{what}: {err}");
+                    assert!(matches!(out.status.code(), Some(0 | 2)), "{what}: {:?} {err}", out.status);
+                }
+            }
+            file.write_at(&orig, at).unwrap();
+        }
+    }
+}
