@@ -45,6 +45,7 @@ use std::time::Duration;
 use super::error::{AcquireError, AcquireResult, LockError, OwnerDied, Recover, Sealed};
 use super::park::ParkWord;
 use super::shim::Wait;
+use super::wait_for::wait_variants;
 use super::{Acquired, LazyRawMutex};
 use crate::sys::Deadline;
 
@@ -284,19 +285,14 @@ impl<T, const R: usize> RwLock<T, R> {
         owner_died_if(dirty, RwLockReadGuard { lock: self, slot, holds_gate: dirty, _not_send: PhantomData })
     }
 
-    /// Share the lock with other readers, waiting for a writer to finish.
-    pub fn read(&self) -> AcquireResult<RwLockReadGuard<'_, T, R>> {
-        self.read_inner(Some(Deadline::never()))
-    }
-
-    /// Read only if no writer holds or waits for the lock and a slot is free now.
-    pub fn try_read(&self) -> AcquireResult<RwLockReadGuard<'_, T, R>> {
-        self.read_inner(None)
-    }
-
-    /// Read, giving up with [`LockError::Timeout`] after `timeout`.
-    pub fn read_timeout(&self, timeout: Duration) -> AcquireResult<RwLockReadGuard<'_, T, R>> {
-        self.read_inner(Some(Deadline::after(timeout)))
+    wait_variants! {
+        /// Share the lock with other readers, waiting for a writer to finish.
+        pub fn read(&self) -> AcquireResult<RwLockReadGuard<'_, T, R>>;
+        /// Read only if no writer holds or waits for the lock and a slot is free now.
+        pub fn try_read;
+        /// Read, giving up with [`LockError::Timeout`] after `timeout`.
+        pub fn read_timeout;
+        => read_inner
     }
 
     fn write_inner(&self, deadline: Option<Deadline>) -> AcquireResult<RwLockWriteGuard<'_, T, R>> {
@@ -305,19 +301,14 @@ impl<T, const R: usize> RwLock<T, R> {
         owner_died_if(dirty, RwLockWriteGuard { lock: self, dirty, _not_send: PhantomData })
     }
 
-    /// Lock exclusively, waiting for the current writer and readers to finish.
-    pub fn write(&self) -> AcquireResult<RwLockWriteGuard<'_, T, R>> {
-        self.write_inner(Some(Deadline::never()))
-    }
-
-    /// Lock exclusively only if nobody holds the lock now.
-    pub fn try_write(&self) -> AcquireResult<RwLockWriteGuard<'_, T, R>> {
-        self.write_inner(None)
-    }
-
-    /// Lock exclusively, giving up with [`LockError::Timeout`] after `timeout`.
-    pub fn write_timeout(&self, timeout: Duration) -> AcquireResult<RwLockWriteGuard<'_, T, R>> {
-        self.write_inner(Some(Deadline::after(timeout)))
+    wait_variants! {
+        /// Lock exclusively, waiting for the current writer and readers to finish.
+        pub fn write(&self) -> AcquireResult<RwLockWriteGuard<'_, T, R>>;
+        /// Lock exclusively only if nobody holds the lock now.
+        pub fn try_write;
+        /// Lock exclusively, giving up with [`LockError::Timeout`] after `timeout`.
+        pub fn write_timeout;
+        => write_inner
     }
 
     /// The value, through exclusive access (no locking needed).
