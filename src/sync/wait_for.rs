@@ -35,7 +35,7 @@ impl WaitFor for Option<Deadline> {
 /// from the inner method named after `=>`, which takes the blocking method's arguments and
 /// then a [`WaitFor`] (`_timeout` takes a `timeout: Duration` after them):
 ///
-/// ```ignore
+/// ```text
 /// wait_variants! {
 ///     /// Lock the value, waiting as long as it takes.
 ///     pub fn lock(&self) -> Result<ValueGuard<'_, T>, ClaimError>;
