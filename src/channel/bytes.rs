@@ -9,6 +9,7 @@ use super::park::DEFAULT_SPIN;
 use super::queue::{attach_ring, check_capacity, init_rings, ring_state};
 use crate::segment::kind::{Create, SegmentKind, segment_handle};
 use crate::segment::{Expect, Kind, Layout, Segment, SegmentError, SegmentOptions, TypeInfo};
+use crate::sync::wait_for::{WaitFor, wait_variants};
 
 /// Element type name of byte-queue segments.
 pub(crate) const BYTES_TYPE: &str = "shmkit.bytes";
@@ -149,48 +150,38 @@ impl ByteQueue {
         Self::create_with(opts, name, capacity, max_message)
     }
 
-    /// Put a copy of `msg`, waiting while the queue is full.
-    pub fn put<'m>(&self, msg: &'m [u8]) -> Result<(), PutError<&'m [u8]>> {
-        self.put_wait(msg, Wait::forever())
-    }
-
-    /// Put a copy of `msg` if there is room now.
-    pub fn try_put<'m>(&self, msg: &'m [u8]) -> Result<(), PutError<&'m [u8]>> {
-        self.put_wait(msg, Wait::No)
-    }
-
-    /// Put a copy of `msg`, waiting at most `timeout` for room.
-    pub fn put_timeout<'m>(&self, msg: &'m [u8], timeout: Duration) -> Result<(), PutError<&'m [u8]>> {
-        self.put_wait(msg, Wait::timeout(timeout))
+    wait_variants! {
+        /// Put a copy of `msg`, waiting while the queue is full.
+        pub fn put<'m>(&self, msg: &'m [u8]) -> Result<(), PutError<&'m [u8]>>;
+        /// Put a copy of `msg` if there is room now.
+        pub fn try_put;
+        /// Put a copy of `msg`, waiting at most `timeout` for room.
+        pub fn put_timeout;
+        => put_wait
     }
 
     fn put_wait<'m>(&self, msg: &'m [u8], wait: Wait) -> Result<(), PutError<&'m [u8]>> {
         put_bytes(&self.ring, self.spin, wait, || false, msg).map_err(|e| e.into_error(msg))
     }
 
-    /// Take the oldest message, waiting while the queue is empty.
-    pub fn get(&self) -> Result<Vec<u8>, GetError> {
-        self.get_with_wait(Wait::forever(), <[u8]>::to_vec)?
+    wait_variants! {
+        /// Take the oldest message, waiting while the queue is empty.
+        pub fn get(&self) -> Result<Vec<u8>, GetError>;
+        /// Take the oldest message if there is one now.
+        pub fn try_get;
+        /// Take the oldest message, waiting at most `timeout`.
+        pub fn get_timeout;
+        => get_vec_wait
     }
 
-    /// Take the oldest message if there is one now.
-    pub fn try_get(&self) -> Result<Vec<u8>, GetError> {
-        self.get_with_wait(Wait::No, <[u8]>::to_vec)?
-    }
-
-    /// Take the oldest message, waiting at most `timeout`.
-    pub fn get_timeout(&self, timeout: Duration) -> Result<Vec<u8>, GetError> {
-        self.get_with_wait(Wait::timeout(timeout), <[u8]>::to_vec)?
+    fn get_vec_wait(&self, wait: Wait) -> Result<Vec<u8>, GetError> {
+        self.get_with_wait(wait, <[u8]>::to_vec)?
     }
 
     /// Take the oldest message into `buf` (cleared first, its allocation reused); returns
     /// the message length.
     pub fn get_into(&self, buf: &mut Vec<u8>) -> Result<usize, GetError> {
-        self.get_with_wait(Wait::forever(), |m| {
-            buf.clear();
-            buf.extend_from_slice(m);
-            m.len()
-        })?
+        self.get_with_wait(Wait::forever(), |m| copy_into(buf, m))?
     }
 
     /// Borrowed receive: take the oldest message and run `f` on it *in its slot*, without
@@ -223,6 +214,13 @@ impl ByteQueue {
 ring_state! { impl[] ByteQueue }
 
 /// Put a framed message on a byte ring (refusing one larger than its slots).
+/// Replace `buf`'s contents with `msg` (its allocation reused); returns the length.
+pub(crate) fn copy_into(buf: &mut Vec<u8>, msg: &[u8]) -> usize {
+    buf.clear();
+    buf.extend_from_slice(msg);
+    msg.len()
+}
+
 pub(crate) fn put_bytes(
     ring: &RawRing,
     spin: Duration,

@@ -82,6 +82,18 @@ pub enum Outcome<T> {
     Died,
 }
 
+/// A failed put or get, as a model sees it (each names its own ways to be retried).
+enum Fail {
+    /// Not possible now: retry.
+    Retry,
+    /// The ring is closed.
+    Closed,
+    /// The hook stopped the operation.
+    Died,
+    /// The shared words contradict each other.
+    Corrupt(&'static str),
+}
+
 fn waiters() -> Line<Waiters> {
     Line(Waiters { seq: super::ring::AtomicU32::new(0), count: super::ring::AtomicU32::new(0) })
 }
@@ -128,31 +140,37 @@ impl ModelRing {
         // SAFETY: the ring hands out slot `i` exclusively until it is published; loom
         // reports a data race if that is ever not so.
         let r = self.ring(die_at).try_put(|i| self.data[i].with_mut(|p| unsafe { *p = v }));
-        match r {
-            Ok(()) => Outcome::Ok(()),
-            Err(PutFail::Full) | Err(PutFail::Busy) => Outcome::Retry,
-            Err(PutFail::Closed) => Outcome::Closed,
-            Err(PutFail::Died) => {
-                self.die();
-                Outcome::Died
-            }
-            Err(PutFail::Corrupt(why)) => panic!("model ring corrupt: {why}"),
-        }
+        self.settle(r.map_err(|f| match f {
+            PutFail::Full | PutFail::Busy => Fail::Retry,
+            PutFail::Closed => Fail::Closed,
+            PutFail::Died => Fail::Died,
+            PutFail::Corrupt(why) => Fail::Corrupt(why),
+        }))
     }
 
     /// Try to get a message; with `die_at`, die at that point if reached.
     pub fn try_get(&self, die_at: Option<Point>) -> Outcome<u64> {
         // SAFETY: as in `try_put`, for reading.
         let r = self.ring(die_at).try_get(|i| self.data[i].with(|p| unsafe { *p }));
+        self.settle(r.map_err(|f| match f {
+            GetFail::Empty | GetFail::Pending => Fail::Retry,
+            GetFail::Closed => Fail::Closed,
+            GetFail::Died => Fail::Died,
+            GetFail::Corrupt(why) => Fail::Corrupt(why),
+        }))
+    }
+
+    /// The outcome of a try: a thread stopped by its hook dies here; a corrupt ring fails the model.
+    fn settle<T>(&self, r: Result<T, Fail>) -> Outcome<T> {
         match r {
             Ok(v) => Outcome::Ok(v),
-            Err(GetFail::Empty) | Err(GetFail::Pending) => Outcome::Retry,
-            Err(GetFail::Closed) => Outcome::Closed,
-            Err(GetFail::Died) => {
+            Err(Fail::Retry) => Outcome::Retry,
+            Err(Fail::Closed) => Outcome::Closed,
+            Err(Fail::Died) => {
                 self.die();
                 Outcome::Died
             }
-            Err(GetFail::Corrupt(why)) => panic!("model ring corrupt: {why}"),
+            Err(Fail::Corrupt(why)) => panic!("model ring corrupt: {why}"),
         }
     }
 

@@ -6,6 +6,7 @@ use super::error::GetError;
 use super::layout::RawRing;
 use super::park::{self, Step, Stop};
 use super::ring::{GetFail, PutFail};
+use crate::sync::wait_for::WaitFor;
 use crate::sys::Deadline;
 
 /// How long an operation may wait.
@@ -17,13 +18,17 @@ pub(crate) enum Wait {
     Until(Deadline),
 }
 
-impl Wait {
-    pub(crate) fn timeout(t: Duration) -> Wait {
-        Wait::Until(Deadline::after(t))
+impl WaitFor for Wait {
+    fn forever() -> Wait {
+        Wait::Until(Deadline::never())
     }
 
-    pub(crate) fn forever() -> Wait {
-        Wait::Until(Deadline::never())
+    fn now() -> Wait {
+        Wait::No
+    }
+
+    fn timeout(t: Duration) -> Wait {
+        Wait::Until(Deadline::after(t))
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering::{Acquire, SeqCst};
 use std::time::Duration;
 
-use super::bytes::{BYTES_TYPE, check_max_message, get_bytes, put_bytes};
+use super::bytes::{BYTES_TYPE, check_max_message, copy_into, get_bytes, put_bytes};
 use super::error::{GetError, PipeError, PutError};
 use super::layout::byte_stride;
 use super::layout::{self, RawRing, Shape};
@@ -15,6 +15,7 @@ use super::queue::{attach_ring, check_capacity, init_rings};
 use super::token::{Token, is_held};
 use crate::segment::kind::{self, Create, SegmentKind};
 use crate::segment::{Expect, Kind, Layout, Segment, SegmentError, SegmentOptions, Target, TypeInfo};
+use crate::sync::wait_for::{WaitFor, wait_variants};
 
 /// Element type name of pipe segments.
 const PIPE_TYPE: &str = "shmkit.pipe";
@@ -270,19 +271,14 @@ impl PipeEnd {
             && !is_held(self.seg.fd(), self.peer()).unwrap_or(true)
     }
 
-    /// Send a copy of `msg`, waiting while the peer's inbox is full.
-    pub fn send<'m>(&self, msg: &'m [u8]) -> Result<(), PutError<&'m [u8]>> {
-        self.send_wait(msg, Wait::forever())
-    }
-
-    /// Send if there is room now.
-    pub fn try_send<'m>(&self, msg: &'m [u8]) -> Result<(), PutError<&'m [u8]>> {
-        self.send_wait(msg, Wait::No)
-    }
-
-    /// Send, waiting at most `timeout` for room.
-    pub fn send_timeout<'m>(&self, msg: &'m [u8], timeout: Duration) -> Result<(), PutError<&'m [u8]>> {
-        self.send_wait(msg, Wait::timeout(timeout))
+    wait_variants! {
+        /// Send a copy of `msg`, waiting while the peer's inbox is full.
+        pub fn send<'m>(&self, msg: &'m [u8]) -> Result<(), PutError<&'m [u8]>>;
+        /// Send if there is room now.
+        pub fn try_send;
+        /// Send, waiting at most `timeout` for room.
+        pub fn send_timeout;
+        => send_wait
     }
 
     fn send_wait<'m>(&self, msg: &'m [u8], wait: Wait) -> Result<(), PutError<&'m [u8]>> {
@@ -294,29 +290,24 @@ impl PipeEnd {
         }
     }
 
-    /// Receive the next message, waiting for one; [`GetError::Disconnected`] once the peer
-    /// hung up and everything it sent has been received.
-    pub fn recv(&self) -> Result<Vec<u8>, GetError> {
-        self.recv_wait(Wait::forever(), <[u8]>::to_vec)
+    wait_variants! {
+        /// Receive the next message, waiting for one; [`GetError::Disconnected`] once the peer
+        /// hung up and everything it sent has been received.
+        pub fn recv(&self) -> Result<Vec<u8>, GetError>;
+        /// Receive a message if one is there now.
+        pub fn try_recv;
+        /// Receive, waiting at most `timeout`.
+        pub fn recv_timeout;
+        => recv_vec_wait
     }
 
-    /// Receive a message if one is there now.
-    pub fn try_recv(&self) -> Result<Vec<u8>, GetError> {
-        self.recv_wait(Wait::No, <[u8]>::to_vec)
-    }
-
-    /// Receive, waiting at most `timeout`.
-    pub fn recv_timeout(&self, timeout: Duration) -> Result<Vec<u8>, GetError> {
-        self.recv_wait(Wait::timeout(timeout), <[u8]>::to_vec)
+    fn recv_vec_wait(&self, wait: Wait) -> Result<Vec<u8>, GetError> {
+        self.recv_wait(wait, <[u8]>::to_vec)
     }
 
     /// Receive into `buf` (cleared, allocation reused); returns the length.
     pub fn recv_into(&self, buf: &mut Vec<u8>) -> Result<usize, GetError> {
-        self.recv_wait(Wait::forever(), |m| {
-            buf.clear();
-            buf.extend_from_slice(m);
-            m.len()
-        })
+        self.recv_wait(Wait::forever(), |m| copy_into(buf, m))
     }
 
     /// Borrowed receive: run `f` on the next message in its slot, without copying.

@@ -10,6 +10,7 @@ use super::park::DEFAULT_SPIN;
 use crate::segment::kind::{Create, SegmentKind, debug_handle, segment_handle};
 use crate::segment::{Expect, Kind, Layout, Segment, SegmentError, SegmentOptions, header::HEADER_SIZE};
 use crate::shared::{Element, type_info};
+use crate::sync::wait_for::WaitFor;
 
 /// A bounded multi-producer multi-consumer queue of `T` in shared memory, like Python's
 /// `multiprocessing.Queue(maxsize)` but without pickling or a feeder thread: each message

@@ -269,21 +269,31 @@ mod tests {
         ]
     }
 
+    /// `config(key)` and an anonymous segment of the size its shape asks for.
+    fn config_and_segment(key: u64) -> (Config, Segment) {
+        let c = config(key);
+        let seg = Segment::anonymous(c.shape.total()).unwrap();
+        (c, seg)
+    }
+
+    /// Publish `c` in `seg`, overwrite `word` with `bad`, and load: the field refused, if any.
+    fn load_with(c: &Config, seg: &Segment, word: &AtomicU64, bad: u64) -> Result<Config, &'static str> {
+        c.publish(View::header_of(seg).unwrap());
+        word.store(bad, Ordering::Relaxed);
+        Config::load(seg, c.key).map_err(|e| e.field())
+    }
+
     #[test]
     fn every_config_word_is_checked_at_0_max_and_one_past_its_limit() {
         let key = 0x1234_5678_9abc_def0;
-        let c = config(key);
-        let seg = Segment::anonymous(c.shape.total()).unwrap();
+        let (c, seg) = config_and_segment(key);
         let hdr = View::header_of(&seg).unwrap();
         c.publish(hdr);
         assert_eq!(Config::load(&seg, key), Ok(c));
         // Without the key (another process), even the pool's own bytes do not pass.
         assert_eq!(Config::load(&seg, key ^ 1).map_err(|e| e.field()), Err("header.init_mac"));
         for (field, word, bad) in hostile() {
-            c.publish(hdr);
-            word(hdr).store(bad, Ordering::Relaxed);
-            let got = Config::load(&seg, key);
-            assert_eq!(got.map_err(|e| e.field()), Err(field), "{field} = {bad}");
+            assert_eq!(load_with(&c, &seg, word(hdr), bad), Err(field), "{field} = {bad}");
             let e: PoolError = Corrupt::new(field, bad).into();
             assert!(e.to_string().contains(field), "{e}");
         }
@@ -292,15 +302,12 @@ mod tests {
     #[test]
     fn a_shape_larger_than_the_segment_is_refused() {
         let key = 7;
-        let c = config(key);
-        let seg = Segment::anonymous(c.shape.total()).unwrap();
+        let (c, seg) = config_and_segment(key);
         let hdr = View::header_of(&seg).unwrap();
         // Legal values each, but the shape they make needs more bytes than the segment has.
         assert!(Shape { workers: 3, ..c.shape }.total() > seg.len());
         for (word, v) in [(&hdr.workers, 3), (&hdr.depth, 4096), (&hdr.msg, 1 << 20)] {
-            c.publish(hdr);
-            word.store(v, Ordering::Relaxed);
-            assert_eq!(Config::load(&seg, key).map_err(|e| e.field()), Err("segment length"), "{v}");
+            assert_eq!(load_with(&c, &seg, word, v), Err("segment length"), "{v}");
         }
         // A segment too short for the header at all.
         let tiny = Segment::anonymous(EXIT_RECORD_LEN + HEADER_LEN - 1).unwrap();

@@ -2,13 +2,13 @@
 //! `SharedAtomic<T>` (lock-free integer).
 
 use std::ops::{Deref, DerefMut};
-use std::time::Duration;
 
 use super::array::{attach_claims, claimed_expect, claimed_layout, init_claims};
 use super::claims::{ClaimError, Claims, Mode, SlotGuard};
 use super::element::{AtomicElement, Element, type_info};
 use crate::segment::kind::{Create, SegmentKind, debug_handle, segment_handle};
 use crate::segment::{Expect, Kind, Layout, Segment, SegmentError};
+use crate::sync::wait_for::wait_variants;
 use crate::sys::Deadline;
 
 const VALUE_SLOTS: usize = 16;
@@ -85,19 +85,14 @@ impl<T: Element> SharedValue<T> {
         Ok(ValueGuard { value, _slot: slot })
     }
 
-    /// Lock the value, waiting as long as it takes.
-    pub fn lock(&self) -> Result<ValueGuard<'_, T>, ClaimError> {
-        self.make_guard(Some(Deadline::never()))
-    }
-
-    /// Lock the value if nobody holds it now.
-    pub fn try_lock(&self) -> Result<ValueGuard<'_, T>, ClaimError> {
-        self.make_guard(None)
-    }
-
-    /// Lock the value, giving up after `timeout`.
-    pub fn lock_timeout(&self, timeout: Duration) -> Result<ValueGuard<'_, T>, ClaimError> {
-        self.make_guard(Some(Deadline::after(timeout)))
+    wait_variants! {
+        /// Lock the value, waiting as long as it takes.
+        pub fn lock(&self) -> Result<ValueGuard<'_, T>, ClaimError>;
+        /// Lock the value if nobody holds it now.
+        pub fn try_lock;
+        /// Lock the value, giving up after `timeout`.
+        pub fn lock_timeout;
+        => make_guard
     }
 
     /// Copy the value out.

@@ -77,6 +77,7 @@ mod rwlock;
 mod semaphore;
 mod shim;
 mod shm_safe;
+pub(crate) mod wait_for;
 
 pub use barrier::Barrier;
 pub use condvar::{Condvar, WaitTimeoutResult};

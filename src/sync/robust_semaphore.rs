@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use super::park::ParkWord;
 use super::shim::Wait;
+use super::wait_for::wait_variants;
 use super::{Acquired, LazyRawMutex, LockError};
 use crate::sys::Deadline;
 
@@ -148,20 +149,15 @@ impl<const N: usize> RobustSemaphore<N> {
         }
     }
 
-    /// Take a permit, waiting as long as it takes. [`LockError::WouldDeadlock`] when this
-    /// thread holds all `N`.
-    pub fn acquire(&self) -> Result<Permit<'_, N>, LockError> {
-        self.acquire_inner(Some(Deadline::never()))
-    }
-
-    /// Take a permit if one is free now ([`LockError::WouldBlock`] otherwise).
-    pub fn try_acquire(&self) -> Result<Permit<'_, N>, LockError> {
-        self.acquire_inner(None)
-    }
-
-    /// Take a permit, or fail with [`LockError::Timeout`] after `timeout`.
-    pub fn acquire_timeout(&self, timeout: Duration) -> Result<Permit<'_, N>, LockError> {
-        self.acquire_inner(Some(Deadline::after(timeout)))
+    wait_variants! {
+        /// Take a permit, waiting as long as it takes. [`LockError::WouldDeadlock`] when this
+        /// thread holds all `N`.
+        pub fn acquire(&self) -> Result<Permit<'_, N>, LockError>;
+        /// Take a permit if one is free now ([`LockError::WouldBlock`] otherwise).
+        pub fn try_acquire;
+        /// Take a permit, or fail with [`LockError::Timeout`] after `timeout`.
+        pub fn acquire_timeout;
+        => acquire_inner
     }
 }
 

@@ -45,6 +45,7 @@ use std::time::Duration;
 use super::error::{AcquireError, AcquireResult, LockError, OwnerDied, Recover, Sealed};
 use super::park::ParkWord;
 use super::shim::Wait;
+use super::wait_for::wait_variants;
 use super::{Acquired, LazyRawMutex};
 use crate::sys::Deadline;
 
@@ -252,72 +253,62 @@ impl<T, const R: usize> RwLock<T, R> {
         }
     }
 
-    fn read_inner(&self, deadline: Option<Deadline>) -> AcquireResult<RwLockReadGuard<'_, T, R>> {
+    /// The steps `read` and `write` share: refuse a thread that reads this lock already (it
+    /// would wait for itself), pass the gate, and run `attempt` until it yields, releasing the
+    /// gate if it fails. Returns its value and whether the gate came back from a dead writer.
+    fn gated<V>(
+        &self,
+        deadline: Option<Deadline>,
+        attempt: impl FnMut() -> Result<Option<V>, LockError>,
+    ) -> Result<(V, bool), LockError> {
         if read_held(self.key()) {
-            return Err(LockError::WouldDeadlock.into());
+            return Err(LockError::WouldDeadlock);
         }
         let dirty = self.enter_gate(deadline)?;
-        let slot = match self.retry(deadline, || self.take_slot()) {
-            Ok(i) => i,
+        match self.retry(deadline, attempt) {
+            Ok(v) => Ok((v, dirty)),
             Err(e) => {
                 // SAFETY: enter_gate succeeded on this thread.
                 unsafe { self.gate.unlock() };
-                return Err(e.into());
+                Err(e)
             }
-        };
+        }
+    }
+
+    fn read_inner(&self, deadline: Option<Deadline>) -> AcquireResult<RwLockReadGuard<'_, T, R>> {
+        let (slot, dirty) = self.gated(deadline, || self.take_slot())?;
         if !dirty {
             // SAFETY: enter_gate succeeded on this thread.
             unsafe { self.gate.unlock() };
         }
         let _ = READ_HELD.try_with(|v| v.borrow_mut().push(self.key()));
-        let guard = RwLockReadGuard { lock: self, slot, holds_gate: dirty, _not_send: PhantomData };
-        if dirty { Err(AcquireError::OwnerDied(OwnerDied::new(guard))) } else { Ok(guard) }
+        owner_died_if(dirty, RwLockReadGuard { lock: self, slot, holds_gate: dirty, _not_send: PhantomData })
     }
 
-    /// Share the lock with other readers, waiting for a writer to finish.
-    pub fn read(&self) -> AcquireResult<RwLockReadGuard<'_, T, R>> {
-        self.read_inner(Some(Deadline::never()))
-    }
-
-    /// Read only if no writer holds or waits for the lock and a slot is free now.
-    pub fn try_read(&self) -> AcquireResult<RwLockReadGuard<'_, T, R>> {
-        self.read_inner(None)
-    }
-
-    /// Read, giving up with [`LockError::Timeout`] after `timeout`.
-    pub fn read_timeout(&self, timeout: Duration) -> AcquireResult<RwLockReadGuard<'_, T, R>> {
-        self.read_inner(Some(Deadline::after(timeout)))
+    wait_variants! {
+        /// Share the lock with other readers, waiting for a writer to finish.
+        pub fn read(&self) -> AcquireResult<RwLockReadGuard<'_, T, R>>;
+        /// Read only if no writer holds or waits for the lock and a slot is free now.
+        pub fn try_read;
+        /// Read, giving up with [`LockError::Timeout`] after `timeout`.
+        pub fn read_timeout;
+        => read_inner
     }
 
     fn write_inner(&self, deadline: Option<Deadline>) -> AcquireResult<RwLockWriteGuard<'_, T, R>> {
-        if read_held(self.key()) {
-            return Err(LockError::WouldDeadlock.into());
-        }
-        let dirty = self.enter_gate(deadline)?;
-        let drained = self.retry(deadline, || self.readers_busy().map(|busy| (!busy).then_some(())));
-        if let Err(e) = drained {
-            // SAFETY: enter_gate succeeded on this thread.
-            unsafe { self.gate.unlock() };
-            return Err(e.into());
-        }
+        let ((), dirty) = self.gated(deadline, || self.readers_busy().map(|busy| (!busy).then_some(())))?;
         self.state.store(WRITING, Ordering::Relaxed);
-        let guard = RwLockWriteGuard { lock: self, dirty, _not_send: PhantomData };
-        if dirty { Err(AcquireError::OwnerDied(OwnerDied::new(guard))) } else { Ok(guard) }
+        owner_died_if(dirty, RwLockWriteGuard { lock: self, dirty, _not_send: PhantomData })
     }
 
-    /// Lock exclusively, waiting for the current writer and readers to finish.
-    pub fn write(&self) -> AcquireResult<RwLockWriteGuard<'_, T, R>> {
-        self.write_inner(Some(Deadline::never()))
-    }
-
-    /// Lock exclusively only if nobody holds the lock now.
-    pub fn try_write(&self) -> AcquireResult<RwLockWriteGuard<'_, T, R>> {
-        self.write_inner(None)
-    }
-
-    /// Lock exclusively, giving up with [`LockError::Timeout`] after `timeout`.
-    pub fn write_timeout(&self, timeout: Duration) -> AcquireResult<RwLockWriteGuard<'_, T, R>> {
-        self.write_inner(Some(Deadline::after(timeout)))
+    wait_variants! {
+        /// Lock exclusively, waiting for the current writer and readers to finish.
+        pub fn write(&self) -> AcquireResult<RwLockWriteGuard<'_, T, R>>;
+        /// Lock exclusively only if nobody holds the lock now.
+        pub fn try_write;
+        /// Lock exclusively, giving up with [`LockError::Timeout`] after `timeout`.
+        pub fn write_timeout;
+        => write_inner
     }
 
     /// The value, through exclusive access (no locking needed).
@@ -329,6 +320,11 @@ impl<T, const R: usize> RwLock<T, R> {
     pub fn into_inner(self) -> T {
         self.data.into_inner()
     }
+}
+
+/// `guard`, handed over as [`OwnerDied`] when the gate came back from a dead writer.
+fn owner_died_if<G: Recover>(dirty: bool, guard: G) -> AcquireResult<G> {
+    if dirty { Err(AcquireError::OwnerDied(OwnerDied::new(guard))) } else { Ok(guard) }
 }
 
 /// Shared access to the value of an [`RwLock`]; releases its reader slot on drop.
