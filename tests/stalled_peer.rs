@@ -30,13 +30,6 @@ struct Arena {
 // SAFETY: #[repr(C)], made only of ShmSafe fields.
 unsafe impl ShmSafe for Arena {}
 
-fn stop_self() -> ! {
-    loop {
-        // SAFETY: raise has no memory-safety preconditions.
-        unsafe { libc::raise(libc::SIGSTOP) };
-    }
-}
-
 #[test]
 #[ignore = "child process role, run by the other tests"]
 fn child_role() {
@@ -56,7 +49,7 @@ fn child_role() {
         "stop_holding_claim" => {
             let a = SharedArray::<u64>::open(&name).unwrap();
             let _c = a.claim_mut(0..4).unwrap();
-            stop_self();
+            shmkit::sys::process::stop_self_forever();
         }
         "stop_holding_locks" => {
             let a = SharedObject::<Arena>::open(&name).unwrap();
@@ -64,7 +57,7 @@ fn child_role() {
             let _w = a.rw.write().unwrap();
             let _c = a.cv_m.lock().unwrap(); // waits until the parent's waiter released it
             a.flag.store(1, Ordering::SeqCst);
-            stop_self();
+            shmkit::sys::process::stop_self_forever();
         }
         other => panic!("unknown role {other}"),
     }

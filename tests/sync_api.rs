@@ -14,16 +14,6 @@ use shmkit::{SegmentError, SharedObject};
 
 const LONG: Duration = Duration::from_secs(10);
 
-/// Run `f` in a forked child process, which then exits (with `f`'s code, 0 expected).
-/// `f` only touches shared memory and locks in it: no std lock another test thread may
-/// hold (the calling thread's held-lock counter is registered before the fork).
-fn in_child(f: impl FnOnce() -> i32) {
-    let _one_at_a_time = common::serial();
-    drop(Mutex::new(()).lock()); // registers this thread's held-lock counter
-    let pid = common::fork_child(f);
-    assert_eq!(common::wait_pid(pid, LONG), common::Exit::Code(0));
-}
-
 /// A zero-filled anonymous segment holding `T`, shared with forked children.
 fn shared<T: ShmSafe>(init: impl FnOnce(&mut T)) -> SharedObject<T> {
     SharedObject::<T>::anonymous(init).unwrap()
@@ -32,7 +22,7 @@ fn shared<T: ShmSafe>(init: impl FnOnce(&mut T)) -> SharedObject<T> {
 /// Lock `m` in a child process, which then dies holding it: the next locker gets
 /// `OwnerDied`.
 fn die_holding<T: Send>(m: &Mutex<T>, f: impl FnOnce(&mut T)) {
-    in_child(|| {
+    common::in_child(|| {
         let mut g = m.lock().unwrap();
         f(&mut g);
         std::mem::forget(g);
@@ -250,7 +240,7 @@ fn rwlock_more_readers_than_slots_wait_for_a_slot() {
 #[test]
 fn rwlock_writer_death_reported_to_reader_then_recovered() {
     let rw = shared::<RwLock<[u64; 2], 4>>(|r| *r.get_mut() = [1, 1]);
-    in_child(|| {
+    common::in_child(|| {
         let mut w = rw.write().unwrap();
         w[0] = 2;
         std::mem::forget(w);
@@ -267,7 +257,7 @@ fn rwlock_writer_death_reported_to_reader_then_recovered() {
     *w = [3, 3];
     drop(w);
     // Unrepaired: not recoverable.
-    in_child(|| {
+    common::in_child(|| {
         std::mem::forget(rw.write().unwrap());
         0
     });
@@ -279,7 +269,7 @@ fn rwlock_writer_death_reported_to_reader_then_recovered() {
 #[test]
 fn rwlock_dead_reader_does_not_block_the_writer() {
     let rw = shared::<RwLock<u64, 4>>(|_| {});
-    in_child(|| {
+    common::in_child(|| {
         std::mem::forget(rw.read().unwrap());
         0
     });
@@ -329,7 +319,7 @@ fn semaphore_counts_bounds_and_times_out() {
 #[test]
 fn robust_semaphore_recovers_a_dead_holders_permit() {
     let s = shared::<RobustSemaphore<2>>(|_| {});
-    in_child(|| {
+    common::in_child(|| {
         std::mem::forget(s.acquire().unwrap());
         std::mem::forget(s.acquire().unwrap());
         0
@@ -402,7 +392,7 @@ fn condvar_relock_reports_owner_death() {
             Err(AcquireError::Lock(_)) => "error",
         });
         std::thread::sleep(Duration::from_millis(20));
-        in_child(|| {
+        common::in_child(|| {
             let mut g = p.m.lock().unwrap();
             *g = 1;
             p.cv.notify_all();

@@ -187,22 +187,13 @@ fn a_claim_leaked_by_a_thread_of_another_live_process_is_refused_while_it_lives(
     drop(a.claim_mut_timeout(0..16, LONG).unwrap());
 }
 
-/// Run `f` in a forked child (one at a time; this thread's held-lock counter registered
-/// first so the child takes no std lock).
-fn in_child(f: impl FnOnce() -> i32) {
-    let _one_at_a_time = common::serial();
-    drop(Mutex::new(()).lock());
-    let pid = common::fork_child(f);
-    assert_eq!(common::wait_pid(pid, LONG), Exit::Code(0));
-}
-
 #[test]
 fn guards_dropped_in_a_forked_child_leave_the_parents_claims_and_locks_alone() {
     let a = SharedArray::<u64>::anonymous(16).unwrap();
     let rw = SharedObject::<RwLock<u64, 4>>::anonymous(|_| {}).unwrap();
     let mut claim = Some(a.claim_mut(0..8).unwrap());
     let mut read = Some(rw.read().unwrap());
-    in_child(|| {
+    common::in_child(|| {
         drop(claim.take());
         drop(read.take());
         0
@@ -223,8 +214,7 @@ fn guards_dropped_in_a_forked_child_leave_the_parents_claims_and_locks_alone() {
 /// A child that maps and touches `gib` GiB (so its exit takes a while to free them), runs
 /// `hold`, reports, and waits to be killed.
 fn big_child_holding(gib: usize, hold: impl FnOnce()) -> libc::pid_t {
-    let _one_at_a_time = common::serial();
-    drop(Mutex::new(()).lock()); // registers this thread's held-lock record before the fork
+    let _turn = common::serial_for_locks();
     let mut fds = [0; 2];
     // SAFETY: `fds` has room for the two descriptors pipe(2) writes.
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);

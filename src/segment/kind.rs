@@ -100,7 +100,7 @@ pub(crate) static STOP_BEFORE_PUBLISH: AtomicBool = AtomicBool::new(false);
 /// The test hook creators run after writing the header, before `init` and publication.
 pub(super) fn test_hook_before_publish(seg: &Segment) {
     if seg.name().is_some() && STOP_BEFORE_PUBLISH.load(Ordering::Relaxed) {
-        crate::sys::owner::stop_forever();
+        crate::sys::process::stop_self_forever();
     }
 }
 

@@ -301,7 +301,7 @@ impl<'a> Claims<'a> {
             let generation = self.table.generation.load(Ordering::Acquire);
             let guard = self.lock_table(table_deadline)?;
             if STOP_IN_TABLE_LOCK.load(Ordering::Relaxed) {
-                crate::sys::owner::stop_forever();
+                crate::sys::process::stop_self_forever();
             }
             let (holder, abandoned) = match self.scan(start, end, mode) {
                 Scan::Free => {

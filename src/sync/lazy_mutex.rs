@@ -48,7 +48,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use super::{Acquired, LockError, RawMutex};
-use crate::sys::{Deadline, futex, owner};
+use crate::sys::{Deadline, futex, owner, process};
 
 const UNINIT: u32 = 0;
 const READY: u32 = 2;
@@ -151,7 +151,7 @@ impl LazyRawMutex {
                     let by = s & !INITIALISING;
                     // Only the initialiser's end lets anyone else in: nobody holds a mutex
                     // that never was READY, and a dead process writes nothing more.
-                    if s != me && owner::process_ended(by, Duration::ZERO) {
+                    if s != me && process::process_ended(by, Duration::ZERO) {
                         if self.state.compare_exchange(s, me, Ordering::Acquire, Ordering::Acquire).is_ok() {
                             return self.initialise(me);
                         }
@@ -164,7 +164,7 @@ impl LazyRawMutex {
                 }
                 s if s & SUSPECT != 0 => {
                     let pid = s & PID_BITS;
-                    if !owner::process_ended(pid, exit_wait(deadline)) {
+                    if !process::process_ended(pid, exit_wait(deadline)) {
                         return Err(LockError::AbandonedByThread { pid });
                     }
                     // That process ended, and every borrow with it. The mutex itself is
@@ -264,7 +264,7 @@ impl LazyRawMutex {
             }
             Ok(Acquired::OwnerDied) => {
                 let dead = self.owner.load(Ordering::Relaxed);
-                if owner::process_ended(dead, exit_wait(deadline)) {
+                if process::process_ended(dead, exit_wait(deadline)) {
                     // Every borrow ended with that process. (A state left SUSPECT by a
                     // locker that died before giving the lock back is cleared too.)
                     self.owner.store(owner::pid(), Ordering::Relaxed);

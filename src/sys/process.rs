@@ -128,6 +128,45 @@ pub fn poll_readable(fds: &[RawFd], timeout: Option<Duration>, ready: &mut Vec<b
     Ok(())
 }
 
+/// Whether process `pid` has ended (exited and is a zombie, or is gone), waiting up to
+/// `wait` for a process that is still running to end (a killed process's threads die one
+/// by one, and a large one takes a while to free its memory).
+///
+/// `pid == 0` (no owner recorded) counts as ended. The calling process never has. A pid
+/// that is in use by a live process counts as running even if it was reused (the safe
+/// direction: a lock is refused, never granted twice).
+pub fn process_ended(pid: u32, wait: Duration) -> bool {
+    if pid == 0 {
+        return true;
+    }
+    if pid == super::owner::pid() {
+        return false;
+    }
+    let Ok(raw) = libc::pid_t::try_from(pid) else {
+        return true; // no process can have it (hostile or corrupt bytes)
+    };
+    let fd = match pidfd_open(raw) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return true,
+        // No pidfd (old kernel, seccomp): kill(pid, 0) answers "exists" without the wait.
+        Err(_) => return matches!(signal::kill(Pid::from_raw(raw), None), Err(nix::errno::Errno::ESRCH)),
+    };
+    let end = super::Deadline::after(wait);
+    let mut ready = Vec::with_capacity(1);
+    loop {
+        // A pidfd polls readable once the whole process has exited.
+        if poll_readable(&[fd.as_raw_fd()], end.remaining(), &mut ready).is_err() {
+            return false;
+        }
+        if ready.first() == Some(&true) {
+            return true;
+        }
+        if end.passed() {
+            return false;
+        }
+    }
+}
+
 /// How a process ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ExitStatus {
@@ -305,4 +344,30 @@ pub fn thread_count() -> Option<usize> {
 /// where the owning object is never dropped because the child leaves through `_exit`).
 pub fn close_raw(fd: RawFd) {
     let _ = nix::unistd::close(fd);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_never_ended_and_no_owner_has() {
+        assert!(!process_ended(super::super::owner::pid(), Duration::ZERO));
+        assert!(process_ended(0, Duration::ZERO));
+        assert!(process_ended(u32::MAX, Duration::ZERO));
+    }
+
+    #[test]
+    fn a_reaped_child_has_ended_and_a_running_one_has_not() {
+        let mut child = std::process::Command::new("sleep").arg("10").spawn().expect("spawn sleep");
+        let p = child.id();
+        assert!(!process_ended(p, Duration::from_millis(20)));
+        child.kill().expect("kill");
+        // A zombie (not yet reaped) has ended.
+        let start = std::time::Instant::now();
+        assert!(process_ended(p, Duration::from_secs(5)));
+        assert!(start.elapsed() < Duration::from_secs(5));
+        child.wait().expect("reap");
+        assert!(process_ended(p, Duration::ZERO));
+    }
 }

@@ -171,3 +171,20 @@ pub fn wait_stopped(pid: libc::pid_t) {
         std::thread::sleep(Duration::from_millis(1));
     }
 }
+
+/// Hold while forking a child that uses shmkit locks: one fork at a time (see [`serial`]),
+/// and this thread's held-lock record registered first, so the child's first lock takes no
+/// std lock another test thread may hold.
+pub fn serial_for_locks() -> MutexGuard<'static, ()> {
+    let turn = serial();
+    drop(shmkit::sync::Mutex::new(()).lock());
+    turn
+}
+
+/// Run `f` in a forked child (see [`serial_for_locks`]) and expect it to exit with 0
+/// within 10 s.
+pub fn in_child(f: impl FnOnce() -> i32) {
+    let _turn = serial_for_locks();
+    let pid = fork_child(f);
+    assert_eq!(wait_pid(pid, Duration::from_secs(10)), Exit::Code(0));
+}
