@@ -205,6 +205,16 @@ impl<L: SlotLock> Drop for Held<'_, L> {
     }
 }
 
+/// What [`Ring::claim`] found at a position.
+enum Claim<'a, L: SlotLock> {
+    /// The position is ours, its slot locked by this thread.
+    Held(Held<'a, L>),
+    /// Another peer won the position, or holds its slot for now: re-read and try again.
+    Retry,
+    /// The slot is not stamped ready for the position: its slot and the stamp read.
+    NotReady(&'a SlotMeta<L>, u64),
+}
+
 /// Why a claim of a ready slot stopped the operation.
 enum Stop {
     /// A live peer has held the slot for too many tries.
@@ -283,10 +293,10 @@ impl<'a, L: SlotLock, H: Hook> Ring<'a, L, H> {
         self.hdr.info.0.abandoned.load(Relaxed)
     }
 
-    /// The fast path of both sides, part one: lock the slot of `pos` and claim `pos` by
-    /// moving `word` (the tail or the head) past it while the slot's stamp is still
-    /// `ready`. `steps` are the hook's points after locking and after claiming; `busy`
-    /// counts this call's tries on a slot a peer holds. `None`: re-read and try again.
+    /// The fast path of both sides, part one: if the slot of `pos` is stamped `ready`, lock
+    /// it and claim `pos` by moving `word` (the tail or the head) past it while the stamp is
+    /// still `ready`. `steps` are the hook's points after locking and after claiming; `busy`
+    /// counts this call's tries on a slot a peer holds.
     fn claim(
         &self,
         word: &AtomicU64,
@@ -294,28 +304,32 @@ impl<'a, L: SlotLock, H: Hook> Ring<'a, L, H> {
         ready: u64,
         steps: [Point; 2],
         busy: &mut u32,
-    ) -> Result<Option<Held<'a, L>>, Stop> {
+    ) -> Result<Claim<'a, L>, Stop> {
         let slot = self.slot(pos);
+        let stamp = slot.stamp.load(Acquire);
+        if stamp != ready {
+            return Ok(Claim::NotReady(slot, stamp));
+        }
         let Some(held) = acquire(&slot.lock).map_err(Stop::Corrupt)? else {
             *busy += 1;
             if *busy > BUSY_SPINS {
                 return Err(Stop::Busy);
             }
             spin_loop();
-            return Ok(None);
+            return Ok(Claim::Retry);
         };
         if self.hook.reach(steps[0]) {
             std::mem::forget(held);
             return Err(Stop::Died);
         }
         if slot.stamp.load(Acquire) != ready || word.compare_exchange(pos, pos + 1, SeqCst, Relaxed).is_err() {
-            return Ok(None); // another peer won position `pos`; `held` unlocks
+            return Ok(Claim::Retry); // another peer won position `pos`; `held` unlocks
         }
         if self.hook.reach(steps[1]) {
             std::mem::forget(held);
             return Err(Stop::Died);
         }
-        Ok(Some(held))
+        Ok(Claim::Held(held))
     }
 
     /// Part two, on the slot of `pos` claimed by [`claim`](Self::claim): move the data with
@@ -354,16 +368,16 @@ impl<'a, L: SlotLock, H: Hook> Ring<'a, L, H> {
             if tail >= MAX_POS {
                 return Err(PutFail::Corrupt("the tail position is out of range"));
             }
-            let slot = self.slot(tail);
-            let stamp = slot.stamp.load(Acquire);
-            if stamp == free(tail) {
-                let steps = [Point::PutLocked, Point::PutClaimed];
-                let Some(held) = self.claim(&self.hdr.tail.0, tail, free(tail), steps, &mut busy)? else {
-                    continue; // another producer won position `tail`, or holds its slot for now
-                };
-                let done = self.finish(held, tail, full(tail), Point::PutWritten, &self.hdr.consumers.0, write);
-                return done.ok_or(PutFail::Died);
-            }
+            let steps = [Point::PutLocked, Point::PutClaimed];
+            let (slot, stamp) = match self.claim(&self.hdr.tail.0, tail, free(tail), steps, &mut busy)? {
+                Claim::Held(held) => {
+                    let done = self.finish(held, tail, full(tail), Point::PutWritten, &self.hdr.consumers.0, write);
+                    return done.ok_or(PutFail::Died);
+                }
+                // Another producer won position `tail`, or holds its slot for now.
+                Claim::Retry => continue,
+                Claim::NotReady(slot, stamp) => (slot, stamp),
+            };
             // Compare with a fresh `tail`: equal means `stamp` was read while the tail was
             // `tail` (it only grows), so it belongs to position `tail - cap` or is corrupt.
             if self.hdr.tail.0.load(Acquire) != tail {
@@ -416,17 +430,21 @@ impl<'a, L: SlotLock, H: Hook> Ring<'a, L, H> {
             if head >= MAX_POS {
                 return Err(GetFail::Corrupt("the head position is out of range"));
             }
-            let slot = self.slot(head);
-            let stamp = slot.stamp.load(Acquire);
-            if stamp == full(head) {
-                let steps = [Point::GetLocked, Point::GetClaimed];
-                let Some(held) = self.claim(&self.hdr.head.0, head, full(head), steps, &mut busy)? else {
-                    continue;
-                };
-                let done =
-                    self.finish(held, head, free(head + self.cap()), Point::GetRead, &self.hdr.producers.0, read);
-                return done.ok_or(GetFail::Died);
-            }
+            let (slot, stamp) = match self.claim(
+                &self.hdr.head.0,
+                head,
+                full(head),
+                [Point::GetLocked, Point::GetClaimed],
+                &mut busy,
+            )? {
+                Claim::Held(held) => {
+                    let next = free(head + self.cap());
+                    let done = self.finish(held, head, next, Point::GetRead, &self.hdr.producers.0, read);
+                    return done.ok_or(GetFail::Died);
+                }
+                Claim::Retry => continue,
+                Claim::NotReady(slot, stamp) => (slot, stamp),
+            };
             if self.hdr.head.0.load(Acquire) != head {
                 continue;
             }

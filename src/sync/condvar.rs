@@ -70,11 +70,7 @@ impl WaitTimeoutResult {
     }
 }
 
-impl Default for Condvar {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+default_is_new!(Condvar);
 
 impl std::fmt::Debug for Condvar {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

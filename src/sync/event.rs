@@ -48,11 +48,7 @@ pub struct Event {
     word: Futex64,
 }
 
-impl Default for Event {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+default_is_new!(Event);
 
 impl std::fmt::Debug for Event {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -108,11 +108,7 @@ pub struct LazyRawMutex {
     raw: RawMutex,
 }
 
-impl Default for LazyRawMutex {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+default_is_new!(LazyRawMutex);
 
 impl std::fmt::Debug for LazyRawMutex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

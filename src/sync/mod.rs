@@ -62,6 +62,17 @@
 //! run under [loom](https://docs.rs/loom) too:
 //! `RUSTFLAGS="--cfg loom" cargo test --release --lib loom` (see `src/sync/loom_tests.rs`).
 
+/// `Default` for primitives whose `new()` is their only starting state.
+macro_rules! default_is_new {
+    ($($ty:ty),+) => {$(
+        impl Default for $ty {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+    )+};
+}
+
 mod barrier;
 mod condvar;
 mod error;
