@@ -167,7 +167,7 @@ pub use segment::{Segment, SegmentError, SegmentOptions};
 pub use shared::{ClaimError, Element, SharedArray, SharedAtomic, SharedObject, SharedValue};
 pub use sync::{
     AcquireError, Barrier, Condvar, Event, LockError, Mutex, MutexGuard, OwnerDied, RobustSemaphore, RwLock, Semaphore,
-    ShmSafe,
+    ShmSafe, WaitPolicy,
 };
 
 /// Any shmkit error, for callers who mix areas and use `?`.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use shmkit::sync::{
     AcquireError, Barrier, Condvar, Event, LockError, Mutex, MutexGuard, RobustSemaphore, RwLock, Semaphore, ShmSafe,
+    WaitPolicy,
 };
 use shmkit::{SegmentError, SharedObject};
 
@@ -311,9 +312,14 @@ fn semaphore_counts_bounds_and_times_out() {
     });
     assert_eq!(got.load(Ordering::Relaxed), 3000);
     assert_eq!(items.value(), 0);
-    let spin = Semaphore::new(1);
+    let spin = Semaphore::new(2);
+    #[allow(deprecated)] // the old shortcut still works
     spin.acquire_spin(100, Some(Duration::from_millis(1))).unwrap();
-    assert!(matches!(spin.acquire_spin(100, Some(Duration::from_millis(1))), Err(LockError::Timeout)));
+    let short = Some(Duration::from_millis(1));
+    spin.acquire_with(WaitPolicy::Spin(Duration::from_micros(50)), short).unwrap();
+    for policy in [WaitPolicy::Adaptive, WaitPolicy::Park, WaitPolicy::Spin(Duration::from_secs(60))] {
+        assert!(matches!(spin.acquire_with(policy, short), Err(LockError::Timeout)), "{policy:?}");
+    }
 }
 
 #[test]

@@ -14,11 +14,12 @@ mod queue;
 mod segment;
 mod sync;
 mod util;
+mod wait;
 
 use util::Harness;
 
 /// Every area's entry point, in run order.
-const GROUPS: &[fn(&mut Harness)] = &[segment::run, sync::run, queue::run, dict::run, pool::run];
+const GROUPS: &[fn(&mut Harness)] = &[segment::run, sync::run, wait::run, queue::run, dict::run, pool::run];
 
 fn main() {
     let mut h = Harness::from_args();

@@ -5,9 +5,9 @@
 //! | `queue_8b_1to1`              | `Queue<u64>` (1024 slots), this process puts, a forked one gets: million messages/s |
 //! | `queue_1mib_1to1`            | `ByteQueue` (8 × 1 MiB slots), 1 MiB `put`, the consumer `get_into` a reused buffer: GB/s |
 //! | `floor_memcpy_1mib`          | one thread copying 1 MiB buffers (`copy_from_slice`): GB/s                 |
-//! | `pipe_rtt`                   | `Pipe` round trip of 8 bytes to an echoing forked process, both ends parked (spin 0): µs |
+//! | `pipe_rtt`                   | `Pipe` round trip of 8 bytes to an echoing forked process, both ends parked (`WaitPolicy::Park`): µs |
 //! | `floor_futex_pingpong_rtt_beside_pipe` | two processes ping-pong a word in a `MAP_SHARED` page with `FUTEX_WAIT`/`FUTEX_WAKE`, rounds interleaved with `pipe_rtt`'s: µs |
-//! | `pipe_rtt_spin`              | `pipe_rtt` with spin-then-park (50 µs of spinning before parking): µs      |
+//! | `pipe_rtt_default`           | `pipe_rtt` with the default wait policy (adaptive spin, then park): µs     |
 //!
 //! The benchmark binary is single-threaded, so it forks its peers directly. While this
 //! group runs, this process is pinned to CPU 0 and its peers to CPU 1 (when the machine has
@@ -16,6 +16,7 @@
 use std::time::{Duration, Instant};
 
 use shmkit::channel::{ByteQueue, Pipe, PipeEnd, Queue};
+use shmkit::sync::WaitPolicy;
 
 use crate::util::{FutexPingPong, Harness, affinity, fork_child, median, pin, reap_child, set_affinity};
 
@@ -32,7 +33,7 @@ pub fn run(h: &mut Harness) {
     if big {
         large(h);
     }
-    if h.wants_any(&["pipe_rtt", "floor_futex_pingpong_rtt_beside_pipe", "pipe_rtt_spin"]) {
+    if h.wants_any(&["pipe_rtt", "floor_futex_pingpong_rtt_beside_pipe", "pipe_rtt_default"]) {
         rtt(h);
     }
     if let Some(set) = saved {
@@ -133,7 +134,7 @@ fn rtt(h: &Harness) {
     const ROUNDS: usize = 15;
     // Parked pipe and the futex floor interleaved round by round, so both see the same
     // wake-up latency drift (the floor is printed again under its own name for this run).
-    let (floor, parked) = (FutexPingPong::new(), PipePingPong::new(Duration::ZERO));
+    let (floor, parked) = (FutexPingPong::new(), PipePingPong::new(WaitPolicy::Park));
     let r = h.interleaved(
         ROUNDS,
         ITERS,
@@ -144,9 +145,10 @@ fn rtt(h: &Harness) {
         ],
     );
     drop((floor, parked));
-    let spin = PipePingPong::new(Duration::from_micros(50));
-    h.interleaved(ROUNDS, ITERS, "us", &mut [("pipe_rtt_spin", &mut |n| spin.round(n))]);
-    drop(spin);
+    if h.wants("pipe_rtt_default") {
+        let default = PipePingPong::new(WaitPolicy::process_default());
+        h.interleaved(ROUNDS, ITERS * 5, "us", &mut [("pipe_rtt_default", &mut |n| default.round(n))]);
+    }
     h.ratio("pipe_rtt_vs_floor", r[1], r[0]);
 }
 
@@ -157,10 +159,10 @@ struct PipePingPong {
 }
 
 impl PipePingPong {
-    fn new(spin: Duration) -> Self {
+    fn new(policy: WaitPolicy) -> Self {
         let (mut a, mut b) = Pipe::anonymous(4, 64).expect("pipe");
-        a.set_spin(spin);
-        b.set_spin(spin);
+        a.set_wait_policy(policy);
+        b.set_wait_policy(policy);
         // The child keeps its (unused) copy of `a`, so it is stopped by an empty message.
         let child = fork_child(|| echo(&b));
         drop(b);

@@ -4,15 +4,16 @@
 //! |---|---|
 //! | `mutex_uncontended` / `floor_pthread_robust_uncontended` | lock; counter += 1; unlock, one process: ns |
 //! | `mutex_contended_2p` / `floor_pthread_robust_contended_2p` | 2 processes, one per CPU, x 5 M (lock; counter += 1; unlock): Mops/s |
-//! | `semaphore_pingpong_rtt` (parked) / `semaphore_pingpong_rtt_spin` (spin-then-park) | 2 processes, two semaphores: µs per round trip, vs `floor_futex_pingpong_rtt` (raw futex ping-pong, rounds interleaved with the parked semaphore's) |
+//!
+//! Semaphores, events and barriers (ping-pong and oversubscribed figures) are in `wait.rs`.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use shmkit::shared::SharedObject;
-use shmkit::sync::{Mutex, Semaphore, ShmSafe};
+use shmkit::sync::Mutex;
 
-use crate::util::{FutexPingPong, Harness, SharedPage, fork_child, fork_on, median, reap_child, time_iters};
+use crate::util::{Harness, SharedPage, fork_on, median, reap_child, time_iters};
 
 pub fn run(h: &mut Harness) {
     h.group("sync");
@@ -26,9 +27,6 @@ fn run_pinned(h: &Harness) {
     }
     if h.wants_any(&["mutex_contended_2p", "floor_pthread_robust_contended_2p"]) {
         contended(h);
-    }
-    if h.wants_any(&["semaphore_pingpong_rtt", "semaphore_pingpong_rtt_spin", "floor_futex_pingpong_rtt"]) {
-        pingpong(h);
     }
 }
 
@@ -135,83 +133,4 @@ fn contended(h: &Harness) {
         h.report("floor_pthread_robust_contended_2p", b, "Mops/s");
     }
     h.ratio("mutex_contended_2p_vs_floor", Some(a), Some(b));
-}
-
-/// Two semaphores and a stop flag, in one shared object.
-#[repr(C)]
-struct PingPong {
-    ping: Semaphore,
-    pong: Semaphore,
-    stop: AtomicU32,
-}
-
-// SAFETY: #[repr(C)], made only of ShmSafe fields (semaphores and an atomic integer).
-unsafe impl ShmSafe for PingPong {}
-
-/// Two processes ping-ponging through two semaphores; `spins == 0` parks at once. The
-/// echo child lives as long as the value, so rounds can interleave with the floor's.
-struct SemPingPong {
-    pp: SharedObject<PingPong>,
-    spins: u32,
-    child: libc::pid_t,
-}
-
-impl SemPingPong {
-    fn new(spins: u32) -> Self {
-        let pp = SharedObject::<PingPong>::anonymous(|_| {}).expect("semaphore segment");
-        let child = fork_child(|| {
-            loop {
-                Self::acquire(spins, &pp.ping);
-                if pp.stop.load(Ordering::Acquire) != 0 {
-                    break;
-                }
-                pp.pong.release().expect("release");
-            }
-        });
-        SemPingPong { pp, spins, child }
-    }
-
-    fn acquire(spins: u32, s: &Semaphore) {
-        if spins == 0 { s.acquire() } else { s.acquire_spin(spins, None) }.expect("acquire");
-    }
-
-    /// `iters` round trips; the elapsed time.
-    fn round(&self, iters: usize) -> Duration {
-        let start = Instant::now();
-        for _ in 0..iters {
-            self.pp.ping.release().expect("release");
-            Self::acquire(self.spins, &self.pp.pong);
-        }
-        start.elapsed()
-    }
-}
-
-impl Drop for SemPingPong {
-    fn drop(&mut self) {
-        self.pp.stop.store(1, Ordering::Release);
-        self.pp.ping.release().expect("release");
-        reap_child(self.child);
-    }
-}
-
-fn pingpong(h: &Harness) {
-    const ITERS: usize = 2000;
-    const ROUNDS: usize = 15;
-    // Parked semaphore and futex floor interleaved round by round.
-    let (floor, parked) = (FutexPingPong::new(), SemPingPong::new(0));
-    let r = h.interleaved(
-        ROUNDS,
-        ITERS,
-        "us",
-        &mut [
-            ("floor_futex_pingpong_rtt", &mut |n| floor.round(n)),
-            ("semaphore_pingpong_rtt", &mut |n| parked.round(n)),
-        ],
-    );
-    drop((floor, parked));
-    // Spinning alone: its echo child would otherwise spin on CPU 1 while the others run.
-    let spin = SemPingPong::new(20_000);
-    h.interleaved(ROUNDS, ITERS * 5, "us", &mut [("semaphore_pingpong_rtt_spin", &mut |n| spin.round(n))]);
-    drop(spin);
-    h.ratio("semaphore_pingpong_rtt_vs_floor", r[1], r[0]);
 }

@@ -5,10 +5,10 @@ use std::time::Duration;
 use super::error::{GetError, PutError};
 use super::layout::{self, LEN_PREFIX, RawRing, Shape, byte_stride};
 use super::ops::{PutStop, Wait};
-use super::park::DEFAULT_SPIN;
 use super::queue::{attach_ring, check_capacity, init_rings, ring_state};
 use crate::segment::kind::{Create, SegmentKind, segment_handle};
 use crate::segment::{Expect, Kind, Layout, Segment, SegmentError, SegmentOptions, TypeInfo};
+use crate::sync::WaitPolicy;
 use crate::sync::wait_for::{WaitFor, wait_variants};
 
 /// Element type name of byte-queue segments.
@@ -57,7 +57,7 @@ pub(crate) fn read_framed<R>(p: *const u8, max: usize, f: impl FnOnce(&[u8]) -> 
 pub struct ByteQueue {
     pub(super) seg: Segment,
     ring: RawRing,
-    spin: Duration,
+    policy: Option<WaitPolicy>,
 }
 
 impl std::fmt::Debug for ByteQueue {
@@ -113,7 +113,7 @@ impl SegmentKind for ByteQueue {
         }
         let expect = Shape { capacity: h.elem_count, stride: h.elem.size, max_msg: u64::MAX, data_offset: 0 };
         let ring = attach_ring(&seg, 0, &[], expect)?;
-        Ok(ByteQueue { seg, ring, spin: DEFAULT_SPIN })
+        Ok(ByteQueue { seg, ring, policy: None })
     }
 }
 
@@ -161,7 +161,7 @@ impl ByteQueue {
     }
 
     fn put_wait<'m>(&self, msg: &'m [u8], wait: Wait) -> Result<(), PutError<&'m [u8]>> {
-        put_bytes(&self.ring, self.spin, wait, || false, msg).map_err(|e| e.into_error(msg))
+        put_bytes(&self.ring, self.wait_policy(), wait, || false, msg).map_err(|e| e.into_error(msg))
     }
 
     wait_variants! {
@@ -202,7 +202,7 @@ impl ByteQueue {
     }
 
     fn get_with_wait<R>(&self, wait: Wait, f: impl FnOnce(&[u8]) -> R) -> Result<Result<R, GetError>, GetError> {
-        get_bytes(&self.ring, self.spin, wait, || false, GetError::Closed, f)
+        get_bytes(&self.ring, self.wait_policy(), wait, || false, GetError::Closed, f)
     }
 
     /// The largest message, in bytes.
@@ -223,7 +223,7 @@ pub(crate) fn copy_into(buf: &mut Vec<u8>, msg: &[u8]) -> usize {
 
 pub(crate) fn put_bytes(
     ring: &RawRing,
-    spin: Duration,
+    policy: WaitPolicy,
     wait: Wait,
     gone: impl FnMut() -> bool,
     msg: &[u8],
@@ -232,13 +232,13 @@ pub(crate) fn put_bytes(
     if msg.len() > max {
         return Err(PutStop::TooLarge { len: msg.len(), max });
     }
-    ring.put(spin, wait, gone, |p| write_framed(p, msg))
+    ring.put(policy, wait, gone, |p| write_framed(p, msg))
 }
 
 /// Get a framed message from a byte ring and run `f` on it in place.
 pub(crate) fn get_bytes<R>(
     ring: &RawRing,
-    spin: Duration,
+    policy: WaitPolicy,
     wait: Wait,
     gone: impl FnMut() -> bool,
     closed: GetError,
@@ -246,7 +246,7 @@ pub(crate) fn get_bytes<R>(
 ) -> Result<Result<R, GetError>, GetError> {
     let max = ring.shape.max_msg as usize;
     let mut f = Some(f);
-    let r = ring.get(spin, wait, gone, closed, |p| match f.take() {
+    let r = ring.get(policy, wait, gone, closed, |p| match f.take() {
         Some(f) => read_framed(p, max, f),
         None => Err(GetError::Corrupt("internal: message read twice")),
     })?;

@@ -54,8 +54,10 @@
 //!
 //! # Waiting
 //!
-//! A blocking call first spins (default [`DEFAULT_SPIN`], 20 µs; the first 2 µs without
-//! yielding the CPU), then parks: it adds itself to the ring's waiter count for its side,
+//! A blocking call first spins as its handle's [`WaitPolicy`](crate::sync::WaitPolicy)
+//! says (by default the crate's adaptive policy: a budget that follows how long this
+//! process's waits take, no spinning while other threads wait for the CPU; `set_wait_policy`
+//! changes it per handle), then parks: it adds itself to the ring's waiter count for its side,
 //! issues a SeqCst fence, looks once more, and sleeps in `FUTEX_WAIT` on the side's sequence
 //! word. The other side publishes with a SeqCst read-modify-write of the stamp and then
 //! reads the waiter count; only when it is non-zero does it reset it, bump the sequence
@@ -101,6 +103,7 @@ mod token;
 pub use bytes::ByteQueue;
 pub use error::{GetError, PipeError, PutError};
 #[cfg(not(loom))]
+#[allow(deprecated)]
 pub use park::DEFAULT_SPIN;
 #[cfg(not(loom))]
 pub(crate) use park::pause_at;

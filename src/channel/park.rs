@@ -3,20 +3,21 @@
 
 use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
 use std::sync::atomic::{AtomicU32, fence};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::ring::{Hook, Point, Waiters};
+use crate::sync::WaitPolicy;
+use crate::sync::wait::{key_of, spin_then};
 use crate::sys::{Deadline, futex};
 
 /// A parked thread re-checks at least this often: the other side's death sends no wake-up,
 /// so this bounds how long a dead peer's abandoned slot can go unnoticed.
 pub(crate) const PARK_CAP: Duration = Duration::from_millis(10);
 
-/// Within the spin phase, how long to spin without yielding the CPU.
-const PURE_SPIN: Duration = Duration::from_micros(2);
-
-/// Default time a blocking call spins before it parks.
-pub const DEFAULT_SPIN: Duration = Duration::from_micros(20);
+/// What blocking calls spun for before the adaptive [`WaitPolicy`] (now its initial budget).
+#[deprecated(note = "blocking calls wait under a WaitPolicy (adaptive by default); \
+                     set_wait_policy(WaitPolicy::Spin(d)) sets a fixed spin")]
+pub const DEFAULT_SPIN: Duration = crate::sync::INITIAL_SPIN;
 
 /// One non-blocking attempt: finished (with a result or an error), or come back later.
 pub(crate) enum Step<R> {
@@ -33,41 +34,36 @@ pub(crate) enum Stop {
     Gone,
 }
 
-/// Run `attempt` until it is done: first spinning for `spin`, then parked on `w` (futex),
-/// re-checking after every wake-up and at least every [`PARK_CAP`]. Before each park,
-/// `gone()` may end the wait (a pipe's peer died).
+/// Run `attempt` until it is done: first spinning as `policy` says (the crate's one
+/// mechanism, `sync::wait`), then parked on `w` (futex), re-checking after every wake-up
+/// and at least every [`PARK_CAP`]. Before each park but the first, `gone()` may end the
+/// wait (a pipe's peer died).
 pub(crate) fn wait<R>(
     w: &Waiters,
-    spin: Duration,
+    policy: WaitPolicy,
     deadline: Deadline,
-    mut gone: impl FnMut() -> bool,
+    gone: impl FnMut() -> bool,
     mut attempt: impl FnMut() -> Step<R>,
 ) -> Result<R, Stop> {
     if let Step::Done(r) = attempt() {
         return Ok(r);
     }
-    if !spin.is_zero() {
-        let start = Instant::now();
-        loop {
-            // Busy-spin for the first couple of microseconds; after that yield the CPU
-            // between looks, so a peer waiting for a core (more runnable threads than
-            // cores) gets it instead of being starved by our spinning.
-            let spent = start.elapsed();
-            if spent < PURE_SPIN {
-                for _ in 0..32 {
-                    std::hint::spin_loop();
-                }
-            } else {
-                std::thread::yield_now();
-            }
-            if let Step::Done(r) = attempt() {
-                return Ok(r);
-            }
-            if spent >= spin || deadline.passed() {
-                break;
-            }
-        }
-    }
+    // The spin and the park look through the same `attempt`, one after the other.
+    let attempt = std::cell::RefCell::new(attempt);
+    let ready = || match (attempt.borrow_mut())() {
+        Step::Done(r) => Some(Ok(r)),
+        Step::Retry => None,
+    };
+    spin_then(policy, key_of(w), &deadline, ready, || park(w, deadline, gone, &mut *attempt.borrow_mut()))
+}
+
+/// The parking half of [`wait`].
+fn park<R>(
+    w: &Waiters,
+    deadline: Deadline,
+    mut gone: impl FnMut() -> bool,
+    attempt: &mut impl FnMut() -> Step<R>,
+) -> Result<R, Stop> {
     // The first park skips `gone()` (a system call for pipes): a peer that hangs up wakes
     // us, and one that dies is noticed after the first PARK_CAP.
     let mut parked = false;
@@ -104,6 +100,36 @@ pub(crate) fn wake_all(w: &Waiters) {
     w.seq.fetch_add(1, SeqCst);
     futex::wake_all(&w.seq);
 }
+
+/// The wait-policy knob of a channel handle (a type with a `policy: Option<WaitPolicy>`
+/// field, `None` following the process default): `set_wait_policy`, `wait_policy`, and the
+/// deprecated `set_spin`.
+macro_rules! policy_knob {
+    (impl[$($gen:tt)*] $ty:ty) => {
+        impl<$($gen)*> $ty {
+            /// How blocking calls of this handle wait: spin, then park (see
+            /// [`WaitPolicy`](crate::sync::WaitPolicy)). Until set, every call follows
+            /// [`WaitPolicy::process_default`](crate::sync::WaitPolicy::process_default)
+            /// (adaptive unless changed).
+            pub fn set_wait_policy(&mut self, policy: $crate::sync::WaitPolicy) {
+                self.policy = Some(policy);
+            }
+
+            /// The policy blocking calls of this handle wait under now.
+            pub fn wait_policy(&self) -> $crate::sync::WaitPolicy {
+                self.policy.unwrap_or_else($crate::sync::WaitPolicy::process_default)
+            }
+
+            /// Spin for `spin` before parking: a shortcut to
+            /// `set_wait_policy(WaitPolicy::Spin(spin))` (zero parks at once).
+            #[deprecated(note = "use set_wait_policy(WaitPolicy::Spin(spin)); the default adapts")]
+            pub fn set_spin(&mut self, spin: ::std::time::Duration) {
+                self.set_wait_policy($crate::sync::WaitPolicy::Spin(spin));
+            }
+        }
+    };
+}
+pub(super) use policy_knob;
 
 static PAUSE_AT: AtomicU32 = AtomicU32::new(0);
 

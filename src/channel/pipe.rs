@@ -3,18 +3,18 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering::{Acquire, SeqCst};
-use std::time::Duration;
 
 use super::bytes::{BYTES_TYPE, check_max_message, copy_into, get_bytes, put_bytes};
 use super::error::{GetError, PipeError, PutError};
 use super::layout::byte_stride;
 use super::layout::{self, RawRing, Shape};
 use super::ops::{PutStop, Wait};
-use super::park::{DEFAULT_SPIN, wake_all};
+use super::park::{policy_knob, wake_all};
 use super::queue::{attach_ring, check_capacity, init_rings};
 use super::token::{Token, is_held};
 use crate::segment::kind::{self, Create, SegmentKind};
 use crate::segment::{Expect, Kind, Layout, Segment, SegmentError, SegmentOptions, Target, TypeInfo};
+use crate::sync::WaitPolicy;
 use crate::sync::wait_for::{WaitFor, wait_variants};
 
 /// Element type name of pipe segments.
@@ -63,7 +63,7 @@ pub struct PipeEnd {
     rx: RawRing,
     /// `Some` until drop, which closes it before waking the peer.
     token: Option<Token>,
-    spin: Duration,
+    policy: Option<WaitPolicy>,
 }
 
 impl std::fmt::Debug for PipeEnd {
@@ -240,7 +240,7 @@ impl PipeEnd {
             tx: if me == 0 { r0 } else { r1 },
             rx: if me == 0 { r1 } else { r0 },
             token: Some(token),
-            spin: DEFAULT_SPIN,
+            policy: None,
             seg,
         };
         if end.header().opened[me as usize].compare_exchange(0, 1, SeqCst, SeqCst).is_err() {
@@ -282,7 +282,7 @@ impl PipeEnd {
     }
 
     fn send_wait<'m>(&self, msg: &'m [u8], wait: Wait) -> Result<(), PutError<&'m [u8]>> {
-        match put_bytes(&self.tx, self.spin, wait, || self.peer_gone(), msg) {
+        match put_bytes(&self.tx, self.wait_policy(), wait, || self.peer_gone(), msg) {
             Ok(()) => Ok(()),
             Err(PutStop::Full) if self.peer_gone() => Err(PutError::Disconnected(msg)),
             Err(PutStop::Closed) => Err(PutError::Disconnected(msg)),
@@ -318,22 +318,20 @@ impl PipeEnd {
     fn recv_wait<R>(&self, wait: Wait, f: impl FnOnce(&[u8]) -> R) -> Result<R, GetError> {
         let mut f = Some(f);
         let mut once = |m: &[u8]| f.take().map(|f| f(m));
-        let got = match get_bytes(&self.rx, self.spin, wait, || self.peer_gone(), GetError::Disconnected, &mut once) {
-            Err(GetError::Empty) if self.peer_gone() => {
-                // One last look: the peer may have sent just before it went.
-                match get_bytes(&self.rx, self.spin, Wait::No, || true, GetError::Disconnected, &mut once) {
-                    Err(GetError::Empty) => Err(GetError::Disconnected),
-                    other => other,
+        let got =
+            match get_bytes(&self.rx, self.wait_policy(), wait, || self.peer_gone(), GetError::Disconnected, &mut once)
+            {
+                Err(GetError::Empty) if self.peer_gone() => {
+                    // One last look: the peer may have sent just before it went.
+                    match get_bytes(&self.rx, self.wait_policy(), Wait::No, || true, GetError::Disconnected, &mut once)
+                    {
+                        Err(GetError::Empty) => Err(GetError::Disconnected),
+                        other => other,
+                    }
                 }
-            }
-            other => other,
-        };
+                other => other,
+            };
         got?.and_then(|r| r.ok_or(GetError::Corrupt("internal: a message was read twice")))
-    }
-
-    /// How long blocking calls spin before they park (default 20 µs; zero: park at once).
-    pub fn set_spin(&mut self, spin: Duration) {
-        self.spin = spin;
     }
 
     /// The largest message, in bytes.
@@ -377,3 +375,5 @@ impl Drop for PipeEnd {
         }
     }
 }
+
+policy_knob! { impl[] PipeEnd }

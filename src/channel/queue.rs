@@ -6,10 +6,10 @@ use std::time::Duration;
 use super::error::{GetError, PutError};
 use super::layout::{self, RawRing, Shape};
 use super::ops::Wait;
-use super::park::DEFAULT_SPIN;
 use crate::segment::kind::{Create, SegmentKind, debug_handle, segment_handle};
 use crate::segment::{Expect, Kind, Layout, Segment, SegmentError, SegmentOptions, header::HEADER_SIZE};
 use crate::shared::{Element, type_info};
+use crate::sync::WaitPolicy;
 use crate::sync::wait_for::WaitFor;
 
 /// A bounded multi-producer multi-consumer queue of `T` in shared memory, like Python's
@@ -35,7 +35,7 @@ use crate::sync::wait_for::WaitFor;
 pub struct Queue<T: Element> {
     seg: Segment,
     ring: RawRing,
-    spin: Duration,
+    policy: Option<WaitPolicy>,
     _t: PhantomData<T>,
 }
 
@@ -113,8 +113,8 @@ pub(crate) fn attach_ring(
 }
 
 /// The state accessors every ring-backed queue shares (`close`, `is_closed`, `len`,
-/// `is_empty`, `capacity`, `abandoned`, `set_spin`), for a type with `ring: RawRing` and
-/// `spin: Duration` fields.
+/// `is_empty`, `capacity`, `abandoned`, and the wait-policy knob), for a type with
+/// `ring: RawRing` and `policy: Option<WaitPolicy>` fields.
 macro_rules! ring_state {
     (impl[$($gen:tt)*] $ty:ty) => {
         impl<$($gen)*> $ty {
@@ -153,13 +153,8 @@ macro_rules! ring_state {
             pub fn abandoned(&self) -> u64 {
                 self.ring.ring().abandoned()
             }
-
-            /// How long blocking calls of this handle spin before they park (default 20 µs;
-            /// zero parks at once, saving CPU at some latency).
-            pub fn set_spin(&mut self, spin: Duration) {
-                self.spin = spin;
-            }
         }
+        $crate::channel::park::policy_knob! { impl[$($gen)*] $ty }
     };
 }
 pub(super) use ring_state;
@@ -174,7 +169,7 @@ impl<T: Element> SegmentKind for Queue<T> {
     fn attach(seg: Segment) -> Result<Self, SegmentError> {
         let count = seg.header().map_or(0, |h| h.elem_count);
         let ring = attach_ring(&seg, 0, &[], fixed_shape(count, std::mem::size_of::<T>() as u64))?;
-        Ok(Queue { seg, ring, spin: DEFAULT_SPIN, _t: PhantomData })
+        Ok(Queue { seg, ring, policy: None, _t: PhantomData })
     }
 }
 
@@ -239,7 +234,7 @@ impl<T: Element> Queue<T> {
             // validation) and the stride is a multiple of T's alignment.
             unsafe { p.cast::<T>().write(value) }
         };
-        self.ring.put(self.spin, wait, || false, write).map_err(|e| e.into_error(value))
+        self.ring.put(self.wait_policy(), wait, || false, write).map_err(|e| e.into_error(value))
     }
 
     /// Take the oldest message, waiting while the queue is empty. Fails with
@@ -264,7 +259,7 @@ impl<T: Element> Queue<T> {
             // holds a T (any bit pattern is a valid T: Pod).
             unsafe { p.cast::<T>().read() }
         };
-        self.ring.get(self.spin, wait, || false, GetError::Closed, read)
+        self.ring.get(self.wait_policy(), wait, || false, GetError::Closed, read)
     }
 }
 

@@ -21,6 +21,8 @@ use super::sink::{Fired, Sink, deliver, drop_fired_elsewhere, fail, run_fired};
 use super::supervisor::manager_main;
 use crate::process::{Child, ExitStatus, Method, spawn};
 use crate::segment::Segment;
+use crate::sync::WaitPolicy;
+use crate::sync::wait::{key_of, spin_then};
 use crate::sys::process as os;
 use crate::sys::{Deadline, futex};
 
@@ -342,28 +344,22 @@ impl Core {
         }
     }
 
-    /// Wait for progress: spin briefly, then park on `completions`. `false`: nothing
-    /// happened for a while (time to check the manager).
+    /// Wait for progress: spin (the crate's wait policy), then park on `completions`.
+    /// `false`: nothing happened for a while (time to check the manager).
     fn park(&self, snap: &[u32], deadline: Deadline) -> bool {
-        let spin_until = Instant::now() + Duration::from_micros(30);
-        while Instant::now() < spin_until {
-            for _ in 0..32 {
-                std::hint::spin_loop();
-            }
-            if self.progressed(snap) {
-                return true;
-            }
-        }
         let hdr = self.view().header();
-        hdr.sleepers.fetch_add(1, Ordering::SeqCst);
-        let c = hdr.completions.load(Ordering::SeqCst);
-        let woke = if self.progressed(snap) {
-            true
-        } else {
-            futex::wait(&hdr.completions, c, deadline, Some(Duration::from_millis(100))) == futex::Wait::Woken
-        };
-        hdr.sleepers.fetch_sub(1, Ordering::SeqCst);
-        woke
+        let ready = || self.progressed(snap).then_some(true);
+        spin_then(WaitPolicy::process_default(), key_of(&hdr.completions), &deadline, ready, || {
+            hdr.sleepers.fetch_add(1, Ordering::SeqCst);
+            let c = hdr.completions.load(Ordering::SeqCst);
+            let woke = if self.progressed(snap) {
+                true
+            } else {
+                futex::wait(&hdr.completions, c, deadline, Some(Duration::from_millis(100))) == futex::Wait::Woken
+            };
+            hdr.sleepers.fetch_sub(1, Ordering::SeqCst);
+            woke
+        })
     }
 
     /// If the manager has ended, the pool is broken: fail everything. (If we asked it to

@@ -16,7 +16,8 @@
 //!   abandoned by a *thread* of a process that lives → [`ClaimError::Abandoned`] while it
 //!   lives (a leaked guard may still borrow the range; timed claims wait for it to end). Without conflict: take a free slot by
 //!   locking its owner mutex, write `start`/`end`, then `mode` (Release). With a conflict:
-//!   give up (`try_*`), or drop the table lock and futex-wait on `generation` (at most
+//!   give up (`try_*`), or drop the table lock, spin as the wait policy says
+//!   ([`WaitPolicy`](crate::sync::WaitPolicy)) and futex-wait on `generation` (at most
 //!   10 ms at a time, so a dead holder is noticed on the next scan), then rescan.
 //! - **Release** (no table lock needed, so a peer stopped inside the table lock cannot
 //!   block a drop): only if this process holds the owner mutex (a guard dropped in a
@@ -34,6 +35,8 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::sync::WaitPolicy;
+use crate::sync::wait::{key_of, spin_then};
 use crate::sync::{Acquired, LazyRawMutex, LockError};
 use crate::sys::{Deadline, futex};
 
@@ -336,9 +339,13 @@ impl<'a> Claims<'a> {
             if deadline.passed() {
                 return Err(refused(true));
             }
-            self.table.waiters.fetch_add(1, Ordering::SeqCst);
-            futex::wait(&self.table.generation, generation, deadline, Some(RESCAN));
-            self.table.waiters.fetch_sub(1, Ordering::SeqCst);
+            // Spin (the crate's wait policy) while nothing was released, then park.
+            let released = || (self.table.generation.load(Ordering::Acquire) != generation).then_some(());
+            spin_then(WaitPolicy::process_default(), key_of(&self.table.generation), &deadline, released, || {
+                self.table.waiters.fetch_add(1, Ordering::SeqCst);
+                futex::wait(&self.table.generation, generation, deadline, Some(RESCAN));
+                self.table.waiters.fetch_sub(1, Ordering::SeqCst);
+            });
         }
     }
 

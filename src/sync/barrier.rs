@@ -10,7 +10,8 @@
 //!
 //! - **wait**: a CAS either counts the caller in (`arrived + 1`) or, for the last party,
 //!   opens the barrier: `generation + 1`, `arrived = 0`, history bit 1, then wakes
-//!   everybody. A waiter sleeps while the high half is unchanged, then reads the outcome
+//!   everybody. A waiter spins as the wait policy says ([`WaitPolicy`]), then sleeps,
+//!   while the high half is unchanged, then reads the outcome
 //!   of *its* generation from the history (so a waiter that oversleeps a later `reset`
 //!   still learns that its own round completed).
 //! - **timeout**: the waiter whose deadline passes sets `BROKEN` (CAS; if the round
@@ -33,6 +34,7 @@ use std::time::Duration;
 
 use super::LockError;
 use super::shim::{Futex64, Half, Wait};
+use super::wait::{WaitPolicy, key_of, spin_then};
 use crate::sys::Deadline;
 
 const BROKEN: u32 = 1;
@@ -130,19 +132,32 @@ impl Barrier {
     /// [`LockError::Timeout`] (this wait timed out and broke the barrier),
     /// [`LockError::Unconfigured`] (0 parties).
     pub fn wait(&self) -> Result<usize, LockError> {
-        let deadline = match self.default_timeout_ns {
-            0 => Deadline::never(),
-            ns => Deadline::after(Duration::from_nanos(ns)),
-        };
-        self.wait_until(&deadline)
+        self.wait_with(WaitPolicy::process_default(), None)
     }
 
     /// Wait for all parties for at most `timeout`; on timeout the barrier breaks.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<usize, LockError> {
-        self.wait_until(&Deadline::after(timeout))
+        self.wait_until(&Deadline::after(timeout), WaitPolicy::process_default())
     }
 
-    fn wait_until(&self, deadline: &Deadline) -> Result<usize, LockError> {
+    /// Wait for all parties under `policy` (instead of the process default), for at most
+    /// `timeout`, or the barrier's default timeout when `None`.
+    ///
+    /// ```
+    /// use shmkit::sync::{Barrier, WaitPolicy};
+    /// assert_eq!(Barrier::new(1).wait_with(WaitPolicy::Park, None)?, 0);
+    /// # Ok::<(), shmkit::LockError>(())
+    /// ```
+    pub fn wait_with(&self, policy: WaitPolicy, timeout: Option<Duration>) -> Result<usize, LockError> {
+        let deadline = match (timeout, self.default_timeout_ns) {
+            (Some(t), _) => Deadline::after(t),
+            (None, 0) => Deadline::never(),
+            (None, ns) => Deadline::after(Duration::from_nanos(ns)),
+        };
+        self.wait_until(&deadline, policy)
+    }
+
+    fn wait_until(&self, deadline: &Deadline, policy: WaitPolicy) -> Result<usize, LockError> {
         let parties = self.parties;
         if parties == 0 || parties > ARRIVED_MASK {
             return Err(LockError::Unconfigured {
@@ -167,6 +182,22 @@ impl Barrier {
                 Err(now) => s = now,
             }
         };
+        let ready = || {
+            let s = self.state.load(Ordering::Acquire);
+            let hi = Half::High.of(s);
+            if generation(hi) != round {
+                Some(outcome(s, round, index))
+            } else if hi & BROKEN != 0 {
+                Some(Err(LockError::Broken))
+            } else {
+                None
+            }
+        };
+        spin_then(policy, key_of(self), deadline, ready, || self.sleep(round, index, deadline))
+    }
+
+    /// Sleep until generation `round` ends, the barrier breaks, or the deadline passes.
+    fn sleep(&self, round: u32, index: usize, deadline: &Deadline) -> Result<usize, LockError> {
         loop {
             let s = self.state.load(Ordering::Acquire);
             let hi = Half::High.of(s);

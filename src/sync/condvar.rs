@@ -28,6 +28,7 @@ use std::time::Duration;
 use super::error::{AcquireError, AcquireResult};
 use super::park::ParkWord;
 use super::shim::Wait;
+use super::wait::WaitPolicy;
 use super::{Mutex, MutexGuard};
 use crate::sys::Deadline;
 
@@ -89,7 +90,27 @@ impl Condvar {
     /// Errors: the relock's, notably [`AcquireError::OwnerDied`] when another holder of
     /// the mutex died while this thread slept.
     pub fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> AcquireResult<MutexGuard<'a, T>> {
-        self.wait_until(guard, &Deadline::never()).map(|(g, _)| g)
+        self.wait_until(guard, &Deadline::never(), WaitPolicy::process_default()).map(|(g, _)| g)
+    }
+
+    /// As [`wait_timeout`](Self::wait_timeout) (or [`wait`](Self::wait) when `timeout` is
+    /// `None`), spinning under `policy` instead of the process default before sleeping.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use shmkit::sync::{Condvar, Mutex, WaitPolicy};
+    /// let (m, cv) = (Mutex::new(0u8), Condvar::new());
+    /// let (_g, r) = cv.wait_with(m.lock()?, WaitPolicy::Park, Some(Duration::from_millis(1)))?;
+    /// assert!(r.timed_out());
+    /// # Ok::<(), shmkit::LockError>(())
+    /// ```
+    pub fn wait_with<'a, T>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        policy: WaitPolicy,
+        timeout: Option<Duration>,
+    ) -> Result<(MutexGuard<'a, T>, WaitTimeoutResult), AcquireError<MutexGuard<'a, T>>> {
+        self.wait_until(guard, &Deadline::from_timeout(timeout), policy)
     }
 
     /// As [`wait`](Self::wait), but return after at most `timeout`, relock included:
@@ -102,7 +123,7 @@ impl Condvar {
         guard: MutexGuard<'a, T>,
         timeout: Duration,
     ) -> Result<(MutexGuard<'a, T>, WaitTimeoutResult), AcquireError<MutexGuard<'a, T>>> {
-        self.wait_until(guard, &Deadline::after(timeout))
+        self.wait_until(guard, &Deadline::after(timeout), WaitPolicy::process_default())
     }
 
     /// Wait while `condition` holds (checked under the lock before every sleep).
@@ -131,7 +152,7 @@ impl Condvar {
             if deadline.passed() {
                 return Ok((guard, WaitTimeoutResult(true)));
             }
-            guard = self.wait_until(guard, &deadline)?.0;
+            guard = self.wait_until(guard, &deadline, WaitPolicy::process_default())?.0;
         }
         Ok((guard, WaitTimeoutResult(false)))
     }
@@ -140,12 +161,13 @@ impl Condvar {
         &self,
         guard: MutexGuard<'a, T>,
         deadline: &Deadline,
+        policy: WaitPolicy,
     ) -> Result<(MutexGuard<'a, T>, WaitTimeoutResult), AcquireError<MutexGuard<'a, T>>> {
         // Register while still holding the mutex: a notifier that changes the condition
         // under the mutex afterwards must bump the sequence we read here.
         let seq = self.park.prepare();
         let mutex: &'a Mutex<T> = MutexGuard::into_mutex(guard);
-        let outcome = self.park.park(seq, deadline, None);
+        let outcome = self.park.wait(policy, seq, deadline, None);
         self.park.done();
         // The relock honours the deadline too (a passed deadline still takes a free lock).
         let guard = mutex.lock_until(*deadline)?;

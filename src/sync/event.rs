@@ -9,7 +9,8 @@
 //! - **set**: one CAS to `(generation + 1) | SET`, which also clears `SLEEPERS`; if that
 //!   bit was on, wake everybody.
 //! - **clear**: clear `SET` (generation and `SLEEPERS` stay).
-//! - **wait**: return at once if `SET`; else make sure `SLEEPERS` is on (CAS), and sleep
+//! - **wait**: return at once if `SET`; else spin as the wait policy says ([`WaitPolicy`])
+//!   while the word is unchanged; then make sure `SLEEPERS` is on (CAS), and sleep
 //!   while the word is unchanged. Return `true` as soon as the generation differs from the
 //!   one first seen: like Python, a waiter released by a `set` returns `true` even if a
 //!   `clear` came right after (a set–clear pulse is never missed).
@@ -24,6 +25,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::shim::{Futex64, Half, Wait};
+use super::wait::{WaitPolicy, key_of, spin_then};
 use crate::sys::Deadline;
 
 const SET: u32 = 1;
@@ -96,23 +98,45 @@ impl Event {
         self.word.fetch_and(!(SET as u64), Ordering::AcqRel);
     }
 
-    /// Wait until the flag is set.
+    /// Wait until the flag is set (spinning first as [`WaitPolicy::process_default`]
+    /// says).
     pub fn wait(&self) {
-        self.wait_until(&Deadline::never());
+        self.wait_until(&Deadline::never(), WaitPolicy::process_default());
     }
 
     /// Wait until the flag is set or `timeout` passes; returns whether it was set (as
     /// Python's `Event.wait(timeout)`).
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.wait_until(&Deadline::after(timeout))
+        self.wait_until(&Deadline::after(timeout), WaitPolicy::process_default())
     }
 
-    fn wait_until(&self, deadline: &Deadline) -> bool {
+    /// Wait under `policy` (instead of the process default) until the flag is set, or at
+    /// most `timeout` if given; returns whether it was set.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use shmkit::sync::{Event, WaitPolicy};
+    /// let ev = Event::new();
+    /// assert!(!ev.wait_with(WaitPolicy::Park, Some(Duration::from_millis(1))));
+    /// ```
+    pub fn wait_with(&self, policy: WaitPolicy, timeout: Option<Duration>) -> bool {
+        self.wait_until(&Deadline::from_timeout(timeout), policy)
+    }
+
+    fn wait_until(&self, deadline: &Deadline, policy: WaitPolicy) -> bool {
         let first = self.load();
         if first & SET != 0 {
             return true;
         }
         let generation = first & !(SET | SLEEPERS);
+        let changed = |w: u32| w & !(SET | SLEEPERS) != generation || w & SET != 0;
+        let ready = || changed(self.load()).then_some(true);
+        spin_then(policy, key_of(self), deadline, ready, || self.sleep(generation, deadline))
+    }
+
+    /// Sleep until the flag is set, the generation differs from `generation`, or the
+    /// deadline passes.
+    fn sleep(&self, generation: u32, deadline: &Deadline) -> bool {
         loop {
             let s = self.word.load(Ordering::Acquire);
             let w = Half::Low.of(s);

@@ -88,6 +88,7 @@ mod rwlock;
 mod semaphore;
 mod shim;
 mod shm_safe;
+pub(crate) mod wait;
 pub(crate) mod wait_for;
 
 pub use barrier::Barrier;
@@ -101,3 +102,4 @@ pub use robust_semaphore::{Permit, RobustSemaphore};
 pub use rwlock::{DEFAULT_READERS, RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub use semaphore::Semaphore;
 pub use shm_safe::ShmSafe;
+pub use wait::{INITIAL_SPIN, MAX_SPIN, MIN_SPIN, PURE_SPIN, WaitPolicy};

@@ -18,6 +18,7 @@
 use std::cell::UnsafeCell;
 
 use super::LockError;
+use super::wait::{WaitPolicy, spin_then};
 use crate::sys::{self, Deadline};
 
 /// How a lock was acquired.
@@ -107,9 +108,11 @@ impl RawMutex {
         out
     }
 
-    /// `pthread_mutex_lock`'s return code; any nonzero code goes through
-    /// [`RawMutex::nonzero_outcome`]. For guard types whose hot path must not merge with
-    /// the error paths (that costs a stack round trip).
+    /// The return code of acquiring the lock (`pthread_mutex_lock`'s codes); any nonzero
+    /// code goes through [`RawMutex::nonzero_outcome`]. For guard types whose hot path must
+    /// not merge with the error paths (that costs a stack round trip). One try-lock first;
+    /// a busy lock is waited for as [`WaitPolicy::process_default`] says (spinning on
+    /// try-locks, then `pthread_mutex_lock`).
     ///
     /// # Safety
     ///
@@ -120,9 +123,50 @@ impl RawMutex {
     #[inline]
     pub(crate) unsafe fn lock_code(&self) -> libc::c_int {
         // SAFETY: as in `lock`.
-        let r = unsafe { sys::pthread::lock(self.ptr()) };
-        if r != 0 {
-            sys::held::released(self.addr());
+        let r = unsafe { sys::pthread::trylock(self.ptr()) };
+        if r == 0 { 0 } else { self.contended(r, &Deadline::never(), None) }
+    }
+
+    /// After a try-lock returned `first` (nonzero): wait for the lock until `deadline`
+    /// (whose absolute time is `ts`; `None`: for ever) and return the code, with
+    /// [`RawMutex::lock_code`]'s contract. A busy lock is spun on (a load of the lock
+    /// word, a try-lock when it looks free) for as long as the wait policy says, then
+    /// waited for in glibc, so owner death comes back exactly as from `pthread_mutex_lock`
+    /// (`EOWNERDEAD`, from the try-lock or the lock).
+    #[cold]
+    #[inline(never)]
+    fn contended(&self, first: libc::c_int, deadline: &Deadline, ts: Option<&libc::timespec>) -> libc::c_int {
+        sys::held::released(self.addr());
+        if first != libc::EBUSY {
+            if first == libc::ENOTRECOVERABLE {
+                self.undo_notrecoverable_trylock();
+            }
+            return first;
+        }
+        let ready = || {
+            // SAFETY: `self` is a live, initialised mutex (as in `lock`).
+            if unsafe { sys::pthread::looks_locked(self.ptr()) } {
+                return None;
+            }
+            // SAFETY: as in `lock`.
+            match unsafe { sys::pthread::trylock(self.ptr()) } {
+                libc::EBUSY => None,
+                libc::ENOTRECOVERABLE => {
+                    self.undo_notrecoverable_trylock();
+                    Some(libc::ENOTRECOVERABLE)
+                }
+                r => Some(r),
+            }
+        };
+        let park = || match ts {
+            // SAFETY: as in `lock`.
+            None => unsafe { sys::pthread::lock(self.ptr()) },
+            // SAFETY: as in `lock`; `ts` is a live timespec.
+            Some(ts) => unsafe { sys::pthread::lock_until_monotonic(self.ptr(), ts) },
+        };
+        let r = spin_then(WaitPolicy::process_default(), self.addr(), deadline, ready, park);
+        if r == 0 {
+            sys::held::acquired(self.addr());
         }
         r
     }
@@ -136,9 +180,13 @@ impl RawMutex {
     /// Block until acquired.
     #[inline]
     pub fn lock(&self) -> Result<Acquired, LockError> {
-        // SAFETY: `self` is an initialised process-shared mutex (the constructors of every
-        // type holding one guarantee it); glibc validates the type bits.
-        self.outcome(unsafe { sys::pthread::lock(self.ptr()) })
+        sys::held::acquired(self.addr());
+        // SAFETY: recorded just above. `self` is an initialised process-shared mutex (the
+        // constructors of every type holding one guarantee it); glibc validates the type bits.
+        match unsafe { self.lock_code() } {
+            0 => Ok(Acquired::Clean),
+            r => self.outcome_slow(r),
+        }
     }
 
     /// Acquire only if free now.
@@ -191,9 +239,22 @@ impl RawMutex {
         match deadline.abs_timespec() {
             None => self.lock(),
             Some(ts) => {
-                // SAFETY: as in `lock`; `ts` is a live timespec.
-                let r = unsafe { sys::pthread::lock_until_monotonic(self.ptr(), &ts) };
-                self.outcome(r)
+                // SAFETY: as in `lock`.
+                let r = match unsafe { sys::pthread::trylock(self.ptr()) } {
+                    0 => {
+                        sys::held::acquired(self.addr());
+                        0
+                    }
+                    first => {
+                        // Recorded for `contended`'s contract, which undoes it.
+                        sys::held::acquired(self.addr());
+                        self.contended(first, &deadline, Some(&ts))
+                    }
+                };
+                match r {
+                    0 => Ok(Acquired::Clean),
+                    r => self.outcome_slow(r),
+                }
             }
         }
     }

@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use super::park::ParkWord;
 use super::shim::Wait;
+use super::wait::WaitPolicy;
 use super::wait_for::wait_variants;
 use super::{Acquired, LazyRawMutex, LockError};
 use crate::sys::Deadline;
@@ -138,7 +139,7 @@ impl<const N: usize> RobustSemaphore<N> {
                     return r.and_then(|p| p.ok_or(LockError::Corrupt));
                 }
             }
-            let w = self.park.park(seq, &deadline, Some(RESCAN));
+            let w = self.park.wait(WaitPolicy::process_default(), seq, &deadline, Some(RESCAN));
             self.park.done();
             if w == Wait::TimedOut {
                 return match self.scan()? {

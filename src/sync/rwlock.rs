@@ -45,6 +45,7 @@ use std::time::Duration;
 use super::error::{AcquireError, AcquireResult, LockError, OwnerDied, Recover, Sealed};
 use super::park::ParkWord;
 use super::shim::Wait;
+use super::wait::WaitPolicy;
 use super::wait_for::wait_variants;
 use super::{Acquired, LazyRawMutex};
 use crate::sys::Deadline;
@@ -245,7 +246,7 @@ impl<T, const R: usize> RwLock<T, R> {
                 self.park.done();
                 return r.and_then(|v| v.ok_or(LockError::Corrupt));
             }
-            let w = self.park.park(seq, &deadline, Some(RESCAN));
+            let w = self.park.wait(WaitPolicy::process_default(), seq, &deadline, Some(RESCAN));
             self.park.done();
             if w == Wait::TimedOut {
                 return Err(LockError::Timeout);

@@ -5,8 +5,8 @@
 //! One 64-bit word: the low half is the number of permits (the futex word), the high half
 //! counts registered sleepers.
 //!
-//! - **acquire**: CAS `value → value - 1` while `value > 0` (optionally spinning a
-//!   little first). Otherwise register (`fetch_add` of one sleeper), then loop: take a
+//! - **acquire**: CAS `value → value - 1` while `value > 0`, spinning first as the wait
+//!   policy says ([`WaitPolicy`], adaptive by default). Otherwise register (`fetch_add` of one sleeper), then loop: take a
 //!   permit *and* unregister in one CAS when `value > 0`, else `FUTEX_WAIT` while the
 //!   value half is 0. On timeout: one last CAS that either takes a permit or
 //!   unregisters.
@@ -32,7 +32,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::LockError;
-use super::shim::{Futex64, Half, Wait, spin_hint};
+use super::shim::{Futex64, Half, Wait};
+use super::wait::{WaitPolicy, key_of, spin_then};
 use crate::sys::Deadline;
 
 const SLEEPER: u64 = 1 << 32;
@@ -99,33 +100,49 @@ impl Semaphore {
         value(self.word.load(Ordering::Relaxed))
     }
 
-    /// Take a permit, waiting as long as it takes.
+    /// Take a permit, waiting as long as it takes (spinning first as
+    /// [`WaitPolicy::process_default`] says: adaptive unless set).
     pub fn acquire(&self) -> Result<(), LockError> {
-        self.acquire_inner(Some(Deadline::never()), 0)
+        self.acquire_inner(Some(Deadline::never()), WaitPolicy::process_default())
     }
 
     /// Take a permit if one is available now ([`LockError::WouldBlock`] otherwise).
     pub fn try_acquire(&self) -> Result<(), LockError> {
-        self.acquire_inner(None, 0)
+        self.acquire_inner(None, WaitPolicy::Park)
     }
 
     /// Take a permit, or fail with [`LockError::Timeout`] after `timeout`.
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<(), LockError> {
-        self.acquire_inner(Some(Deadline::after(timeout)), 0)
+        self.acquire_inner(Some(Deadline::after(timeout)), WaitPolicy::process_default())
     }
 
-    /// Take a permit, spinning up to `spins` times (a few nanoseconds each) before
-    /// sleeping in the kernel, with an optional timeout. Spinning cuts the wake-up latency
-    /// of ping-pong patterns when both processes have a CPU of their own; it wastes CPU
-    /// otherwise.
+    /// Take a permit, waiting under `policy` (instead of the process default), for at most
+    /// `timeout` if given ([`LockError::Timeout`] then).
     ///
     /// ```
+    /// use shmkit::sync::{Semaphore, WaitPolicy};
+    /// let sem = Semaphore::new(1);
+    /// sem.acquire_with(WaitPolicy::Park, None)?;
+    /// # Ok::<(), shmkit::LockError>(())
+    /// ```
+    pub fn acquire_with(&self, policy: WaitPolicy, timeout: Option<Duration>) -> Result<(), LockError> {
+        self.acquire_inner(Some(Deadline::from_timeout(timeout)), policy)
+    }
+
+    /// Take a permit, spinning up to `spins` times (counted as 10 ns each) before sleeping
+    /// in the kernel, with an optional timeout: a shortcut to
+    /// [`acquire_with`](Self::acquire_with)`(WaitPolicy::Spin(spins × 10 ns), timeout)`.
+    ///
+    /// ```
+    /// # #![allow(deprecated)]
     /// let sem = shmkit::sync::Semaphore::new(1);
     /// sem.acquire_spin(1000, None)?;
     /// # Ok::<(), shmkit::LockError>(())
     /// ```
+    #[deprecated(note = "acquire() spins adaptively by default; for a fixed budget use \
+                         acquire_with(WaitPolicy::Spin(duration), timeout)")]
     pub fn acquire_spin(&self, spins: u32, timeout: Option<Duration>) -> Result<(), LockError> {
-        self.acquire_inner(Some(Deadline::from_timeout(timeout)), spins)
+        self.acquire_with(WaitPolicy::Spin(Duration::from_nanos(spins as u64 * 10)), timeout)
     }
 
     /// Take a permit without waiting; `Ok(false)` when none is available.
@@ -140,19 +157,17 @@ impl Semaphore {
         false
     }
 
-    fn acquire_inner(&self, deadline: Option<Deadline>, spins: u32) -> Result<(), LockError> {
+    fn acquire_inner(&self, deadline: Option<Deadline>, policy: WaitPolicy) -> Result<(), LockError> {
         if self.take() {
             return Ok(());
         }
         let Some(deadline) = deadline else { return Err(LockError::WouldBlock) };
-        #[cfg(loom)]
-        let spins = spins.min(1);
-        for _ in 0..spins {
-            spin_hint();
-            if value(self.word.load(Ordering::Relaxed)) > 0 && self.take() {
-                return Ok(());
-            }
-        }
+        let ready = || (value(self.word.load(Ordering::Relaxed)) > 0 && self.take()).then_some(Ok(()));
+        spin_then(policy, key_of(self), &deadline, ready, || self.sleep(&deadline))
+    }
+
+    /// Register as a sleeper and sleep until a permit is taken or the deadline passes.
+    fn sleep(&self, deadline: &Deadline) -> Result<(), LockError> {
         let mut s = self.word.fetch_add(SLEEPER, Ordering::Relaxed) + SLEEPER;
         loop {
             if value(s) > 0 {
@@ -164,7 +179,7 @@ impl Semaphore {
                     }
                 }
             }
-            match self.word.wait(Half::Low, 0, &deadline, None) {
+            match self.word.wait(Half::Low, 0, deadline, None) {
                 Wait::Woken => s = self.word.load(Ordering::Relaxed),
                 Wait::TimedOut => return self.give_up(),
             }

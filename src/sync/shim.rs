@@ -72,15 +72,6 @@ impl std::ops::Deref for Futex64 {
     }
 }
 
-/// Hint in a bounded spin loop (loom: let another thread run).
-#[inline]
-pub(crate) fn spin_hint() {
-    #[cfg(loom)]
-    loom::thread::yield_now();
-    #[cfg(not(loom))]
-    std::hint::spin_loop();
-}
-
 #[cfg(not(loom))]
 impl Futex64 {
     /// A word holding `v`.

@@ -12,5 +12,6 @@ pub mod held;
 pub mod owner;
 pub mod process;
 pub mod pthread;
+pub mod sched;
 
 pub use clock::Deadline;

@@ -124,6 +124,20 @@ pub unsafe fn trylock(m: *mut pthread_mutex_t) -> libc::c_int {
     unsafe { if kind_ok(m) { libc::pthread_mutex_trylock(m) } else { libc::EINVAL } }
 }
 
+/// Whether `m`'s lock word (`__lock`) says somebody holds it: a hint for spinning before
+/// a try-lock (one relaxed load, no call into glibc).
+///
+/// # Safety
+///
+/// `m` must point to a live `pthread_mutex_t`.
+#[inline]
+pub unsafe fn looks_locked(m: *mut pthread_mutex_t) -> bool {
+    // SAFETY: `__lock`, the futex word, is the first `int` of glibc's
+    // `struct __pthread_mutex_s` on every architecture (it is ABI); the mutex is live per
+    // the contract, 4-aligned, and glibc only accesses `__lock` atomically.
+    unsafe { (*m.cast::<AtomicI32>()).load(Relaxed) != 0 }
+}
+
 /// `pthread_mutex_clocklock(m, CLOCK_MONOTONIC, deadline)`.
 ///
 /// # Safety
