@@ -7,7 +7,9 @@ Prints, each the median over several rounds:
 - `python_queue_1mib_1to1: <GB/s> GB/s`: the same with 1 MiB `bytes` messages (compare with
   `queue_1mib_1to1`);
 - `python_pipe_rtt: <us> us`: multiprocessing.Pipe round trip of an 8-byte message to an
-  echoing child (compare with `pipe_rtt`).
+  echoing child (compare with `pipe_rtt_default` and `pipe_rtt`).
+
+Takes the same name filters as the Rust harness (`queue`, `pipe_rtt`).
 """
 
 import multiprocessing as mp
@@ -19,6 +21,12 @@ from _affinity import pin, unpin
 
 
 MIB = 1 << 20
+GROUP = "queue/"
+
+
+def wanted(name):
+    filters = [a for a in sys.argv[1:] if not a.startswith("-")]
+    return not filters or any(f in GROUP + name for f in filters)
 
 
 def consumer(q, done, n, rounds):
@@ -82,11 +90,14 @@ def main():
     ctx = mp.get_start_method(allow_none=True)
     if ctx is None:
         mp.set_start_method("fork")
-    rate = throughput(8, 100_000, 5)
-    print(f"python_queue_8b_1to1: {rate / 1e6:.3f} Mmsg/s")
-    rate = throughput(MIB, 200, 3)
-    print(f"python_queue_1mib_1to1: {rate * MIB / 1e9:.3f} GB/s")
-    print(f"python_pipe_rtt: {pipe_rtt(2000, 5) * 1e6:.2f} us")
+    if wanted("python_queue_8b_1to1"):
+        rate = throughput(8, 100_000, 5)
+        print(f"python_queue_8b_1to1: {rate / 1e6:.3f} Mmsg/s")
+    if wanted("python_queue_1mib_1to1"):
+        rate = throughput(MIB, 200, 3)
+        print(f"python_queue_1mib_1to1: {rate * MIB / 1e9:.3f} GB/s")
+    if wanted("python_pipe_rtt"):
+        print(f"python_pipe_rtt: {pipe_rtt(2000, 5) * 1e6:.2f} us")
     return 0
 
 

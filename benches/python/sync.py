@@ -6,7 +6,11 @@ Prints, as `name: value unit` (medians of several rounds):
 - `python_value_locked_2p: <M> Mops/s`: 2 processes doing `with v.get_lock(): v.value += 1`
   on a multiprocessing.Value (vs `mutex_contended_2p`);
 - `python_semaphore_pingpong_rtt: <us> us`: two multiprocessing.Semaphores ping-ponged
-  between two processes (vs `semaphore_pingpong_rtt`).
+  between two processes (vs `semaphore_pingpong_rtt_default` and `semaphore_pingpong_rtt`);
+- `python_event_pingpong_rtt: <us> us`: two multiprocessing.Events (set, wait, clear)
+  ping-ponged between two processes (vs `event_pingpong_rtt_default`);
+- `python_barrier_2p_round: <us> us`: a multiprocessing.Barrier of 2 parties, one process
+  per CPU (vs `barrier_2p_round_default`).
 """
 
 import multiprocessing as mp
@@ -63,24 +67,53 @@ def value_locked_2p(rounds=3, iters=200_000):
     return statistics.median(samples)
 
 
-def _echo(ping, pong, iters):
+def _sem_echo(ping, pong, iters):
     pin(1)
     for _ in range(iters):
         ping.acquire()
         pong.release()
 
 
-def semaphore_pingpong(rounds=7, iters=2000):
+def _sem_ask(ping, pong):
+    ping.release()
+    pong.acquire()
+
+
+def _event_echo(ping, pong, iters):
+    pin(1)
+    for _ in range(iters):
+        ping.wait()
+        ping.clear()
+        pong.set()
+
+
+def _event_ask(ping, pong):
+    ping.set()
+    pong.wait()
+    pong.clear()
+
+
+def _barrier_echo(barrier, _unused, iters):
+    pin(1)
+    for _ in range(iters):
+        barrier.wait()
+
+
+def _barrier_ask(barrier, _unused):
+    barrier.wait()
+
+
+def pingpong(make, echo, ask, rounds=7, iters=2000):
+    """Median µs per hand-off between this process (CPU 0) and an echo child (CPU 1)."""
     saved = pin(0)
     samples = []
     for _ in range(rounds):
-        ping, pong = mp.Semaphore(0), mp.Semaphore(0)
-        p = mp.Process(target=_echo, args=(ping, pong, iters))
+        a, b = make()
+        p = mp.Process(target=echo, args=(a, b, iters))
         p.start()
         start = time.perf_counter()
         for _ in range(iters):
-            ping.release()
-            pong.acquire()
+            ask(a, b)
         samples.append((time.perf_counter() - start) / iters * 1e6)
         p.join()
     unpin(saved)
@@ -94,7 +127,14 @@ def main():
     if wanted("python_value_locked_2p"):
         print(f"python_value_locked_2p: {value_locked_2p():.3f} Mops/s")
     if wanted("python_semaphore_pingpong_rtt"):
-        print(f"python_semaphore_pingpong_rtt: {semaphore_pingpong():.2f} us")
+        rtt = pingpong(lambda: (mp.Semaphore(0), mp.Semaphore(0)), _sem_echo, _sem_ask)
+        print(f"python_semaphore_pingpong_rtt: {rtt:.2f} us")
+    if wanted("python_event_pingpong_rtt"):
+        rtt = pingpong(lambda: (mp.Event(), mp.Event()), _event_echo, _event_ask)
+        print(f"python_event_pingpong_rtt: {rtt:.2f} us")
+    if wanted("python_barrier_2p_round"):
+        rtt = pingpong(lambda: (mp.Barrier(2), None), _barrier_echo, _barrier_ask)
+        print(f"python_barrier_2p_round: {rtt:.2f} us")
     return 0
 
 

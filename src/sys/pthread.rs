@@ -124,8 +124,13 @@ pub unsafe fn trylock(m: *mut pthread_mutex_t) -> libc::c_int {
     unsafe { if kind_ok(m) { libc::pthread_mutex_trylock(m) } else { libc::EINVAL } }
 }
 
-/// Whether `m`'s lock word (`__lock`) says somebody holds it: a hint for spinning before
-/// a try-lock (one relaxed load, no call into glibc).
+/// The owner's thread id bits of a robust mutex's lock word (the kernel's
+/// `FUTEX_TID_MASK`; the other bits are `FUTEX_WAITERS` and `FUTEX_OWNER_DIED`).
+const FUTEX_TID_MASK: i32 = 0x3fff_ffff;
+
+/// Whether `m`'s lock word (`__lock`) names a live owner thread: a hint for spinning before
+/// a try-lock (one relaxed load, no call into glibc). A lock whose owner died has only the
+/// `FUTEX_OWNER_DIED` bit left, so it does not look locked and the try-lock reports it.
 ///
 /// # Safety
 ///
@@ -135,7 +140,7 @@ pub unsafe fn looks_locked(m: *mut pthread_mutex_t) -> bool {
     // SAFETY: `__lock`, the futex word, is the first `int` of glibc's
     // `struct __pthread_mutex_s` on every architecture (it is ABI); the mutex is live per
     // the contract, 4-aligned, and glibc only accesses `__lock` atomically.
-    unsafe { (*m.cast::<AtomicI32>()).load(Relaxed) != 0 }
+    unsafe { (*m.cast::<AtomicI32>()).load(Relaxed) & FUTEX_TID_MASK != 0 }
 }
 
 /// `pthread_mutex_clocklock(m, CLOCK_MONOTONIC, deadline)`.
