@@ -16,6 +16,15 @@
 //! [`SharedObject`](crate::shared::SharedObject). Every blocking call has a timed variant
 //! (CLOCK_MONOTONIC) and a `try_` variant.
 //!
+//! # Waiting
+//!
+//! Every blocking wait of the crate (these primitives, queues, pipes, pool results, range
+//! claims) spins before it sleeps in the kernel, as a [`WaitPolicy`] says: by default
+//! [`WaitPolicy::Adaptive`], a spin budget that follows how long waits take and collapses
+//! when processes outnumber CPUs. Choose another per call (`acquire_with`, `wait_with`),
+//! per channel handle (`set_wait_policy`) or for the process
+//! ([`WaitPolicy::set_process_default`]).
+//!
 //! # When a participant dies
 //!
 //! Python's primitives hang for ever when a process dies at the wrong moment. shmkit's

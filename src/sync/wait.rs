@@ -66,9 +66,11 @@ use crate::sys::Deadline;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WaitPolicy {
-    /// Spin with back-off, then yield, for a budget that adapts to how long this process's
-    /// waits on the object take (at most [`MAX_SPIN`]); never spin while other threads
-    /// wait for this CPU. See the `sync::wait` module notes.
+    /// Spin with back-off (the first [`PURE_SPIN`]), then yield, for a budget that adapts
+    /// to how long this process's waits on the object take (from [`INITIAL_SPIN`], at
+    /// most [`MAX_SPIN`], parking at once below [`MIN_SPIN`]); after a yield that gave the
+    /// CPU to another thread (processes outnumber CPUs) the next waits park at once. On
+    /// one CPU it never spins. The rules are in `src/sync/README.md`.
     #[default]
     Adaptive,
     /// Spin (the first [`PURE_SPIN`] busy, then yielding the CPU between looks) for up to
