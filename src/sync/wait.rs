@@ -181,8 +181,8 @@ impl Bucket {
 
 /// Run one blocking wait under `policy` (for the object at address `key`): spin while
 /// `ready` returns `None` — until the budget or `deadline` runs out — then call `park`,
-/// the caller's own parking loop, and return what it returns.
-#[cfg(not(loom))]
+/// the caller's own parking loop, and return what it returns. Under loom every policy is
+/// [`Park`](WaitPolicy::Park): a model has no time to spin in.
 pub(crate) fn spin_then<R>(
     policy: WaitPolicy,
     key: usize,
@@ -191,6 +191,7 @@ pub(crate) fn spin_then<R>(
     park: impl FnOnce() -> R,
 ) -> R {
     use std::time::Instant;
+    let policy = if cfg!(loom) { WaitPolicy::Park } else { policy };
     let adaptive = policy == WaitPolicy::Adaptive;
     let (budget, site) = match policy {
         WaitPolicy::Adaptive if crate::sys::sched::online_cpus() < 2 => (Duration::ZERO, None),
@@ -242,21 +243,6 @@ pub(crate) fn spin_then<R>(
         b.learn(Outcome::Parked(start.elapsed()));
     }
     r
-}
-
-/// Under loom: one look, then park (a model has no time to spin in).
-#[cfg(loom)]
-pub(crate) fn spin_then<R>(
-    _policy: WaitPolicy,
-    _key: usize,
-    _deadline: &Deadline,
-    mut ready: impl FnMut() -> Option<R>,
-    park: impl FnOnce() -> R,
-) -> R {
-    match ready() {
-        Some(r) => r,
-        None => park(),
-    }
 }
 
 /// The address of `x`, as the key of its adaptive state.
