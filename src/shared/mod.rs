@@ -5,6 +5,7 @@ mod array;
 pub(crate) mod claims;
 mod element;
 mod object;
+mod shape;
 mod value;
 
 pub use array::{AtomicClaim, Claim, ClaimMut, DEFAULT_CLAIM_SLOTS, SharedArray};
@@ -12,4 +13,5 @@ pub use claims::{ClaimError, MAX_CLAIM_SLOTS};
 pub use element::{AtomicElement, Element, type_info};
 pub(crate) use object::fnv1a;
 pub use object::{SharedObject, object_type_info};
+pub use shape::{IntoShape, MAX_DIMS, Shape};
 pub use value::{SharedAtomic, SharedValue, ValueGuard};
