@@ -4,6 +4,8 @@
 mod array;
 pub(crate) mod claims;
 mod element;
+#[cfg(feature = "ndarray")]
+mod ndview;
 mod object;
 mod shape;
 mod value;
