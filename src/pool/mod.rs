@@ -83,6 +83,7 @@
 mod api;
 mod chunks;
 mod config;
+mod context;
 mod dispatch;
 mod error;
 mod handle;
@@ -94,6 +95,9 @@ mod task;
 mod worker;
 
 pub use api::{Pool, PoolBuilder, Progress};
+#[cfg(feature = "serde")]
+pub use context::Serde;
+pub use context::{ARRAY_REF_NAME_CAP, ArrayRef, TaskData};
 pub use error::PoolError;
 pub use handle::AsyncResult;
 pub use imap::Imap;
