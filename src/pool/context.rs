@@ -12,7 +12,7 @@
 //! address that means nothing in a worker, and a captured `Vec` or `Arc` owns heap memory
 //! the worker never sees. So tasks are `fn` items or non-capturing closures, and what a
 //! closure would capture travels as data: a context value (`ctx`, any `Pod` type, or any
-//! serde type wrapped in [`Serde`] under feature `serde`) and [`ArrayRef`]s to shared
+//! serde type wrapped in `Serde` under feature `serde`) and [`ArrayRef`]s to shared
 //! arrays. Statics set after the pool (or the fork server) started are invisible to the
 //! workers for the same reason: pass them as context.
 //!
@@ -201,7 +201,7 @@ thread_local! {
 }
 
 /// A value that travels with a task: every `Pod` type as its bytes, and under feature
-/// `serde` any serde type wrapped in [`Serde`] (postcard-encoded).
+/// `serde` any serde type wrapped in `Serde` (postcard-encoded).
 pub trait TaskData: Sized {
     /// Append the encoding to `out`.
     fn encode(&self, out: &mut Vec<u8>) -> Result<(), PoolError>;
