@@ -17,7 +17,7 @@ use shmkit::pool::{ArrayRef, Pool};
 use shmkit::{ClaimMut, SharedArray};
 
 #[path = "heat/kernel.rs"]
-mod kernel;
+pub mod kernel;
 
 pub use kernel::reference;
 
