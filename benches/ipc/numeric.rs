@@ -3,7 +3,7 @@
 //! | figure                        | what                                                                  |
 //! |-------------------------------|-----------------------------------------------------------------------|
 //! | `ndarray_heat_step_vs_slice`  | one heat step of a 1024² grid over ndarray views / the slice kernel (goal ≤ 1.05) |
-//! | `pool_map_serde_small`        | `Pool::map_serde` of a struct {String, Vec<f64> of 8}, 2 workers: tasks/s |
+//! | `pool_map_serde_small`        | `Pool::map_serde` of a struct {String, Vec<f64> of 8}, 2 workers, 16 KiB messages: tasks/s |
 //! | `pool_heat_2d_steps_per_s`    | `examples/heat_diffusion` (2 workers, 512², a pool call per step)     |
 //! | `single_heat_2d_steps_per_s`  | the same grid stepped in one process (the slice kernel)               |
 //!
@@ -104,7 +104,8 @@ fn serde_small(h: &Harness) {
     use std::time::Instant;
     const N: usize = 200_000;
     let items = || (0..N).map(|i| Small { name: format!("item{i}"), xs: vec![i as f64; 8] });
-    let pool = Pool::new(2).expect("pool");
+    // 16 KiB messages: about 200 of these items per message (1 KiB holds 12).
+    let pool = Pool::builder().processes(2).message_size(16 << 10).build().expect("pool");
     let _ = pool.map_serde(norm, items().take(N / 4)).expect("warm-up");
     let mut rates = Vec::new();
     for _ in 0..7 {
