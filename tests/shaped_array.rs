@@ -63,7 +63,7 @@ fn every_constructor_takes_a_shape_and_open_or_create_checks_it() {
     assert_eq!(SharedArray::<u8>::create_with(&opts, None, vec![3, 3], 4).unwrap().shape().dims(), [3, 3]);
     assert!(matches!(SharedArray::<u8>::create(None, [2, 0]), Err(SegmentError::ZeroLength)));
     assert!(matches!(SharedArray::<u8>::create(None, [1; 8]), Err(SegmentError::BadShape { .. })));
-    assert!(matches!(SharedArray::<u8>::create(None, [usize::MAX, 3]), Err(SegmentError::BadShape { .. })));
+    assert!(matches!(SharedArray::<u8>::create(None, [usize::MAX, 3]), Err(SegmentError::TooLarge { .. })));
 }
 
 #[test]

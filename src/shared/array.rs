@@ -159,6 +159,9 @@ impl ArrayArgs {
             Err(SegmentError::BadShape { shape, reason }) => {
                 Err(SegmentError::BadShape { shape: shape.clone(), reason })
             }
+            Err(SegmentError::TooLarge { requested, capacity, where_ }) => {
+                Err(SegmentError::TooLarge { requested: *requested, capacity: *capacity, where_ })
+            }
             Err(_) => Err(SegmentError::ZeroLength),
         }
     }

@@ -39,8 +39,9 @@ pub struct Shape {
 
 impl Shape {
     /// A shape from its dimensions: none may be zero ([`SegmentError::ZeroLength`]), at most
-    /// [`MAX_DIMS`] of them and their product must fit an address
-    /// ([`SegmentError::BadShape`]).
+    /// [`MAX_DIMS`] of them ([`SegmentError::BadShape`]), and their product must not
+    /// overflow ([`SegmentError::TooLarge`]; so is an array larger than the address space,
+    /// when it is laid out).
     pub fn new(dims: &[usize]) -> Result<Shape, SegmentError> {
         let bad = |reason: &'static str| SegmentError::BadShape { shape: dims.to_vec(), reason };
         if dims.is_empty() {
@@ -52,10 +53,11 @@ impl Shape {
         if dims.contains(&0) {
             return Err(SegmentError::ZeroLength);
         }
-        dims.iter()
-            .try_fold(1usize, |n, &d| n.checked_mul(d))
-            .filter(|&n| n as u64 <= crate::segment::MAX_SEGMENT_LEN)
-            .ok_or_else(|| bad("the element count overflows the address space"))?;
+        dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or(SegmentError::TooLarge {
+            requested: u64::MAX,
+            capacity: crate::segment::MAX_SEGMENT_LEN,
+            where_: "the address space (the shape's element count overflows)",
+        })?;
         let mut all = [0; MAX_DIMS];
         all[..dims.len()].copy_from_slice(dims);
         Ok(Shape { ndim: dims.len() as u8, dims: all })
@@ -262,7 +264,7 @@ mod tests {
         assert!(matches!(Shape::new(&[]), Err(SegmentError::BadShape { .. })));
         assert!(matches!(Shape::new(&[1; 8]), Err(SegmentError::BadShape { .. })));
         assert!(matches!(Shape::new(&[3, 0]), Err(SegmentError::ZeroLength)));
-        assert!(matches!(Shape::new(&[usize::MAX, 2]), Err(SegmentError::BadShape { .. })));
+        assert!(matches!(Shape::new(&[usize::MAX, 2]), Err(SegmentError::TooLarge { .. })));
         assert_eq!((5usize.into_shape().unwrap().dims(), (2, 3).into_shape().unwrap().len()), (&[5][..], 6));
     }
 }
