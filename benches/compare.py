@@ -45,6 +45,11 @@ ROWS = [
     ("pool_map_chunksize1", None, "python_pool_map_chunksize1", "Pool.map, chunksize 1"),
     ("pool_apply_async_rtt", None, "python_pool_apply_async_rtt", "one apply_async at a time"),
     ("pool_startup_2", None, "python_pool_startup_2", "create 2 workers, get a first result"),
+    ("pool_map_serde_small", "pool_map_chunksize1", "python_pool_map_serde_small",
+     "Pool.map of {String, 8 f64}, serde/postcard (floor column: the Pod path, chunksize 1)"),
+    ("ndarray_heat_step_vs_slice", None, None, "one 1024² heat step over ndarray views / the slice kernel (goal <= 1.05)"),
+    ("pool_heat_2d_steps_per_s", "single_heat_2d_steps_per_s", None,
+     "heat_diffusion 512², 2 workers, a pool call per step (floor column: one process)"),
     ("pool_sum_512mib_2w", "floor_sum_512mib_2p", "python_pool_sum_512mib_2w_pickled",
      "sum a 512 MiB f64 array, 2 workers (Python: chunks pickled to the pool)"),
 ]

@@ -9,8 +9,8 @@ cd "$(dirname "$0")/.."
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
-echo "== cargo bench --bench ipc $*" >&2
-cargo bench --bench ipc -- "$@" | tee "$out/rust.txt" >&2
+echo "== cargo bench --features ndarray,serde --bench ipc $*" >&2
+cargo bench --features ndarray,serde --bench ipc -- "$@" | tee "$out/rust.txt" >&2
 for f in benches/python/[!_]*.py; do
   echo "== python3 $f" >&2
   python3 "$f" "$@" | tee -a "$out/python.txt" >&2 || echo "(python3 $f failed)" >&2

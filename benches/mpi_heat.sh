@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 n=${1:-1024}
 steps=${2:-200}
 rounds=${ROUNDS:-3}
-cargo build --quiet --release --features mpi --example mpi_heat --example heat_diffusion
+cargo build --quiet --release --features mpi,ndarray --example mpi_heat --example heat_diffusion
 dir="${CARGO_TARGET_DIR:-target}/release/examples"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT

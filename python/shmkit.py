@@ -7,9 +7,14 @@ the file size), and a mismatch raises a ``ShmkitError`` subclass instead of givi
 wrongly typed view.
 
     import shmkit
-    a = shmkit.open_array("/heat-grid", "f64")   # numpy view, no copy
-    a.array[100:200] = 1.0
+    a = shmkit.open_array("/heat-grid", "f64")   # numpy view of the array's shape, no copy
+    a.array[10:20, :] = 1.0                       # a 2-D grid made by SharedArray::create(name, [rows, cols])
     a.close()
+
+    b = shmkit.create_array("/made-in-python", "f64", (64, 128))   # Rust: open(name)?.shape() == [64, 128]
+
+Shapes: format 3 segments record an array's shape (C order, 1 to 7 dimensions) in the 64
+bytes right before the payload; format 2 segments are one-dimensional.
 
 The numpy view is unsynchronised, exactly like numpy over ``SharedMemory``: coordinate
 with the Rust side by ranges (each side writes its own), or with a shmkit lock. Liveness
@@ -26,7 +31,10 @@ import time
 import numpy as np
 
 MAGIC = b"SHMKIT\x00\x1a"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+OLDEST_FORMAT_VERSION = 2
+MAX_DIMS = 7
+SHAPE_RECORD = struct.Struct("=8Q")  # ndim, then the dimensions, zero padded
 READY = 0x52454459
 HEADER_SIZE = 128
 KIND_ARRAY = 3
@@ -77,6 +85,10 @@ class TypeMismatch(ShmkitError):
     pass
 
 
+class ShapeMismatch(ShmkitError):
+    pass
+
+
 class Corrupt(ShmkitError):
     pass
 
@@ -111,9 +123,9 @@ def validate(raw, file_len, name="?"):
         raise NotShmkit(f"{name} is not a shmkit segment (no shmkit header)")
     if state == 0:
         raise InitTimeout(f"segment {name} is not published yet")
-    if version != FORMAT_VERSION:
-        raise UnsupportedVersion(
-            f"segment {name} uses format version {version}; this module reads version {FORMAT_VERSION}")
+    if not OLDEST_FORMAT_VERSION <= version <= FORMAT_VERSION:
+        raise UnsupportedVersion(f"segment {name} uses format version {version}; this module reads versions "
+                                 f"{OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}")
     if state != READY:
         raise Corrupt(f"segment {name} is corrupt: state word {state:#x}")
     if kind not in KINDS:
@@ -132,7 +144,34 @@ def validate(raw, file_len, name="?"):
         raise Corrupt(f"segment {name} is corrupt: element type name")
     return {"kind": KINDS[kind], "elem": ename[:end].decode("utf-8", "strict"), "size": size, "align": align,
             "payload_offset": off, "payload_len": plen, "count": count, "creator_pid": pid,
-            "created_unix_ns": created}
+            "created_unix_ns": created, "version": version}
+
+
+def _check_shape(shape):
+    """``shape`` (an int or a sequence of ints) as a tuple, checked as Rust's ``Shape::new``."""
+    dims = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    if not 1 <= len(dims) <= MAX_DIMS:
+        raise ShmkitError(f"array shape {dims} is invalid: 1 to {MAX_DIMS} dimensions")
+    if any(not isinstance(d, (int, np.integer)) or d <= 0 for d in dims):
+        raise ShmkitError(f"array shape {dims} is invalid: every dimension is a positive integer")
+    return tuple(int(d) for d in dims)
+
+
+def read_shape(mm, info, name="?"):
+    """The shape an array segment records (format 3), checked as Rust checks it."""
+    if info["version"] < 3:
+        return (info["count"],)
+    at = info["payload_offset"] - SHAPE_RECORD.size
+    if at < HEADER_SIZE:
+        raise Corrupt(f"segment {name} is corrupt: no room for the shape record")
+    words = SHAPE_RECORD.unpack_from(mm, at)
+    ndim, dims, rest = words[0], words[1:1 + words[0]], words[1 + words[0]:]
+    product = 1
+    for d in dims:
+        product *= d
+    if not 1 <= ndim <= MAX_DIMS or 0 in dims or any(rest) or product != info["count"]:
+        raise Corrupt(f"segment {name} is corrupt: the shape record {words} does not hold {info['count']} elements")
+    return tuple(dims)
 
 
 class SharedArray:
@@ -141,7 +180,8 @@ class SharedArray:
     def __init__(self, name, fd, mm, info, owner):
         self.name, self._fd, self._mm, self.info, self._owner = name, fd, mm, info, owner
         dtype = DTYPES[info["elem"]]
-        self.array = np.ndarray((info["count"],), dtype=dtype, buffer=mm, offset=info["payload_offset"])
+        self.shape = info["shape"]
+        self.array = np.ndarray(self.shape, dtype=dtype, buffer=mm, offset=info["payload_offset"])
 
     def persist(self):
         """Keep the name after ``close`` (by default the creator unlinks it)."""
@@ -170,8 +210,10 @@ class SharedArray:
         self.close()
 
 
-def open_array(name, dtype, timeout=5.0):
-    """Open a ``SharedArray`` by name as a numpy view of ``dtype`` (``"f64"`` or a numpy dtype).
+def open_array(name, dtype, timeout=5.0, shape=None):
+    """Open a ``SharedArray`` by name as a numpy view of ``dtype`` (``"f64"`` or a numpy dtype),
+    shaped as the segment records. With ``shape``, a different recorded shape raises
+    ``ShapeMismatch`` (Rust's ``expect_shape``).
 
     Raises ``TypeMismatch``/``KindMismatch``/... exactly where Rust's ``open`` would.
     """
@@ -198,29 +240,39 @@ def open_array(name, dtype, timeout=5.0):
                 raise InitTimeout(f"segment {name} was still being initialised after {timeout}s")
             time.sleep(0.001)
         mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        info = validate(bytes(mm[:HEADER_SIZE]), size, name)
-        if info["kind"] != "array":
+        try:
+            info = validate(bytes(mm[:HEADER_SIZE]), size, name)
+            if info["kind"] != "array":
+                raise KindMismatch(f"segment {name} holds a {info['kind']}, not a array")
+            if info["elem"] != want or info["size"] != np.dtype(DTYPES[want]).itemsize:
+                raise TypeMismatch(f"segment {name} holds {info['elem']}, not {want}")
+            info["shape"] = read_shape(mm, info, name)
+            if shape is not None and _check_shape(shape) != info["shape"]:
+                raise ShapeMismatch(f"array {name} has shape {info['shape']}, not {_check_shape(shape)}")
+        except BaseException:
             mm.close()
-            raise KindMismatch(f"segment {name} holds a {info['kind']}, not a array")
-        if info["elem"] != want or info["size"] != np.dtype(DTYPES[want]).itemsize:
-            mm.close()
-            raise TypeMismatch(f"segment {name} holds {info['elem']}, not {want}")
+            raise
         return SharedArray(name, fd, mm, info, owner=False)
     except BaseException:
         os.close(fd)
         raise
 
 
-def create_array(name, dtype, length):
-    """Create a zero-filled ``SharedArray`` of ``length`` elements that Rust can open.
+def create_array(name, dtype, shape):
+    """Create a zero-filled ``SharedArray`` of ``shape`` (an int: one dimension; a tuple: C order)
+    that Rust opens with that shape.
 
     The creator unlinks it on ``close()`` unless ``persist()`` was called.
     """
     name, path = _path(name)
     elem = dtype if dtype in DTYPES else _elem_name(dtype)
     dt = np.dtype(DTYPES[elem])
-    if length <= 0:
+    if isinstance(shape, (int, np.integer)) and shape <= 0:
         raise ShmkitError("a segment cannot be empty")
+    dims = _check_shape(shape)
+    length = 1
+    for d in dims:
+        length *= d
     total = PAYLOAD_OFFSET + dt.itemsize * length
     fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
@@ -234,8 +286,10 @@ def create_array(name, dtype, length):
         mm[:HEADER_SIZE] = header
         # Claim table: zero locks (initialised lazily by the first Rust claimant), capacity, length.
         struct.pack_into("=QQ", mm, HEADER_SIZE + 16, CLAIM_SLOTS, length)
+        SHAPE_RECORD.pack_into(mm, PAYLOAD_OFFSET - SHAPE_RECORD.size, len(dims), *dims, *([0] * (MAX_DIMS - len(dims))))
         struct.pack_into("=I", mm, 12, READY)  # publish last
         info = validate(bytes(mm[:HEADER_SIZE]), total, name)
+        info["shape"] = read_shape(mm, info, name)
         return SharedArray(name, fd, mm, info, owner=True)
     except BaseException:
         os.close(fd)

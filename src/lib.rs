@@ -162,9 +162,13 @@ pub mod sys;
 #[doc(hidden)]
 pub mod testing;
 
+/// The `ndarray` crate this build's views are made of (feature `ndarray`).
+#[cfg(feature = "ndarray")]
+pub use ndarray;
+
 pub use manager::{ManagerError, SharedDict, SharedList};
 pub use segment::{Segment, SegmentError, SegmentOptions};
-pub use shared::{ClaimError, Element, SharedArray, SharedAtomic, SharedObject, SharedValue};
+pub use shared::{Claim, ClaimError, ClaimMut, Element, SharedArray, SharedAtomic, SharedObject, SharedValue};
 pub use sync::{
     AcquireError, Barrier, Condvar, Event, LockError, Mutex, MutexGuard, OwnerDied, RobustSemaphore, RwLock, Semaphore,
     ShmSafe, WaitPolicy,

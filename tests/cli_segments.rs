@@ -49,9 +49,10 @@ fn ls_lists_shmkit_segments_with_their_headers() {
 #[test]
 fn inspect_summarizes_each_kind() {
     let _serial = common::serial(); // gc removes any unmapped test file: one test at a time
-    let a = SharedArray::<i64>::create(None, 100).unwrap();
+    let a = SharedArray::<i64>::create(None, [4, 25]).unwrap();
     a.copy_from_slice(0, &(0..100).map(|i| i - 50).collect::<Vec<_>>()).unwrap();
     let v = json(&["inspect", "--json", a.name().unwrap()]);
+    assert_eq!(v["summary"]["shape"], serde_json::json!([4, 25]), "inspect shows the shape");
     assert_eq!(
         (v["kind"].as_str(), v["element_type"].as_str(), v["length"].as_u64()),
         (Some("array"), Some("i64"), Some(100))

@@ -5,29 +5,14 @@
 //! (`.ci/run` installs them, so CI always runs these).
 
 mod common;
+#[path = "common/python.rs"]
+mod py;
 
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::{Exit, fork_child, wait_pid};
+use py::{check, python};
 use shmkit::{ClaimError, Segment, SegmentError, SharedArray, SharedValue};
-
-fn python(script: &str, args: &[&str]) -> Option<Output> {
-    let probe = Command::new("python3").args(["-c", "import numpy"]).output();
-    if !matches!(&probe, Ok(o) if o.status.success()) {
-        eprintln!("SKIPPED: python3 with numpy is not available");
-        return None;
-    }
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/python");
-    Some(Command::new("python3").arg("-c").arg(script).args(args).env("PYTHONPATH", dir).output().unwrap())
-}
-
-fn check(out: &Output) -> i32 {
-    if !out.stderr.is_empty() {
-        eprintln!("python stderr: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    out.status.code().unwrap_or(-1)
-}
 
 const PY_FILL: &str = r#"
 import sys, numpy as np, shmkit

@@ -9,6 +9,7 @@
 //! `GROUPS` below. The whole binary must finish well under 5 minutes.
 
 mod dict;
+mod numeric;
 mod pool;
 mod queue;
 mod segment;
@@ -19,7 +20,8 @@ mod wait;
 use util::Harness;
 
 /// Every area's entry point, in run order.
-const GROUPS: &[fn(&mut Harness)] = &[segment::run, sync::run, wait::run, queue::run, dict::run, pool::run];
+const GROUPS: &[fn(&mut Harness)] =
+    &[segment::run, sync::run, wait::run, queue::run, dict::run, pool::run, numeric::run];
 
 fn main() {
     let mut h = Harness::from_args();

@@ -105,3 +105,45 @@ pub fn bitwise_equal(a: &[f64], b: &[f64]) -> bool {
 pub fn fingerprint(grid: &[f64]) -> u64 {
     grid.iter().fold(0xcbf2_9ce4_8422_2325, |h, x| (h ^ x.to_bits()).wrapping_mul(0x0100_0000_01b3))
 }
+
+/// [`step_band`] written as ndarray code over 2-D views, with the diffusion number as a
+/// parameter: the same floating-point operations in the same order, so the same bits.
+/// `input` holds grid rows `h0 ..` (the band and its halo rows: `h0` is `r0 - 1`, or `0` at
+/// the top), `out` the band's rows `r0 ..` of the next grid.
+#[cfg(feature = "ndarray")]
+pub fn step_band_nd(
+    alpha: f64,
+    n: usize,
+    r0: usize,
+    h0: usize,
+    input: shmkit::ndarray::ArrayView2<'_, f64>,
+    mut out: shmkit::ndarray::ArrayViewMut2<'_, f64>,
+) {
+    use shmkit::ndarray::{Zip, s};
+    let (rows, off) = (out.nrows(), r0 - h0);
+    // Boundary rows copy through; so do the end columns of every row.
+    for i in 0..rows {
+        if r0 + i == 0 || r0 + i == n - 1 {
+            out.row_mut(i).assign(&input.row(off + i));
+        }
+        out[[i, 0]] = input[[off + i, 0]];
+        out[[i, n - 1]] = input[[off + i, n - 1]];
+    }
+    // Interior rows of the band, `lo .. hi` in `out`, `off + lo .. off + hi` in `input`.
+    let lo = usize::from(r0 == 0);
+    let hi = if r0 + rows == n { rows - 1 } else { rows };
+    if lo >= hi {
+        return;
+    }
+    let (a, b) = (off + lo, off + hi);
+    Zip::from(out.slice_mut(s![lo..hi, 1..n - 1]))
+        .and(input.slice(s![a - 1..b - 1, 1..n - 1]))
+        .and(input.slice(s![a + 1..b + 1, 1..n - 1]))
+        .and(input.slice(s![a..b, 0..n - 2]))
+        .and(input.slice(s![a..b, 2..n]))
+        .and(input.slice(s![a..b, 1..n - 1]))
+        .for_each(|dst, &up, &down, &left, &right, &u| {
+            let lap = up + down + left + right - 4.0 * u;
+            *dst = u + alpha * lap;
+        });
+}

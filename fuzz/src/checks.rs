@@ -10,7 +10,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use shmkit::segment::header::{self, FORMAT_VERSION, HEADER_SIZE, HeaderProblem, Kind, MAGIC, READY};
+use shmkit::segment::header::{
+    self, FORMAT_VERSION, HEADER_SIZE, HeaderProblem, Kind, MAGIC, OLDEST_FORMAT_VERSION, READY,
+};
 use shmkit::{Segment, SegmentOptions, SharedArray, SharedAtomic, SharedValue};
 
 /// Split a fuzz input into `(file_len, header bytes)`: the first 8 bytes (little-endian,
@@ -73,7 +75,7 @@ fn check_validate(bytes: &[u8], file_len: u64) {
             return;
         }
         Err(HeaderProblem::Version(v)) => {
-            assert_ne!(v, FORMAT_VERSION);
+            assert!(!(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&v));
             return;
         }
         Err(HeaderProblem::UnknownKind(code)) => {
@@ -88,8 +90,8 @@ fn check_validate(bytes: &[u8], file_len: u64) {
     let raw = &bytes[..HEADER_SIZE];
     // Fields read back exactly as stored.
     assert_eq!(raw[..8], MAGIC);
-    assert_eq!(u32_at(raw, 8), FORMAT_VERSION);
-    assert_eq!(info.version, FORMAT_VERSION);
+    assert!((OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&info.version));
+    assert_eq!(u32_at(raw, 8), info.version);
     assert_eq!(u32_at(raw, 12), READY);
     assert_eq!(info.kind.code(), u32_at(raw, 16));
     assert_eq!(Kind::from_code(info.kind.code()), Some(info.kind));

@@ -122,7 +122,7 @@ struct Ctx<'a> {
 
 fn array<T: AsF64>(ctx: &Ctx<'_>) -> Summarized {
     let a = SharedArray::<T>::open_with(ctx.opts, ctx.name).map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
+    let mut out = vec![("shape".into(), Field::Nums(a.shape().iter().map(|&d| d as f64).collect()))];
     if let Ok((used, cap)) = a.claim_slots() {
         out.push(("claims".into(), Field::Text(format!("{used} of {cap} slots in use"))));
     }

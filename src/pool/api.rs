@@ -342,7 +342,12 @@ impl Pool {
         self.map_slice(f, &items, per)
     }
 
-    /// `f` over every item, `chunksize` items per task message (cut to fit the message size).
+    /// `f` over every item, `chunksize` items per task message, at most as many as fit one
+    /// message: `message_size / size_of::<A>()` (and as many results), so with the default
+    /// 1 KiB messages a `chunksize` of 500 `u64`s becomes 128 per message. Every item still
+    /// runs; raise [`PoolBuilder::message_size`] for larger chunks. The same holds for
+    /// [`imap`](Self::imap) and [`imap_unordered`](Self::imap_unordered); the serde family
+    /// cuts chunks by bytes (`map_serde`, feature `serde`).
     pub fn map_chunksize<A: Pod, R: Pod>(
         &self,
         f: fn(A) -> R,

@@ -133,6 +133,15 @@ pub enum PoolError {
          anonymous arrays cannot be reopened by the workers yet"
     )]
     AnonymousArray,
+    /// An array's name is too long for an [`ArrayRef`](super::ArrayRef) (task records and
+    /// contexts carry arrays by name).
+    #[error("the array name {name:?} is longer than the {limit} bytes a task can carry: give the array a shorter name")]
+    ArrayNameTooLong {
+        /// The name.
+        name: String,
+        /// The longest name a task carries.
+        limit: usize,
+    },
     /// Starting the manager failed.
     #[error(transparent)]
     Process(#[from] ProcessError),

@@ -3,6 +3,13 @@
 //! memory, which hands each worker its own slice of a [`SharedArray`](crate::SharedArray)
 //! without copying ([`Pool::map_chunks`]), and which does not hang when a worker dies.
 //!
+//! Tasks are `fn` items (or non-capturing closures) over `Pod` arguments and results; under
+//! feature `serde`, the `*_serde` family (`map_serde`, `imap_serde`, `starmap_serde`,
+//! `apply_async_serde`, …) takes any serde types. Parameters a closure would capture travel
+//! as a context value instead: [`Pool::map_chunks_with`] hands one to every band of rows of
+//! an N-dimensional array, with [`ArrayRef`]s for other arrays (see the `context` docs on
+//! why closures cannot cross a process boundary).
+//!
 //! # Architecture
 //!
 //! ```text
@@ -83,17 +90,25 @@
 mod api;
 mod chunks;
 mod config;
+mod context;
 mod dispatch;
 mod error;
 mod handle;
 mod imap;
 mod layout;
+#[cfg(feature = "serde")]
+mod serde_tasks;
 mod sink;
 mod supervisor;
 mod task;
 mod worker;
 
 pub use api::{Pool, PoolBuilder, Progress};
+#[cfg(feature = "serde")]
+pub use context::Serde;
+pub use context::{ARRAY_REF_NAME_CAP, ArrayRef, TaskData};
 pub use error::PoolError;
 pub use handle::AsyncResult;
 pub use imap::Imap;
+#[cfg(feature = "serde")]
+pub use serde_tasks::{SerdeAsyncResult, SerdeImap};

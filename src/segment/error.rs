@@ -119,13 +119,13 @@ pub enum SegmentError {
         expected: u64,
     },
     /// Written by a newer (or unknown) format version.
-    #[error("segment {name} uses format version {found}; this shmkit reads version {supported}: upgrade shmkit")]
+    #[error("segment {name} uses format version {found}; this shmkit reads versions 2 to {supported}: upgrade shmkit")]
     UnsupportedVersion {
         /// The name.
         name: String,
         /// Version found.
         found: u32,
-        /// Version this build reads.
+        /// Newest version this build reads.
         supported: u32,
     },
     /// The segment holds another kind of object.
@@ -161,6 +161,29 @@ pub enum SegmentError {
         expected: u64,
         /// Elements the segment holds.
         found: u64,
+    },
+    /// An array shape that cannot exist: no dimensions, more than
+    /// [`MAX_DIMS`](crate::shared::MAX_DIMS), or more elements than the address space holds.
+    #[error("array shape {shape:?} is invalid: {reason}")]
+    BadShape {
+        /// The dimensions asked for.
+        shape: Vec<usize>,
+        /// What is wrong with them.
+        reason: &'static str,
+    },
+    /// The array has another shape than asked for (an `open_or_create` whose shape differs
+    /// from the creator's, or [`SharedArray::expect_shape`](crate::SharedArray::expect_shape)).
+    #[error(
+        "array {name} has shape {found:?}, not {expected:?}: open it with the shape it was created \
+         with (or reshape your handle when the element count matches), or remove it (shmkit rm)"
+    )]
+    ShapeMismatch {
+        /// The name.
+        name: String,
+        /// The shape the caller asked for.
+        expected: Vec<usize>,
+        /// The shape the segment records.
+        found: Vec<usize>,
     },
     /// A kind code this build does not know.
     #[error("segment {name} holds an object of unknown kind {code}: it was written by a newer shmkit; upgrade")]

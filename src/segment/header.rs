@@ -32,8 +32,11 @@ use bytemuck::{Pod, Zeroable};
 
 /// The eight bytes every shmkit segment starts with.
 pub const MAGIC: [u8; 8] = *b"SHMKIT\0\x1a";
-/// The header format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 2;
+/// The header format this build writes (and the newest it reads). Version 3 added the
+/// shape record of arrays (`shared::shape`); the 128-byte header itself is unchanged.
+pub const FORMAT_VERSION: u32 = 3;
+/// The oldest header format this build reads: version 2 arrays open as one-dimensional.
+pub const OLDEST_FORMAT_VERSION: u32 = 2;
 /// Size of the header in bytes.
 pub const HEADER_SIZE: usize = 128;
 /// `state` value of a published segment.
@@ -345,7 +348,7 @@ pub fn validate(bytes: &[u8], file_len: u64) -> Result<HeaderInfo, HeaderProblem
     if raw.state == 0 {
         return Err(HeaderProblem::NotReady);
     }
-    if raw.version != FORMAT_VERSION {
+    if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&raw.version) {
         return Err(HeaderProblem::Version(raw.version));
     }
     if raw.state != READY {
@@ -412,14 +415,15 @@ pub fn validate(bytes: &[u8], file_len: u64) -> Result<HeaderInfo, HeaderProblem
     })
 }
 
-/// Build the header a creator writes (with `state` still 0).
+/// Build the header a creator writes (with `state` still 0). The version written is
+/// `info.version` (a test writes an old format with it; creators use [`FORMAT_VERSION`]).
 pub fn build(info: &HeaderInfo) -> RawHeader {
     let mut elem_name = [0u8; MAX_TYPE_NAME];
     let n = info.elem.name.len().min(MAX_TYPE_NAME);
     elem_name[..n].copy_from_slice(&info.elem.name.as_bytes()[..n]);
     RawHeader {
         magic: MAGIC,
-        version: FORMAT_VERSION,
+        version: info.version,
         state: 0,
         kind: info.kind.code(),
         elem_align: info.elem.align,
@@ -507,6 +511,10 @@ mod tests {
         let mut b = good.clone();
         b[8] = 1;
         assert_eq!(validate(&b, 4176), Err(HeaderProblem::Version(1)));
+        b[8] = FORMAT_VERSION as u8 + 1;
+        assert_eq!(validate(&b, 4176), Err(HeaderProblem::Version(FORMAT_VERSION + 1)));
+        b[8] = OLDEST_FORMAT_VERSION as u8;
+        assert!(validate(&b, 4176).is_ok(), "version 2 segments still open");
         let mut b = good.clone();
         b[12..16].copy_from_slice(&0u32.to_ne_bytes());
         assert_eq!(validate(&b, 4176), Err(HeaderProblem::NotReady));

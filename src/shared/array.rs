@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use super::claims::{self, ClaimError, Claims, MAX_CLAIM_SLOTS, Mode, SlotGuard};
 use super::element::{AtomicElement, Element, type_info};
+use super::shape::{IntoShape, SHAPE_RECORD, Shape};
 use crate::segment::kind::{self, Create, SegmentKind, debug_handle, segment_handle};
-use crate::segment::{Expect, Kind, Layout, Segment, SegmentError, SegmentOptions, Target};
+use crate::segment::{Expect, HeaderInfo, Kind, Layout, Segment, SegmentError, SegmentOptions, Target};
 use crate::sys::Deadline;
 
 /// Default number of claim slots of an array: how many claims may be live at once.
@@ -25,6 +26,21 @@ pub const DEFAULT_CLAIM_SLOTS: usize = 128;
 ///
 /// Claims are robust: a claim whose process died is freed by the next claimant.
 ///
+/// An array has a [`Shape`] (C order, up to [`MAX_DIMS`](super::MAX_DIMS) dimensions),
+/// recorded in the segment and read back on every open; element ranges index the flat
+/// array, and [`claim_rows`](Self::claim_rows) / [`claim_rows_mut`](Self::claim_rows_mut)
+/// take a band of rows along the first axis. With feature `ndarray`, claims are
+/// `ArrayView`s of their true shape.
+///
+/// ```
+/// use shmkit::SharedArray;
+/// let grid = SharedArray::<f64>::create(None, [4, 6])?;   // 4 rows of 6
+/// assert_eq!((grid.shape().dims(), grid.len()), (&[4, 6][..], 24));
+/// let band = grid.claim_rows_mut(1..3)?;                  // rows 1 and 2: elements 6..18
+/// assert_eq!((band.range(), band.shape().dims()), (6..18, &[2, 6][..]));
+/// # Ok::<(), shmkit::Error>(())
+/// ```
+///
 /// ```
 /// use shmkit::SharedArray;
 /// let a = SharedArray::<f64>::create(None, 1000)?;
@@ -41,13 +57,13 @@ pub const DEFAULT_CLAIM_SLOTS: usize = 128;
 /// ```
 pub struct SharedArray<T: Element> {
     seg: Segment,
-    len: usize,
+    shape: Shape,
     _t: PhantomData<T>,
 }
 
 impl<T: Element> std::fmt::Debug for SharedArray<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        debug_handle(f, "SharedArray", &self.seg, T::TYPE_NAME).field("len", &self.len).finish()
+        debug_handle(f, "SharedArray", &self.seg, T::TYPE_NAME).field("shape", &self.shape).finish()
     }
 }
 
@@ -89,20 +105,66 @@ pub(crate) fn claimed_expect<T: Element>(kind: Kind) -> Expect {
     Expect { kind: Some(kind), elem: Some(type_info::<T>()), min_control_len: claims::control_len(1) }
 }
 
+/// Whether the segment stores a shape record before its payload (arrays of format 3 on).
+fn has_shape_record(h: &HeaderInfo) -> bool {
+    h.kind == Kind::Array && h.version >= 3
+}
+
 /// The claim table of a published segment, validated.
 pub(crate) fn attach_claims(seg: &Segment) -> Result<Claims<'_>, SegmentError> {
     let h = seg.header().ok_or_else(|| SegmentError::NotShmkit { name: seg.name().unwrap_or("").to_owned() })?;
-    let avail = h.payload_offset as usize - crate::segment::header::HEADER_SIZE;
+    let record = if has_shape_record(h) { SHAPE_RECORD } else { 0 };
+    let avail =
+        (h.payload_offset as usize - crate::segment::header::HEADER_SIZE).checked_sub(record).ok_or_else(|| {
+            SegmentError::Corrupt {
+                name: seg.name().unwrap_or("").to_owned(),
+                reason: "no room for the shape record".into(),
+            }
+        })?;
     // SAFETY: the control block lies between the header and the payload of a published
     // segment whose mapping lives as long as `seg`.
     unsafe { Claims::attach(seg.control_ptr(), avail, h.elem_count) }
         .map_err(|reason| SegmentError::Corrupt { name: seg.name().unwrap_or("").to_owned(), reason })
 }
 
-/// What a new array is made of: its length and its number of claim slots.
+/// The shape a published array segment records (`[elem_count]` for format 2), validated.
+fn stored_shape(seg: &Segment) -> Result<Shape, SegmentError> {
+    let name = || seg.name().unwrap_or("").to_owned();
+    let h = seg.header().ok_or_else(|| SegmentError::NotShmkit { name: name() })?;
+    if !has_shape_record(h) {
+        return Shape::new(&[h.elem_count as usize]);
+    }
+    // SAFETY: `attach_claims` checked that the 64 bytes before the payload lie after the
+    // claim table, inside the mapping; the payload offset is a multiple of 64, so they are
+    // 8-aligned; the record is only ever accessed atomically.
+    let words = unsafe { Shape::load(seg.as_ptr().wrapping_sub(SHAPE_RECORD)) };
+    Shape::from_record(&words, h.elem_count).map_err(|reason| SegmentError::Corrupt { name: name(), reason })
+}
+
+/// What a new array is made of: its shape (checked by `layout`) and its number of claim
+/// slots.
 pub(crate) struct ArrayArgs {
-    len: usize,
+    shape: Result<Shape, SegmentError>,
     slots: usize,
+}
+
+impl ArrayArgs {
+    fn new(shape: impl IntoShape, slots: usize) -> Self {
+        ArrayArgs { shape: shape.into_shape(), slots }
+    }
+
+    fn shape(&self) -> Result<Shape, SegmentError> {
+        match &self.shape {
+            Ok(s) => Ok(*s),
+            Err(SegmentError::BadShape { shape, reason }) => {
+                Err(SegmentError::BadShape { shape: shape.clone(), reason })
+            }
+            Err(SegmentError::TooLarge { requested, capacity, where_ }) => {
+                Err(SegmentError::TooLarge { requested: *requested, capacity: *capacity, where_ })
+            }
+            Err(_) => Err(SegmentError::ZeroLength),
+        }
+    }
 }
 
 impl<T: Element> SegmentKind for SharedArray<T> {
@@ -114,25 +176,36 @@ impl<T: Element> SegmentKind for SharedArray<T> {
 
     fn attach(seg: Segment) -> Result<Self, SegmentError> {
         attach_claims(&seg)?;
-        let len = seg.header().map_or(0, |h| h.elem_count as usize);
-        Ok(SharedArray { seg, len, _t: PhantomData })
+        let shape = stored_shape(&seg)?;
+        Ok(SharedArray { seg, shape, _t: PhantomData })
     }
 }
 
 impl<T: Element> Create<ArrayArgs> for SharedArray<T> {
     fn layout(args: &ArrayArgs) -> Result<Layout, SegmentError> {
-        claimed_layout::<T>(Kind::Array, args.len, args.slots)
+        let mut layout = claimed_layout::<T>(Kind::Array, args.shape()?.len(), args.slots)?;
+        layout.control_len += SHAPE_RECORD; // the record ends where the payload starts
+        Ok(layout)
     }
 
     unsafe fn init(seg: &Segment, args: ArrayArgs) -> Result<(), SegmentError> {
+        let shape = args.shape()?;
+        // SAFETY: the control block was laid out with SHAPE_RECORD bytes to spare, so the
+        // 64 bytes before the (64-aligned) payload follow the claim table; the segment is
+        // unpublished (the caller's contract).
+        unsafe { shape.store(seg.as_ptr().wrapping_sub(SHAPE_RECORD)) };
         // SAFETY: the caller's contract: `seg` is new, unpublished, laid out by `layout`.
-        unsafe { init_claims(seg, args.slots, args.len) }
+        unsafe { init_claims(seg, args.slots, shape.len()) }
+    }
+
+    fn check_existing(handle: &Self, args: &ArrayArgs) -> Result<(), SegmentError> {
+        handle.expect_shape(args.shape()?)
     }
 }
 
 segment_handle! {
     @common impl[T: Element] SharedArray<T>, "array", SegmentError, seg,
-    (len: usize) => ArrayArgs { len, slots: DEFAULT_CLAIM_SLOTS }
+    (shape: impl IntoShape) => ArrayArgs::new(shape, DEFAULT_CLAIM_SLOTS)
 }
 
 impl<T: Element> SharedArray<T> {
@@ -142,10 +215,40 @@ impl<T: Element> SharedArray<T> {
     pub fn create_with(
         opts: &SegmentOptions,
         name: Option<&str>,
-        len: usize,
+        shape: impl IntoShape,
         slots: usize,
     ) -> Result<Self, SegmentError> {
-        kind::create(opts, Target::Named(name), ArrayArgs { len, slots })
+        kind::create(opts, Target::Named(name), ArrayArgs::new(shape, slots))
+    }
+
+    /// The array's shape, as recorded in its segment (or as [`reshape`](Self::reshape)d).
+    pub fn shape(&self) -> Shape {
+        self.shape
+    }
+
+    /// `Ok` if the array has `shape`, else [`SegmentError::ShapeMismatch`]: the check an
+    /// opener that knows its grid makes, as `open` checks the element type.
+    pub fn expect_shape(&self, shape: impl IntoShape) -> Result<(), SegmentError> {
+        let want = shape.into_shape()?;
+        if want == self.shape {
+            return Ok(());
+        }
+        let name = self.seg.name().unwrap_or("").to_owned();
+        Err(SegmentError::ShapeMismatch { name, expected: want.to_vec(), found: self.shape.to_vec() })
+    }
+
+    /// This handle with another shape of the same number of elements (numpy's `reshape`:
+    /// the data stays in place). Only this handle changes: other handles, and openers, see
+    /// the shape recorded at creation. Another element count is
+    /// [`SegmentError::SizeMismatch`].
+    pub fn reshape(mut self, shape: impl IntoShape) -> Result<Self, SegmentError> {
+        let new = shape.into_shape()?;
+        if new.len() != self.shape.len() {
+            let name = self.seg.name().unwrap_or("").to_owned();
+            return Err(SegmentError::SizeMismatch { name, expected: new.len() as u64, found: self.len() as u64 });
+        }
+        self.shape = new;
+        Ok(self)
     }
 
     fn claims(&self) -> Result<Claims<'_>, ClaimError> {
@@ -156,30 +259,42 @@ impl<T: Element> SharedArray<T> {
 
     /// Number of elements.
     pub fn len(&self) -> usize {
-        self.len
+        self.shape.len()
     }
 
     /// Whether the array has no elements (never: arrays hold at least one).
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     fn bounds(&self, range: impl RangeBounds<usize>) -> Result<Range<usize>, ClaimError> {
-        use std::ops::Bound::*;
-        let start = match range.start_bound() {
-            Included(&s) => s,
-            Excluded(&s) => s.saturating_add(1),
-            Unbounded => 0,
-        };
-        let end = match range.end_bound() {
-            Included(&e) => e.saturating_add(1),
-            Excluded(&e) => e,
-            Unbounded => self.len,
-        };
-        if start >= end || end > self.len {
-            return Err(ClaimError::OutOfBounds { start, end, len: self.len });
+        let Range { start, end } = rows_of(range, self.len());
+        if start >= end || end > self.len() {
+            return Err(ClaimError::OutOfBounds { start, end, len: self.len() });
         }
         Ok(start..end)
+    }
+
+    /// The element range of rows `rows` (along the first axis).
+    fn row_bounds(&self, rows: impl RangeBounds<usize>) -> Result<Range<usize>, ClaimError> {
+        let r = rows_of(rows, self.shape.rows());
+        let row_len = self.shape.row_len();
+        if r.start >= r.end || r.end > self.shape.rows() {
+            let (start, end) = (r.start.saturating_mul(row_len), r.end.saturating_mul(row_len));
+            return Err(ClaimError::OutOfBounds { start, end, len: self.len() });
+        }
+        Ok(r.start * row_len..r.end * row_len)
+    }
+
+    /// The shape of the elements `r`: a band of rows when `r` starts and ends on row
+    /// boundaries, else flat.
+    fn shape_of(&self, r: &Range<usize>) -> Shape {
+        let row_len = self.shape.row_len();
+        if r.start.is_multiple_of(row_len) && r.end.is_multiple_of(row_len) {
+            self.shape.with_rows(r.len() / row_len)
+        } else {
+            Shape::flat(r.len())
+        }
     }
 
     fn grant(
@@ -203,7 +318,7 @@ impl<T: Element> SharedArray<T> {
         // aligned for T (header validated), T is Pod, and the live shared claim excludes every
         // writer in every process until `slot` drops with the returned guard.
         let data = unsafe { std::slice::from_raw_parts(self.elems(&r), r.len()) };
-        Ok(Claim { data, range: r, _slot: slot })
+        Ok(Claim { data, shape: self.shape_of(&r), range: r, _slot: slot })
     }
 
     fn exclusive(&self, range: impl RangeBounds<usize>, wait: Option<Deadline>) -> Result<ClaimMut<'_, T>, ClaimError> {
@@ -211,7 +326,7 @@ impl<T: Element> SharedArray<T> {
         // SAFETY: as in `shared`; the exclusive claim excludes every other reader and writer
         // of any overlapping element in every process until the guard drops.
         let data = unsafe { std::slice::from_raw_parts_mut(self.elems(&r), r.len()) };
-        Ok(ClaimMut { data, range: r, _slot: slot })
+        Ok(ClaimMut { data, shape: self.shape_of(&r), range: r, _slot: slot })
     }
 
     /// Read access to the whole array, waiting for writers to finish.
@@ -256,6 +371,36 @@ impl<T: Element> SharedArray<T> {
         timeout: Duration,
     ) -> Result<ClaimMut<'_, T>, ClaimError> {
         self.exclusive(range, Some(Deadline::after(timeout)))
+    }
+
+    /// A shared claim on the rows `rows` (a band along the first axis, all of every other
+    /// axis); the claim's [`shape`](Claim::shape) is `[rows, dims[1..]]`. Waits as
+    /// [`claim`](Self::claim).
+    pub fn claim_rows(&self, rows: impl RangeBounds<usize>) -> Result<Claim<'_, T>, ClaimError> {
+        self.shared(self.row_bounds(rows)?, Some(Deadline::never()))
+    }
+
+    /// An exclusive claim on the rows `rows`; see [`claim_rows`](Self::claim_rows).
+    pub fn claim_rows_mut(&self, rows: impl RangeBounds<usize>) -> Result<ClaimMut<'_, T>, ClaimError> {
+        self.exclusive(self.row_bounds(rows)?, Some(Deadline::never()))
+    }
+
+    /// Like [`claim_rows`](Self::claim_rows) but gives up after `timeout`.
+    pub fn claim_rows_timeout(
+        &self,
+        rows: impl RangeBounds<usize>,
+        timeout: Duration,
+    ) -> Result<Claim<'_, T>, ClaimError> {
+        self.shared(self.row_bounds(rows)?, Some(Deadline::after(timeout)))
+    }
+
+    /// Like [`claim_rows_mut`](Self::claim_rows_mut) but gives up after `timeout`.
+    pub fn claim_rows_mut_timeout(
+        &self,
+        rows: impl RangeBounds<usize>,
+        timeout: Duration,
+    ) -> Result<ClaimMut<'_, T>, ClaimError> {
+        self.exclusive(self.row_bounds(rows)?, Some(Deadline::after(timeout)))
     }
 
     /// `(slots in use, slot capacity)` of the claim table, for inspection tools. A claim
@@ -311,6 +456,7 @@ impl<T: AtomicElement> SharedArray<T> {
 #[must_use = "the shared claim on the range is released as soon as it is dropped"]
 pub struct Claim<'a, T> {
     data: &'a [T],
+    shape: Shape,
     range: Range<usize>,
     _slot: SlotGuard<'a>,
 }
@@ -319,6 +465,7 @@ pub struct Claim<'a, T> {
 #[must_use = "the exclusive claim on the range is released as soon as it is dropped"]
 pub struct ClaimMut<'a, T> {
     data: &'a mut [T],
+    shape: Shape,
     range: Range<usize>,
     _slot: SlotGuard<'a>,
 }
@@ -348,6 +495,35 @@ macro_rules! claim_common {
     )*};
 }
 claim_common!(Claim, ClaimMut, AtomicClaim);
+
+macro_rules! claim_shape {
+    ($($ty:ident),*) => {$(
+        impl<T> $ty<'_, T> {
+            /// The shape of the claimed elements: `[rows, dims[1..]]` when the range starts
+            /// and ends on row boundaries (a band of rows, or the whole array), else `[len]`.
+            pub fn shape(&self) -> Shape {
+                self.shape
+            }
+        }
+    )*};
+}
+claim_shape!(Claim, ClaimMut);
+
+/// `rows` as a plain range of indices below `n` (unbounded ends filled in; not checked).
+pub(crate) fn rows_of(rows: impl RangeBounds<usize>, n: usize) -> Range<usize> {
+    use std::ops::Bound::*;
+    let start = match rows.start_bound() {
+        Included(&s) => s,
+        Excluded(&s) => s.saturating_add(1),
+        Unbounded => 0,
+    };
+    let end = match rows.end_bound() {
+        Included(&e) => e.saturating_add(1),
+        Excluded(&e) => e,
+        Unbounded => n,
+    };
+    start..end
+}
 
 impl<T> DerefMut for ClaimMut<'_, T> {
     fn deref_mut(&mut self) -> &mut [T] {

@@ -150,6 +150,18 @@ pub enum ClaimError {
         /// Slots in the table.
         capacity: usize,
     },
+    /// A view with a fixed number of dimensions was asked of a claim of another shape
+    /// (`view_as::<Ix2>()` of a flat claim: claim whole rows to get the array's shape).
+    #[error(
+        "the claim has shape {shape:?}, which is not {wanted}-dimensional: claim whole rows \
+         (claim_rows) for the array's shape, or ask for its dimensionality"
+    )]
+    Dimensions {
+        /// The claim's shape.
+        shape: Vec<usize>,
+        /// The number of dimensions asked for.
+        wanted: usize,
+    },
     /// The claim table in shared memory is corrupt.
     #[error("the shared claim table is corrupt ({reason}); recreate the array")]
     Corrupt {

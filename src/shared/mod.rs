@@ -4,7 +4,10 @@
 mod array;
 pub(crate) mod claims;
 mod element;
+#[cfg(feature = "ndarray")]
+mod ndview;
 mod object;
+mod shape;
 mod value;
 
 pub use array::{AtomicClaim, Claim, ClaimMut, DEFAULT_CLAIM_SLOTS, SharedArray};
@@ -12,4 +15,5 @@ pub use claims::{ClaimError, MAX_CLAIM_SLOTS};
 pub use element::{AtomicElement, Element, type_info};
 pub(crate) use object::fnv1a;
 pub use object::{SharedObject, object_type_info};
+pub use shape::{IntoShape, MAX_DIMS, Shape};
 pub use value::{SharedAtomic, SharedValue, ValueGuard};

@@ -1,0 +1,78 @@
+//! Tasks over any serde data (feature `serde`): map/imap/imap_unordered/starmap/apply(_async)
+//! with structs holding Strings and Vecs; chunks cut where a message is full; an argument or
+//! a chunk's results too large for a message is an error naming the limit, never a
+//! truncation.
+#![cfg(feature = "serde")]
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use shmkit::pool::{Pool, PoolError};
+
+shmkit::fork_server_at_load!();
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Sample {
+    name: String,
+    xs: Vec<f64>,
+}
+
+fn summarize(s: Sample) -> (String, f64) {
+    (s.name.to_uppercase(), s.xs.iter().sum())
+}
+
+fn sample(i: usize) -> Sample {
+    Sample { name: format!("s{i}"), xs: vec![i as f64; 8] }
+}
+
+#[test]
+fn the_whole_family_carries_serde_values() {
+    let pool = Pool::new(2).unwrap();
+    let out = pool.map_serde(summarize, (0..1000).map(sample)).unwrap();
+    assert_eq!(out.len(), 1000);
+    assert!(out.iter().enumerate().all(|(i, r)| *r == (format!("S{i}"), 8.0 * i as f64)));
+    let ordered: Vec<_> = pool.imap_serde(summarize, (0..50).map(sample), 7).map(Result::unwrap).collect();
+    assert_eq!(ordered[49], ("S49".to_string(), 392.0));
+    let mut any: Vec<_> = pool.imap_unordered_serde(summarize, (0..50).map(sample), 3).map(Result::unwrap).collect();
+    any.sort_by(|a, b| a.1.total_cmp(&b.1));
+    assert_eq!(any, ordered);
+    let joined =
+        pool.starmap_serde(|a: String, n: usize| a.repeat(n), [("ab".to_string(), 2), ("c".into(), 3)]).unwrap();
+    assert_eq!(joined, ["abab", "ccc"]);
+    assert_eq!(pool.apply_serde(|v: Vec<u8>| v.len(), vec![1, 2, 3]).unwrap(), 3);
+    let mut h = pool.apply_async_serde(summarize, sample(2)).unwrap();
+    assert_eq!(h.get_timeout(Duration::from_secs(20)).unwrap(), ("S2".to_string(), 16.0));
+    let h = pool.apply_async_serde(summarize, sample(3)).unwrap();
+    assert_eq!(h.get().unwrap().1, 24.0);
+}
+
+#[test]
+fn chunks_are_cut_where_a_message_is_full_and_every_item_runs() {
+    let pool = Pool::builder().processes(2).message_size(1024).build().unwrap();
+    // ~300 bytes each: a chunksize of 100 holds at most 3 per 1 KiB message.
+    let big = |i: usize| Sample { name: "x".repeat(200), xs: vec![i as f64; 12] };
+    let out: Vec<_> = pool.imap_serde(|s: Sample| s.xs[0] as u64, (0..100).map(big), 100).map(Result::unwrap).collect();
+    assert_eq!(out, (0..100).collect::<Vec<u64>>());
+}
+
+#[test]
+fn oversize_messages_are_errors_naming_the_limit() {
+    let pool = Pool::builder().processes(1).message_size(1024).build().unwrap();
+    let huge = Sample { name: String::new(), xs: vec![1.0; 200] };
+    match pool.map_serde(summarize, [sample(1), huge.clone()]) {
+        Err(e @ PoolError::MessageTooLarge { limit: 1024, .. }) => assert!(e.to_string().contains("message_size")),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(pool.apply_async_serde(summarize, huge), Err(PoolError::MessageTooLarge { .. })));
+    // Results: one small argument, a result too large for the result area.
+    match pool.apply_serde(|n: usize| vec![7u8; n], 4000) {
+        Err(PoolError::TaskFailed { message }) => assert!(message.contains("message_size"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    // A panicking task is reported and the pool goes on.
+    assert!(matches!(
+        pool.apply_serde(|_: String| -> u8 { panic!("boom") }, "x".into()),
+        Err(PoolError::TaskPanicked { .. })
+    ));
+    assert_eq!(pool.apply_serde(|s: String| s + "!", "ok".into()).unwrap(), "ok!");
+}
