@@ -17,7 +17,7 @@ use super::task::{Tramp, tramp_addr};
 use crate::shared::{Element, SharedArray};
 
 /// Bytes of one chunk record: ino, dev, start, end, name length, name.
-const RECORD: usize = 320;
+pub(crate) const RECORD: usize = 320;
 const NAME_CAP: usize = RECORD - 40;
 
 /// How long a worker waits for a chunk someone else holds a conflicting claim on.
@@ -83,7 +83,7 @@ fn with_array<T: Element, X>(rec: &Record<'_>, f: impl FnOnce(&SharedArray<T>) -
 /// # Safety
 ///
 /// `func` is the address of an `fn(usize, &[T]) -> R` of this binary image.
-unsafe fn chunk_tramp<T: Element, R: Pod>(
+pub(crate) unsafe fn chunk_tramp<T: Element, R: Pod>(
     func: u64,
     args: &[u8],
     _count: u32,
@@ -104,7 +104,12 @@ unsafe fn chunk_tramp<T: Element, R: Pod>(
 /// # Safety
 ///
 /// `func` is the address of an `fn(usize, &mut [T])` of this binary image.
-unsafe fn chunk_mut_tramp<T: Element>(func: u64, args: &[u8], _count: u32, _out: &mut [u8]) -> Result<usize, String> {
+pub(crate) unsafe fn chunk_mut_tramp<T: Element>(
+    func: u64,
+    args: &[u8],
+    _count: u32,
+    _out: &mut [u8],
+) -> Result<usize, String> {
     // SAFETY: per this function's contract.
     let f = unsafe { std::mem::transmute::<usize, fn(usize, &mut [T])>(func as usize) };
     let rec = decode(args)?;
@@ -171,6 +176,19 @@ impl Pool {
         func: u64,
         res_size: usize,
     ) -> Result<(usize, Vec<u8>), PoolError> {
+        let (chunks, records) = self.chunk_records(array, chunk_len, res_size)?;
+        let out = self.run_batch(chunks, RECORD, &records, 1, tramp, func, res_size)?;
+        Ok((chunks, out))
+    }
+
+    /// One `RECORD`-byte task record per `chunk_len`-element chunk of `array` (and how many
+    /// chunks), checked against the message size for results of `res_size` bytes.
+    pub(crate) fn chunk_records<T: Element>(
+        &self,
+        array: &SharedArray<T>,
+        chunk_len: usize,
+        res_size: usize,
+    ) -> Result<(usize, Vec<u8>), PoolError> {
         let name = array.name().ok_or(PoolError::AnonymousArray)?;
         let msg = self.core.shape().msg;
         if name.len() > NAME_CAP || RECORD > msg || res_size > msg {
@@ -187,7 +205,6 @@ impl Pool {
             }
             rec[40..40 + name.len()].copy_from_slice(name.as_bytes());
         }
-        let out = self.run_batch(chunks, RECORD, &records, 1, tramp, func, res_size)?;
-        Ok((chunks, out))
+        Ok((chunks, records))
     }
 }

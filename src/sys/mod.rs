@@ -12,5 +12,6 @@ pub mod held;
 pub mod owner;
 pub mod process;
 pub mod pthread;
+pub mod stdio;
 
 pub use clock::Deadline;
