@@ -27,9 +27,10 @@ thread_local! {
 }
 
 /// Capture panic messages (with their location) instead of printing them: the pool hands
-/// them to the caller. With `to_stderr` (the manager captures this worker's stderr) they are
-/// printed too, so a panic that ends in an abort (in a `Drop` while unwinding, in an
-/// `extern "C"` function) still reaches the caller as last words.
+/// them to the caller. With `to_stderr` (the manager captures this worker's stderr), a panic
+/// that will end in an abort — one while another unwinds (in a `Drop`), or any panic in a
+/// `panic = "abort"` build — is printed there with the panic it interrupted, so it reaches
+/// the caller as last words. Caught panics are not printed (they are the task's error).
 fn install_panic_capture(to_stderr: bool) {
     std::panic::set_hook(Box::new(move |info| {
         let payload = info.payload();
@@ -42,9 +43,14 @@ fn install_panic_capture(to_stderr: bool) {
             Some(l) => format!("{msg} (at {}:{}:{})", l.file(), l.line(), l.column()),
             None => msg.to_owned(),
         };
-        if to_stderr {
+        if to_stderr && (cfg!(panic = "abort") || std::thread::panicking()) {
             use std::io::Write;
-            let _ = writeln!(std::io::stderr(), "worker {} panicked: {text}", std::process::id());
+            let pid = std::process::id();
+            let mut err = std::io::stderr().lock();
+            if let Some(first) = LAST_PANIC.with(|p| p.borrow().clone()) {
+                let _ = writeln!(err, "worker {pid} panicked: {first}");
+            }
+            let _ = writeln!(err, "worker {pid} panicked: {text}");
         }
         LAST_PANIC.with(|p| *p.borrow_mut() = Some(text));
     }));
