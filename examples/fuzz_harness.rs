@@ -82,8 +82,12 @@ fn target(input: Input) -> u32 {
             match magic {
                 b"FUZZ" => {
                     // Planted bug 1: a wild write (raised as the SIGSEGV it would be).
-                    // SAFETY: raise has no preconditions; it ends this worker.
-                    unsafe { libc::raise(libc::SIGSEGV) };
+                    // SAFETY: signal and raise have no preconditions; it ends this worker.
+                    // (Rust's own SIGSEGV handler, for stack overflows, would return from a raised one.)
+                    unsafe {
+                        libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+                        libc::raise(libc::SIGSEGV);
+                    }
                 }
                 b"HANG" => loop {
                     // Planted bug 2: an infinite loop.

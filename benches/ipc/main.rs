@@ -9,6 +9,7 @@
 //! `GROUPS` below. The whole binary must finish well under 5 minutes.
 
 mod dict;
+mod fuzz;
 mod pool;
 mod queue;
 mod segment;
@@ -18,7 +19,7 @@ mod util;
 use util::Harness;
 
 /// Every area's entry point, in run order.
-const GROUPS: &[fn(&mut Harness)] = &[segment::run, sync::run, queue::run, dict::run, pool::run];
+const GROUPS: &[fn(&mut Harness)] = &[segment::run, sync::run, queue::run, dict::run, pool::run, fuzz::run];
 
 fn main() {
     let mut h = Harness::from_args();

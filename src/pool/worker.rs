@@ -43,11 +43,13 @@ fn install_panic_capture(to_stderr: bool) {
             Some(l) => format!("{msg} (at {}:{}:{})", l.file(), l.line(), l.column()),
             None => msg.to_owned(),
         };
-        if to_stderr && (cfg!(panic = "abort") || std::thread::panicking()) {
+        // A panic not caught yet (the catch takes it) means this one interrupts its unwinding.
+        let interrupted = LAST_PANIC.with(|p| p.borrow().clone());
+        if to_stderr && (cfg!(panic = "abort") || interrupted.is_some()) {
             use std::io::Write;
             let pid = std::process::id();
             let mut err = std::io::stderr().lock();
-            if let Some(first) = LAST_PANIC.with(|p| p.borrow().clone()) {
+            if let Some(first) = interrupted {
                 let _ = writeln!(err, "worker {pid} panicked: {first}");
             }
             let _ = writeln!(err, "worker {pid} panicked: {text}");
