@@ -3,6 +3,11 @@
 //! memory, which hands each worker its own slice of a [`SharedArray`](crate::SharedArray)
 //! without copying ([`Pool::map_chunks`]), and which does not hang when a worker dies.
 //!
+//! For fuzz and stress campaigns, [`Pool::map_results`], [`Pool::imap_results`] and
+//! [`Pool::map_chunks_results`] give each input its own `Result<R, TaskError>`: a crash, a
+//! hang past [`PoolBuilder::task_timeout`] or a panic fails only that input, and every
+//! other input still runs.
+//!
 //! # Architecture
 //!
 //! ```text
