@@ -10,7 +10,7 @@ import sys
 
 LINE = re.compile(r"^([A-Za-z0-9_]+): ([-+0-9.eE]+) (\S+)\s*$")
 # Units where a larger number is better; for all others (times) smaller is better.
-HIGHER_IS_BETTER = {"Mops/s", "Mmsg/s", "GB/s", "tasks/s", "ops/s", "kops/s", "steps/s", "M/s", "x"}
+HIGHER_IS_BETTER = {"Mops/s", "Mmsg/s", "GB/s", "tasks/s", "ops/s", "kops/s", "steps/s", "M/s", "x", "execs/s"}
 
 # figure, its OS floor (same run), its Python counterpart, what it measures.
 ROWS = [
@@ -52,6 +52,11 @@ ROWS = [
      "heat_diffusion 512², 2 workers, a pool call per step (floor column: one process)"),
     ("pool_sum_512mib_2w", "floor_sum_512mib_2p", "python_pool_sum_512mib_2w_pickled",
      "sum a 512 MiB f64 array, 2 workers (Python: chunks pickled to the pool)"),
+    ("pool_fuzz_execs_per_s_crash_only", None, "python_pebble_fuzz_execs_per_s_crash_only",
+     "fuzz campaign, 2 workers, 1% of inputs crash the worker (Python: pebble ProcessPool, a task per input)"),
+    ("pool_fuzz_execs_per_s", "floor_fuzz_hang_bound_execs_per_s", "python_pebble_fuzz_execs_per_s",
+     "the same plus 0.1% hangs cut by a 50 ms timeout (floor: the bound the hangs alone set)"),
+    ("pool_timeout_detect_ms", None, None, "a hung task's error, after its deadline"),
 ]
 
 

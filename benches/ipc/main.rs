@@ -9,6 +9,7 @@
 //! `GROUPS` below. The whole binary must finish well under 5 minutes.
 
 mod dict;
+mod fuzz;
 mod numeric;
 mod pool;
 mod queue;
@@ -21,7 +22,7 @@ use util::Harness;
 
 /// Every area's entry point, in run order.
 const GROUPS: &[fn(&mut Harness)] =
-    &[segment::run, sync::run, wait::run, queue::run, dict::run, pool::run, numeric::run];
+    &[segment::run, sync::run, wait::run, queue::run, dict::run, pool::run, fuzz::run, numeric::run];
 
 fn main() {
     let mut h = Harness::from_args();

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytemuck::Pod;
 
 use super::PoolError;
-use super::config::{Config, MAX_DEPTH, MAX_MSG, MAX_START_TIMEOUT, MAX_WORKERS, MIN_MSG, new_key};
+use super::config::{Config, MAX_DEPTH, MAX_MSG, MAX_START_TIMEOUT, MAX_STDERR_TAIL, MAX_WORKERS, MIN_MSG, new_key};
 use super::dispatch::{Core, Job};
 use super::handle::AsyncResult;
 use super::layout::{INIT_ARG_CAP, Shape};
@@ -35,6 +35,8 @@ pub struct PoolBuilder {
     depth: usize,
     start_timeout: Duration,
     forced_fork: bool,
+    task_timeout: Option<Duration>,
+    stderr_tail: usize,
 }
 
 impl Default for PoolBuilder {
@@ -48,6 +50,8 @@ impl Default for PoolBuilder {
             depth: 64,
             start_timeout: Duration::from_secs(20),
             forced_fork: false,
+            task_timeout: None,
+            stderr_tail: 0,
         }
     }
 }
@@ -98,6 +102,26 @@ impl PoolBuilder {
     /// (default 20 s; 1 ms to 24 h).
     pub fn start_timeout(mut self, timeout: Duration) -> Self {
         self.start_timeout = timeout.clamp(Duration::from_millis(1), MAX_START_TIMEOUT);
+        self
+    }
+
+    /// Give every task item at most `timeout` (rounded up to whole milliseconds, at most
+    /// about 49 days): a worker still on an item after that is SIGKILLed and replaced, and
+    /// the item fails with [`PoolError::TaskTimedOut`] (its pid, how long it ran) — in
+    /// `map_results` and the other `*_results` forms that item alone. Items of one chunk
+    /// are timed one by one. Per call: [`ItemOptions::timeout`](super::ItemOptions::timeout).
+    /// Default: no timeout.
+    pub fn task_timeout(mut self, timeout: Duration) -> Self {
+        self.task_timeout = Some(timeout);
+        self
+    }
+
+    /// Send each worker's stderr to the pool's manager, which keeps its last `bytes` bytes
+    /// (at most 64 KiB) and attaches them to the item a crash or a timeout fails
+    /// ([`TaskError::last_words`](super::TaskError::last_words)); panics are printed there
+    /// too. What workers print then no longer reaches this process's stderr. Default: off.
+    pub fn capture_stderr(mut self, bytes: usize) -> Self {
+        self.stderr_tail = bytes.min(MAX_STDERR_TAIL);
         self
     }
 
@@ -160,9 +184,11 @@ impl PoolBuilder {
             init_arg_len: arg.len(),
             direct_fork: method == Method::Fork,
             start_timeout: self.start_timeout,
+            stderr_tail: self.stderr_tail,
             key: new_key()?,
         };
-        let core = Core::start(method, config, arg)?;
+        let mut core = Core::start(method, config, arg)?;
+        core.set_task_timeout(self.task_timeout);
         Ok(Pool { core: Arc::new(core) })
     }
 }

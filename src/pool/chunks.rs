@@ -16,7 +16,7 @@ use crate::shared::{Element, SharedArray};
 /// # Safety
 ///
 /// `func` is the address of an `fn(usize, &[T]) -> R` of this binary image.
-unsafe fn chunk_tramp<T: Element, R: Pod>(
+pub(crate) unsafe fn chunk_tramp<T: Element, R: Pod>(
     func: u64,
     args: &[u8],
     _count: u32,
@@ -36,7 +36,12 @@ unsafe fn chunk_tramp<T: Element, R: Pod>(
 /// # Safety
 ///
 /// `func` is the address of an `fn(usize, &mut [T])` of this binary image.
-unsafe fn chunk_mut_tramp<T: Element>(func: u64, args: &[u8], _count: u32, _out: &mut [u8]) -> Result<usize, String> {
+pub(crate) unsafe fn chunk_mut_tramp<T: Element>(
+    func: u64,
+    args: &[u8],
+    _count: u32,
+    _out: &mut [u8],
+) -> Result<usize, String> {
     // SAFETY: per this function's contract.
     let f = unsafe { std::mem::transmute::<usize, fn(usize, &mut [T])>(func as usize) };
     let Record { start, end, array, .. } = decode_record::<T>(args)?;
@@ -101,12 +106,25 @@ impl Pool {
         func: u64,
         res_size: usize,
     ) -> Result<(usize, Vec<u8>), PoolError> {
+        let (chunks, step, records) = self.chunk_records(array, chunk_len, res_size)?;
+        let out = self.run_batch(chunks, step, &records, 1, tramp, func, res_size)?;
+        Ok((chunks, out))
+    }
+
+    /// One task record per `chunk_len`-element chunk of `array` (how many chunks, the bytes
+    /// of one record, the records), checked against the message size for results of
+    /// `res_size` bytes.
+    pub(crate) fn chunk_records<T: Element>(
+        &self,
+        array: &SharedArray<T>,
+        chunk_len: usize,
+        res_size: usize,
+    ) -> Result<(usize, usize, Vec<u8>), PoolError> {
         let msg = self.core.shape().msg;
         let (chunks, step, records) = records(array, array.len(), chunk_len, &[])?;
         if step > msg || res_size > msg {
             return Err(PoolError::MessageTooLarge { what: "a chunk record", size: step.max(res_size), limit: msg });
         }
-        let out = self.run_batch(chunks, step, &records, 1, tramp, func, res_size)?;
-        Ok((chunks, out))
+        Ok((chunks, step, records))
     }
 }

@@ -22,9 +22,11 @@ pub(crate) const MIN_MSG: usize = 64;
 pub(crate) const MAX_MSG: usize = 1 << 24;
 /// The longest start-up timeout a pool accepts.
 pub(crate) const MAX_START_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// The most stderr bytes kept per worker.
+pub(crate) const MAX_STDERR_TAIL: usize = 1 << 16;
 
 /// Every field that is checked, by index (the index crosses processes, the name does not).
-const FIELDS: [&str; 15] = [
+const FIELDS: [&str; 16] = [
     "segment length",
     "header.pool_pid",
     "header.workers",
@@ -34,6 +36,7 @@ const FIELDS: [&str; 15] = [
     "header.direct_fork",
     "header.start_timeout_ms",
     "header.init_mac",
+    "header.stderr_tail",
     "mailbox.tail",
     "mailbox.head",
     "entry.mac",
@@ -92,6 +95,8 @@ pub(crate) struct Config {
     pub init_arg_len: usize,
     pub direct_fork: bool,
     pub start_timeout: Duration,
+    /// Bytes of each worker's stderr the manager keeps (0: stderr not captured).
+    pub stderr_tail: usize,
     /// The MAC key: never in shared memory (the manager receives it as its start argument).
     pub key: u64,
 }
@@ -131,6 +136,7 @@ impl Config {
             (&hdr.direct_fork, u64::from(self.direct_fork)),
             (&hdr.start_timeout_ms, self.start_timeout.as_millis() as u64),
             (&hdr.init_mac, self.init_mac()),
+            (&hdr.stderr_tail, self.stderr_tail as u64),
         ];
         for (word, v) in words {
             word.store(v, Ordering::Relaxed);
@@ -160,6 +166,7 @@ impl Config {
         let direct_fork = ranged("header.direct_fork", get(&hdr.direct_fork), 0, 1)? == 1;
         let max_ms = MAX_START_TIMEOUT.as_millis() as usize;
         let ms = ranged("header.start_timeout_ms", get(&hdr.start_timeout_ms), 1, max_ms)?;
+        let stderr_tail = ranged("header.stderr_tail", get(&hdr.stderr_tail), 0, MAX_STDERR_TAIL)?;
         let config = Config {
             shape,
             pool_pid,
@@ -169,6 +176,7 @@ impl Config {
             init_arg_len,
             direct_fork,
             start_timeout: Duration::from_millis(ms as u64),
+            stderr_tail,
             key,
         };
         let m = get(&hdr.init_mac);
@@ -228,6 +236,7 @@ mod tests {
             init_arg_len: 8,
             direct_fork: false,
             start_timeout: Duration::from_secs(20),
+            stderr_tail: 512,
             key,
         }
     }
@@ -258,6 +267,8 @@ mod tests {
             ("header.start_timeout_ms", |h| &h.start_timeout_ms, 0),
             ("header.start_timeout_ms", |h| &h.start_timeout_ms, u64::MAX),
             ("header.start_timeout_ms", |h| &h.start_timeout_ms, MAX_START_TIMEOUT.as_millis() as u64 + 1),
+            ("header.stderr_tail", |h| &h.stderr_tail, u64::MAX),
+            ("header.stderr_tail", |h| &h.stderr_tail, MAX_STDERR_TAIL as u64 + 1),
             ("header.init_mac", |h| &h.init_mac, 0),
             ("header.init_mac", |h| &h.init_mac, u64::MAX),
             // The code addresses and the argument length are bound by the MAC: any change,

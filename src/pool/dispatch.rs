@@ -98,6 +98,8 @@ pub(crate) struct Core {
     disp: Mutex<Dispatch>,
     callbacks: AtomicUsize,
     helper: Mutex<bool>,
+    /// Each item's timeout in ms unless a call says otherwise (0: none).
+    task_timeout_ms: u32,
 }
 
 /// What a submission writes into an entry.
@@ -139,6 +141,7 @@ impl Core {
             disp: Mutex::new(Dispatch { sides, closed: false, dead: None, next: 0 }),
             callbacks: AtomicUsize::new(0),
             helper: Mutex::new(false),
+            task_timeout_ms: 0,
         };
         core.wait_ready(config.start_timeout + MANAGER_GRACE)?;
         Ok(core)
@@ -218,8 +221,29 @@ impl Core {
         self.manager_pid
     }
 
+    /// The pool's item timeout in ms (0: none), see [`timeout_ms`].
+    pub fn task_timeout_ms(&self) -> u32 {
+        self.task_timeout_ms
+    }
+
+    /// Set the pool's item timeout (before the core is shared).
+    pub fn set_task_timeout(&mut self, timeout: Option<Duration>) {
+        self.task_timeout_ms = timeout_ms(timeout);
+    }
+
     /// Submit one entry to the least-loaded worker with room. `false`: every ring is full.
     pub fn try_submit(&self, d: &mut Dispatch, job: &Job<'_>, sink: Sink) -> Result<bool, PoolError> {
+        self.try_submit_timed(d, job, sink, self.task_timeout_ms)
+    }
+
+    /// [`try_submit`](Self::try_submit) with each item's timeout in ms (0: none).
+    pub fn try_submit_timed(
+        &self,
+        d: &mut Dispatch,
+        job: &Job<'_>,
+        sink: Sink,
+        timeout_ms: u32,
+    ) -> Result<bool, PoolError> {
         if let Some(e) = d.refuse() {
             return Err(e);
         }
@@ -239,7 +263,7 @@ impl Core {
         let view = self.view();
         let side = &mut d.sides[w];
         let entry = view.entry(w, side.head);
-        write_job(&entry, job, |tramp, func, count, arg_len| {
+        write_job(&entry, job, timeout_ms, |tramp, func, count, arg_len| {
             entry_mac(self.key, w, side.head, tramp, func, count, arg_len)
         });
         side.head = side.head.wrapping_add(1);
@@ -503,7 +527,7 @@ impl Drop for Core {
 }
 
 /// Write a job into an entry the pool owns, with the MAC `mac(tramp, func, count, arg_len)`.
-fn write_job(entry: &Entry<'_>, job: &Job<'_>, mac: impl FnOnce(u64, u64, u32, u32) -> u64) {
+fn write_job(entry: &Entry<'_>, job: &Job<'_>, timeout_ms: u32, mac: impl FnOnce(u64, u64, u32, u32) -> u64) {
     let mut at = 0usize;
     for part in job.args {
         // SAFETY: the pool owns this entry (its previous use was harvested, the worker has
@@ -520,4 +544,11 @@ fn write_job(entry: &Entry<'_>, job: &Job<'_>, mac: impl FnOnce(u64, u64, u32, u
     h.outcome.store(OUT_NONE, Ordering::Relaxed);
     h.res_len.store(0, Ordering::Relaxed);
     h.cancel.store(0, Ordering::Relaxed);
+    h.msg_at.store(0, Ordering::Relaxed);
+    h.timeout_ms.store(timeout_ms, Ordering::Relaxed);
+}
+
+/// A timeout as an entry carries it: whole milliseconds, at least 1, 0 for none.
+pub(crate) fn timeout_ms(timeout: Option<Duration>) -> u32 {
+    timeout.map_or(0, |t| t.as_millis().clamp(1, u128::from(u32::MAX)) as u32)
 }

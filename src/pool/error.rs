@@ -39,6 +39,23 @@ pub enum PoolError {
         /// Its exit code.
         code: i32,
     },
+    /// An item of the task ran past its timeout ([`PoolBuilder::task_timeout`] or
+    /// [`ItemOptions::timeout`]): its worker was SIGKILLed and replaced.
+    ///
+    /// [`PoolBuilder::task_timeout`]: super::PoolBuilder::task_timeout
+    /// [`ItemOptions::timeout`]: super::ItemOptions::timeout
+    #[error(
+        "the task ran {ran:?}, past its {limit:?} timeout, in worker {pid}, which was killed and \
+         replaced: the input hangs or is slow; raise the timeout if it is only slow"
+    )]
+    TaskTimedOut {
+        /// The killed worker's pid.
+        pid: u32,
+        /// How long the item had run when the worker was killed.
+        ran: Duration,
+        /// The timeout it had.
+        limit: Duration,
+    },
     /// The task reported an error (for example, a claim on a shared array failed).
     #[error("the task failed: {message}")]
     TaskFailed {
@@ -157,4 +174,60 @@ pub enum PoolError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Why one input of a `*_results` call ([`Pool::map_results`](super::Pool::map_results) and
+/// its siblings) has no result: every other input still ran.
+///
+/// `error` is the cause: [`PoolError::WorkerDied`] (a crash: pid and signal),
+/// [`PoolError::WorkerExited`], [`PoolError::TaskTimedOut`] (a hang: pid, how long it ran),
+/// [`PoolError::TaskPanicked`], [`PoolError::TaskFailed`]; or, when the pool itself stopped
+/// before the input ran, [`PoolError::Terminated`] or [`PoolError::Broken`].
+#[derive(Debug, thiserror::Error)]
+#[error("input {index}: {error}{}", words_suffix(last_words.as_deref()))]
+pub struct TaskError {
+    /// The input's position in the call's inputs (for `map_chunks_results`: the chunk's).
+    pub index: usize,
+    /// What happened to it.
+    #[source]
+    pub error: PoolError,
+    /// What the worker wrote to stderr last before a crash or a timeout (its panic message,
+    /// an assertion, a sanitizer report), bounded; with
+    /// [`PoolBuilder::capture_stderr`](super::PoolBuilder::capture_stderr) only.
+    pub last_words: Option<String>,
+}
+
+fn words_suffix(words: Option<&str>) -> String {
+    match words {
+        Some(w) if !w.is_empty() => format!("; its last words: {w}"),
+        _ => String::new(),
+    }
+}
+
+impl TaskError {
+    /// Whether the input crashed its worker (a signal or an exit).
+    pub fn is_crash(&self) -> bool {
+        matches!(self.error, PoolError::WorkerDied { .. } | PoolError::WorkerExited { .. })
+    }
+
+    /// Whether the input ran past its timeout.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self.error, PoolError::TaskTimedOut { .. })
+    }
+
+    /// Whether the input panicked (the worker lived on).
+    pub fn is_panic(&self) -> bool {
+        matches!(self.error, PoolError::TaskPanicked { .. })
+    }
+
+    /// The pid of the worker it failed in, if it ran.
+    pub fn pid(&self) -> Option<u32> {
+        match self.error {
+            PoolError::WorkerDied { pid, .. }
+            | PoolError::WorkerExited { pid, .. }
+            | PoolError::TaskTimedOut { pid, .. }
+            | PoolError::TaskPanicked { pid, .. } => Some(pid),
+            _ => None,
+        }
+    }
 }

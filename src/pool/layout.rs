@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! payload: | ExitRecord (64) | Header (960) | Mailbox 0 (256) | entries 0 … | Mailbox 1 | …
-//! entry:   | EntryHead (64) | argument bytes (msg) | result bytes (msg) |
+//! entry:   | EntryHead (128) | argument bytes (msg) | result bytes (msg) |
 //! ```
 //!
 //! # Mailbox protocol (one producer: the pool process; one consumer: the worker)
@@ -39,7 +39,7 @@ use crate::segment::Segment;
 
 pub(crate) const HEADER_LEN: usize = 960;
 pub(crate) const MAILBOX_LEN: usize = 256;
-pub(crate) const ENTRY_HEAD_LEN: usize = 64;
+pub(crate) const ENTRY_HEAD_LEN: usize = 128;
 pub(crate) const INIT_ARG_CAP: usize = 256;
 pub(crate) const REASON_CAP: usize = 256;
 
@@ -61,6 +61,8 @@ pub(crate) const OUT_ERROR: u32 = 3;
 pub(crate) const OUT_DIED: u32 = 4;
 pub(crate) const OUT_CANCELLED: u32 = 5;
 pub(crate) const OUT_CORRUPT: u32 = 6;
+/// The worker was killed because an item ran past its timeout (see `timeout.rs`).
+pub(crate) const OUT_TIMEOUT: u32 = 7;
 
 /// Why the manager gave up (`Header::broken_kind`).
 pub(crate) const BROKEN_OTHER: u32 = 0;
@@ -98,6 +100,11 @@ pub(crate) struct Header {
     pub broken_pid: AtomicU32,
     pub broken_field: AtomicU32,
     pub broken_value: AtomicU64,
+    /// Bytes of each worker's stderr the manager keeps (0: not captured). Configuration.
+    pub stderr_tail: AtomicU64,
+    /// When the manager will next look at item deadlines (CLOCK_MONOTONIC ns, `u64::MAX`:
+    /// not before it is rung). A worker that starts an item due earlier rings it.
+    pub mgr_wake_ns: AtomicU64,
     pub init_arg: [u8; INIT_ARG_CAP],
     pub reason: [u8; REASON_CAP],
 }
@@ -118,7 +125,15 @@ pub(crate) struct Mailbox {
     pub sleeping: AtomicU32,
     /// The pid of the worker once it has run its initializer and takes tasks.
     pub ready: AtomicU32,
-    _p1: [u32; 12],
+    /// The item of the running entry that the worker is on (items before it are done).
+    pub item: AtomicU32,
+    /// Result bytes of the done items of the running entry.
+    pub item_bytes: AtomicU32,
+    /// When the current item started (CLOCK_MONOTONIC ns), 0 when it has no timeout.
+    pub item_start_ns: AtomicU64,
+    /// The current item's timeout in ms (0: none).
+    pub item_limit_ms: AtomicU32,
+    _p1: [u32; 7],
     // Written by the manager.
     pub pid: AtomicU32,
     pub generation: AtomicU32,
@@ -146,7 +161,19 @@ pub(crate) struct EntryHead {
     pub died_signal: AtomicU32,
     /// Set by the pool: skip this entry if it has not started.
     pub cancel: AtomicU32,
-    _pad: [u32; 3],
+    /// Failed entries: the item (within the entry) that failed; those before it are done.
+    pub died_item: AtomicU32,
+    /// Failed entries: result bytes of the done items; the failure's text (panic message,
+    /// last words) follows them, up to `res_len`.
+    pub msg_at: AtomicU32,
+    /// Set by the pool: each item's timeout in ms (0: none).
+    pub timeout_ms: AtomicU32,
+    /// `OUT_DIED` by a timeout kill that came after the worker had moved on to the next
+    /// item: that item did nothing wrong and runs again (1), or not (0).
+    pub requeue: AtomicU32,
+    /// `OUT_TIMEOUT`: how long the item ran, in microseconds.
+    pub ran_us: AtomicU64,
+    _pad: [u32; 12],
 }
 
 const _: () = assert!(std::mem::size_of::<EntryHead>() == ENTRY_HEAD_LEN);
@@ -291,17 +318,21 @@ impl Entry<'_> {
         self.msg
     }
 
-    /// Record an outcome with a text (panic or error message) as the result bytes.
+    /// Record a failed outcome at item `item` of the entry, whose done items wrote `done`
+    /// result bytes, with a text (panic or error message, last words) after those bytes.
     ///
     /// # Safety
     ///
     /// The caller must own the entry's result area (the worker running it, or the manager
     /// after the worker died), per the mailbox protocol.
-    pub unsafe fn set_message(&self, outcome: u32, text: &str) {
-        let bytes = crate::process::truncate_utf8(text, self.msg);
-        // SAFETY: at most `msg` bytes into the result area, which the caller owns.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.res_ptr(), bytes.len()) };
-        self.head.res_len.store(bytes.len() as u32, Ordering::Relaxed);
+    pub unsafe fn set_failure(&self, outcome: u32, item: u32, done: u32, text: &str) {
+        let at = (done as usize).min(self.msg);
+        let bytes = crate::process::truncate_utf8(text, self.msg - at);
+        // SAFETY: `at + bytes.len() <= msg` bytes into the result area, which the caller owns.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.res_ptr().add(at), bytes.len()) };
+        self.head.died_item.store(item, Ordering::Relaxed);
+        self.head.msg_at.store(at as u32, Ordering::Relaxed);
+        self.head.res_len.store((at + bytes.len()) as u32, Ordering::Relaxed);
         self.head.outcome.store(outcome, Ordering::Relaxed);
     }
 }

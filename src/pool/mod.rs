@@ -10,6 +10,11 @@
 //! an N-dimensional array, with [`ArrayRef`]s for other arrays (see the `context` docs on
 //! why closures cannot cross a process boundary).
 //!
+//! For fuzz and stress campaigns, [`Pool::map_results`], [`Pool::imap_results`] and
+//! [`Pool::map_chunks_results`] give each input its own `Result<R, TaskError>`: a crash, a
+//! hang past [`PoolBuilder::task_timeout`] or a panic fails only that input, and every
+//! other input still runs.
+//!
 //! # Architecture
 //!
 //! ```text
@@ -95,20 +100,26 @@ mod dispatch;
 mod error;
 mod handle;
 mod imap;
+mod imap_results;
 mod layout;
+mod results;
 #[cfg(feature = "serde")]
 mod serde_tasks;
 mod sink;
 mod supervisor;
 mod task;
+mod timeout;
+mod words;
 mod worker;
 
 pub use api::{Pool, PoolBuilder, Progress};
 #[cfg(feature = "serde")]
 pub use context::Serde;
 pub use context::{ARRAY_REF_NAME_CAP, ArrayRef, TaskData};
-pub use error::PoolError;
+pub use error::{PoolError, TaskError};
 pub use handle::AsyncResult;
 pub use imap::Imap;
+pub use imap_results::ImapResults;
+pub use results::ItemOptions;
 #[cfg(feature = "serde")]
 pub use serde_tasks::{SerdeAsyncResult, SerdeImap};

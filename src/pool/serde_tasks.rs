@@ -36,6 +36,7 @@ use super::api::Pool;
 use super::dispatch::{Core, Dispatch, Job};
 use super::sink::{Cell, Sink};
 use super::task::{Tramp, tramp_addr};
+use super::timeout::item_begin;
 use crate::sys::Deadline;
 
 /// Bytes of an item's length prefix.
@@ -73,6 +74,7 @@ fn run_items<R: Serialize>(
 ) -> Result<usize, String> {
     let (mut at, mut written) = (0, 0);
     for i in 0..count as usize {
+        item_begin(i as u32, written);
         let r = call(unframe(args, &mut at)?)?;
         let room = out.len().saturating_sub(written + LEN);
         let n = match postcard::to_slice(&r, &mut out[written + LEN..written + LEN + room]) {

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use super::PoolError;
 use super::config::Corrupt;
-use super::layout::{Entry, OUT_CANCELLED, OUT_CORRUPT, OUT_DIED, OUT_ERROR, OUT_OK, OUT_PANIC};
+use super::layout::{Entry, OUT_CANCELLED, OUT_CORRUPT, OUT_DIED, OUT_ERROR, OUT_OK, OUT_PANIC, OUT_TIMEOUT};
+use super::results::Board;
 
 /// Runs in the pool's process with the outcome of an `apply_async` task.
 pub(crate) type Callback = Box<dyn FnOnce(Result<&[u8], &PoolError>) + Send>;
@@ -84,7 +85,17 @@ impl Batch {
 /// Where a harvested entry's result goes.
 pub(crate) enum Sink {
     Cell(Arc<Cell>),
-    Batch { batch: Arc<Batch>, first: usize, count: usize },
+    Batch {
+        batch: Arc<Batch>,
+        first: usize,
+        count: usize,
+    },
+    /// Items of a `*_results` call: each gets its own result, see `results.rs`.
+    Items {
+        board: Arc<Board>,
+        first: usize,
+        count: usize,
+    },
 }
 
 impl Sink {
@@ -102,15 +113,22 @@ impl Sink {
 /// Callbacks whose cells were just filled, to run outside every lock.
 pub(crate) type Fired = Vec<(Arc<Cell>, Callback)>;
 
-/// The result an entry holds.
-fn outcome<'a>(entry: &Entry<'a>) -> Result<&'a [u8], PoolError> {
-    let h = entry.head;
-    let len = (h.res_len.load(Ordering::Relaxed) as usize).min(entry.msg());
+/// The result bytes of a finished entry: all of them (`OUT_OK`), or for a failed entry the
+/// done items' results and then the failure's text (from `msg_at`).
+pub(crate) fn result_bytes<'a>(entry: &Entry<'a>) -> &'a [u8] {
+    let len = (entry.head.res_len.load(Ordering::Relaxed) as usize).min(entry.msg());
     // SAFETY: the worker published this entry (tail, Acquire) and no longer touches it; the
     // result area is `msg` bytes inside the mapping.
-    let bytes = unsafe { std::slice::from_raw_parts(entry.res_ptr(), len) };
+    unsafe { std::slice::from_raw_parts(entry.res_ptr(), len) }
+}
+
+/// The result an entry holds: its bytes, or the error of its failed item.
+pub(crate) fn outcome<'a>(entry: &Entry<'a>) -> Result<&'a [u8], PoolError> {
+    let h = entry.head;
+    let bytes = result_bytes(entry);
     let pid = h.died_pid.load(Ordering::Relaxed);
-    let text = || String::from_utf8_lossy(bytes).into_owned();
+    let at = (h.msg_at.load(Ordering::Relaxed) as usize).min(bytes.len());
+    let text = || String::from_utf8_lossy(&bytes[at..]).into_owned();
     match h.outcome.load(Ordering::Relaxed) {
         OUT_OK => Ok(bytes),
         OUT_PANIC => Err(PoolError::TaskPanicked { pid, message: text() }),
@@ -123,6 +141,11 @@ fn outcome<'a>(entry: &Entry<'a>) -> Result<&'a [u8], PoolError> {
                 Err(PoolError::WorkerDied { pid, signal: s as i32 })
             }
         }
+        OUT_TIMEOUT => Err(PoolError::TaskTimedOut {
+            pid,
+            ran: std::time::Duration::from_micros(h.ran_us.load(Ordering::Relaxed)),
+            limit: std::time::Duration::from_millis(u64::from(h.timeout_ms.load(Ordering::Relaxed))),
+        }),
         OUT_CORRUPT => Err(Corrupt::new("entry.mac", h.mac.load(Ordering::Relaxed)).into()),
         OUT_CANCELLED => Err(PoolError::TaskFailed { message: "cancelled: another task of its call failed".into() }),
         other => Err(Corrupt::new("entry.outcome", u64::from(other)).into()),
@@ -138,8 +161,13 @@ pub(crate) fn deliver(entry: &Entry<'_>, sink: Sink, fired: &mut Fired) {
         batch.remaining.fetch_sub(*count, Ordering::AcqRel);
         return;
     }
+    if let Sink::Items { board, first, count } = &sink {
+        board.deliver(entry, *first, *count);
+        return;
+    }
     let res = outcome(entry);
     match sink {
+        Sink::Items { .. } => {}
         Sink::Cell(cell) => set_cell(cell, res.map(<[u8]>::to_vec), fired),
         Sink::Batch { batch, first, count } => {
             let mut out = batch.out.lock().unwrap_or_else(PoisonError::into_inner);
@@ -169,6 +197,7 @@ pub(crate) fn deliver(entry: &Entry<'_>, sink: Sink, fired: &mut Fired) {
 /// Fail a sink whose entry will never be harvested.
 pub(crate) fn fail(sink: Sink, e: PoolError, fired: &mut Fired) {
     match sink {
+        Sink::Items { board, first, count } => board.fail(first, count, &e),
         Sink::Cell(cell) => set_cell(cell, Err(e), fired),
         Sink::Batch { batch, first, count } => {
             let mut out = batch.out.lock().unwrap_or_else(PoisonError::into_inner);

@@ -9,15 +9,17 @@
 //! [`PoolError::StartTimeout`](super::PoolError::StartTimeout) — at start and for every
 //! replacement — so a worker that deadlocked in its first instructions cannot hang a call.
 
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::config::{Config, Corrupt};
 use super::layout::{
-    BROKEN_CORRUPT, BROKEN_INIT, BROKEN_OTHER, BROKEN_START, Header, KILL, MGR_BROKEN, MGR_READY, OUT_DIED, REASON_CAP,
-    RUN, STOP, View, read_text, reason_area, write_text,
+    BROKEN_CORRUPT, BROKEN_INIT, BROKEN_OTHER, BROKEN_START, Header, KILL, MGR_BROKEN, MGR_READY, OUT_DIED,
+    OUT_TIMEOUT, REASON_CAP, RUN, STOP, View, read_text, reason_area, write_text,
 };
+use super::timeout::{Judged, Watch};
+use super::words::Tails;
 use super::worker::{EXIT_CORRUPT_HEAD, EXIT_INIT_FAILED, worker_main};
 use crate::process::{Child, ExitRecord, ExitStatus, Method, spawn};
 use crate::segment::Segment;
@@ -50,10 +52,12 @@ pub(crate) fn manager_main(seg: &Segment, key: u64, fds: &[RawFd]) -> i32 {
     }
     let n = config.shape.workers;
     let mut kids: Vec<Option<Child>> = (0..n).map(|_| None).collect();
+    let mut watch = Watch::new(n);
+    let mut tails = Tails::new(n, config.stderr_tail);
     // When each worker that has not reported ready yet was forked.
     let mut starting: Vec<Option<Instant>> = vec![None; n];
     for w in 0..n {
-        match start_worker(&view, seg, w, bell) {
+        match start_worker(&view, seg, w, bell, &mut tails) {
             Some(c) => kids[w] = Some(c),
             None => {
                 return give_up(
@@ -97,7 +101,13 @@ pub(crate) fn manager_main(seg: &Segment, key: u64, fds: &[RawFd]) -> i32 {
         fds.push(bell);
         fds.push(std::os::fd::AsRawFd::as_raw_fd(&pool));
         fds.extend(kids.iter().map(|k| k.as_ref().map_or(-1, |c| c.pidfd())));
-        let wait = next_check.map(|d| d.max(Duration::from_millis(1)));
+        fds.extend(tails.fds());
+        let next_check = next_check.map(|d| d.max(Duration::from_millis(1)));
+        // Overdue items' workers are killed here; sleep until the next item's deadline.
+        let wait = match (next_check, watch.check(&view, &kids)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if os::poll_readable(&fds, wait, &mut ready).is_err() {
             return give_up(seg, hdr, &mut kids, GiveUp::Other("the manager's poll failed"));
         }
@@ -113,6 +123,11 @@ pub(crate) fn manager_main(seg: &Segment, key: u64, fds: &[RawFd]) -> i32 {
         if state == KILL {
             kill_all(record, &mut kids);
             return 0;
+        }
+        for w in 0..n {
+            if ready.get(w + 2 + n) == Some(&true) {
+                tails.drain(w);
+            }
         }
         for w in 0..n {
             if ready.get(w + 2) != Some(&true) {
@@ -133,9 +148,10 @@ pub(crate) fn manager_main(seg: &Segment, key: u64, fds: &[RawFd]) -> i32 {
                 let head = view.mailbox(w).head.load(Ordering::SeqCst);
                 return give_up(seg, hdr, &mut kids, GiveUp::Corrupt(Corrupt::new("mailbox.head", u64::from(head))));
             }
-            fail_in_flight(&view, w, pid, status);
+            let words = tails.last_words(w);
+            fail_in_flight(&view, w, pid, status, watch.take(w), &words);
             if hdr.state.load(Ordering::SeqCst) == RUN {
-                match start_worker(&view, seg, w, bell) {
+                match start_worker(&view, seg, w, bell, &mut tails) {
                     Some(c) => kids[w] = Some(c),
                     None => {
                         let why = GiveUp::Other("the manager could not fork a replacement worker");
@@ -154,17 +170,24 @@ pub(crate) fn manager_main(seg: &Segment, key: u64, fds: &[RawFd]) -> i32 {
     }
 }
 
-fn start_worker(view: &View<'_>, seg: &Segment, w: usize, bell: RawFd) -> Option<Child> {
+fn start_worker(view: &View<'_>, seg: &Segment, w: usize, bell: RawFd, tails: &mut Tails) -> Option<Child> {
     let mb = view.mailbox(w);
     mb.ready.store(0, Ordering::SeqCst);
-    let child = spawn(Method::Fork, seg, worker_main, w as u64, &[bell], true).ok()?;
+    // The dead predecessor's item clock is no deadline of the new worker.
+    mb.item_start_ns.store(0, Ordering::SeqCst);
+    // With capture on, the worker's stderr is a pipe to us (its write end closes here).
+    let stderr = tails.open(w);
+    let fds: Vec<RawFd> = std::iter::once(bell).chain(stderr.as_ref().map(AsRawFd::as_raw_fd)).collect();
+    let child = spawn(Method::Fork, seg, worker_main, w as u64, &fds, true).ok()?;
+    drop(stderr);
     mb.pid.store(child.pid(), Ordering::SeqCst);
     mb.generation.fetch_add(1, Ordering::SeqCst);
     Some(child)
 }
 
-/// If worker `w` died inside a task, fail that task with its pid and signal.
-fn fail_in_flight(view: &View<'_>, w: usize, pid: u32, status: ExitStatus) {
+/// If worker `w` died inside a task, fail that task's current item with the pid and signal
+/// (or as timed out, if `judged` killed it there), its last words, and which item it was.
+fn fail_in_flight(view: &View<'_>, w: usize, pid: u32, status: ExitStatus, judged: Option<Judged>, words: &str) {
     let mb = view.mailbox(w);
     let t = mb.tail.load(Ordering::SeqCst);
     let running = mb.running.load(Ordering::SeqCst);
@@ -178,10 +201,21 @@ fn fail_in_flight(view: &View<'_>, w: usize, pid: u32, status: ExitStatus) {
         ExitStatus::Signal(s) => s as u32,
         ExitStatus::Code(c) => 0x100 | (c as u32 & 0xff),
     };
-    entry.head.died_pid.store(pid, Ordering::Relaxed);
-    entry.head.died_signal.store(signal, Ordering::Relaxed);
-    entry.head.res_len.store(0, Ordering::Relaxed);
-    entry.head.outcome.store(OUT_DIED, Ordering::Relaxed);
+    let (outcome, requeue, ran) = match judged {
+        Some(j) if j.still_on(mb) => (OUT_TIMEOUT, 0, j.ran()),
+        // Killed for an item that had just finished: the next one did nothing wrong.
+        Some(_) => (OUT_DIED, 1, Duration::ZERO),
+        None => (OUT_DIED, 0, Duration::ZERO),
+    };
+    let h = entry.head;
+    h.died_pid.store(pid, Ordering::Relaxed);
+    h.died_signal.store(signal, Ordering::Relaxed);
+    h.requeue.store(requeue, Ordering::Relaxed);
+    h.ran_us.store(ran.as_micros().min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
+    let (item, done) = (mb.item.load(Ordering::SeqCst), mb.item_bytes.load(Ordering::SeqCst));
+    // SAFETY: the worker that owned the entry is dead and reaped; the pool reads it only
+    // after the `tail` store below.
+    unsafe { entry.set_failure(outcome, item, done, words) };
     mb.tail.store(t.wrapping_add(1), Ordering::SeqCst);
     wake_pool(view.header());
 }

@@ -5,6 +5,8 @@
 
 use bytemuck::Pod;
 
+use super::timeout::item_begin;
+
 /// Runs one entry: `count` items of arguments in `args`, results into `out`; returns the
 /// number of result bytes, or a task error (a panic unwinds out of it instead).
 ///
@@ -52,6 +54,7 @@ pub(crate) unsafe fn map_tramp<A: Pod, R: Pod>(
         return Err(corrupt());
     }
     for i in 0..n {
+        item_begin(i as u32, i * sr);
         let a: A = bytemuck::pod_read_unaligned(&args[i * sa..(i + 1) * sa]);
         let r = f(a);
         out[i * sr..(i + 1) * sr].copy_from_slice(bytemuck::bytes_of(&r));
@@ -79,6 +82,7 @@ pub(crate) unsafe fn star2_tramp<A: Pod, B: Pod, R: Pod>(
         return Err(corrupt());
     }
     for i in 0..n {
+        item_begin(i as u32, i * sr);
         let at = i * step;
         let a: A = bytemuck::pod_read_unaligned(&args[at..at + sa]);
         let b: B = bytemuck::pod_read_unaligned(&args[at + sa..at + step]);

@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 
 use super::config::Config;
 use super::layout::{
-    INIT_ARG_CAP, KILL, Mailbox, OUT_CANCELLED, OUT_CORRUPT, OUT_ERROR, OUT_OK, OUT_PANIC, RUN, View, write_text,
+    Entry, INIT_ARG_CAP, KILL, Mailbox, OUT_CANCELLED, OUT_CORRUPT, OUT_ERROR, OUT_OK, OUT_PANIC, RUN, View, write_text,
 };
 use super::task::{InitTramp, Tramp};
+use super::timeout::{begin_entry, end_entry};
 use crate::segment::Segment;
 use crate::sys::process as os;
-use crate::sys::{Deadline, futex};
+use crate::sys::{Deadline, futex, stdio};
 
 /// Exit code of a worker whose initializer panicked.
 pub(crate) const EXIT_INIT_FAILED: i32 = 120;
@@ -26,9 +27,12 @@ thread_local! {
 }
 
 /// Capture panic messages (with their location) instead of printing them: the pool hands
-/// them to the caller.
-fn install_panic_capture() {
-    std::panic::set_hook(Box::new(|info| {
+/// them to the caller. With `to_stderr` (the manager captures this worker's stderr), a panic
+/// that will end in an abort — one while another unwinds (in a `Drop`), or any panic in a
+/// `panic = "abort"` build — is printed there with the panic it interrupted, so it reaches
+/// the caller as last words. Caught panics are not printed (they are the task's error).
+fn install_panic_capture(to_stderr: bool) {
+    std::panic::set_hook(Box::new(move |info| {
         let payload = info.payload();
         let msg = match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
             (Some(s), _) => s,
@@ -39,6 +43,17 @@ fn install_panic_capture() {
             Some(l) => format!("{msg} (at {}:{}:{})", l.file(), l.line(), l.column()),
             None => msg.to_owned(),
         };
+        // A panic not caught yet (the catch takes it) means this one interrupts its unwinding.
+        let interrupted = LAST_PANIC.with(|p| p.borrow().clone());
+        if to_stderr && (cfg!(panic = "abort") || interrupted.is_some()) {
+            use std::io::Write;
+            let pid = std::process::id();
+            let mut err = std::io::stderr().lock();
+            if let Some(first) = interrupted {
+                let _ = writeln!(err, "worker {pid} panicked: {first}");
+            }
+            let _ = writeln!(err, "worker {pid} panicked: {text}");
+        }
         LAST_PANIC.with(|p| *p.borrow_mut() = Some(text));
     }));
 }
@@ -66,7 +81,9 @@ pub(crate) fn worker_main(seg: &Segment, index: u64, fds: &[RawFd]) -> i32 {
     // Publish this worker's pid before it can run a task (the manager stores it too, but only
     // after fork returns there: a result could otherwise come back from an unlisted pid).
     mb.pid.store(std::process::id(), Ordering::SeqCst);
-    install_panic_capture();
+    // The manager's pipe, if it captures our stderr (last words).
+    let captured = fds.get(1).is_some_and(|&fd| stdio::redirect_stderr(fd).is_ok());
+    install_panic_capture(captured);
     if config.init_tramp != 0 {
         let mut arg = [0u8; INIT_ARG_CAP];
         let len = config.init_arg_len.min(INIT_ARG_CAP);
@@ -93,6 +110,7 @@ pub(crate) fn worker_main(seg: &Segment, index: u64, fds: &[RawFd]) -> i32 {
         os::eventfd_ring(bell);
     }
     let mut done: u64 = 0;
+    let bell = fds.first().copied().unwrap_or(-1);
     loop {
         let t = mb.tail.load(Ordering::Relaxed);
         match wait_for_work(&view, mb, t) {
@@ -100,7 +118,7 @@ pub(crate) fn worker_main(seg: &Segment, index: u64, fds: &[RawFd]) -> i32 {
             Work::Corrupt => return EXIT_CORRUPT_HEAD,
             Work::Entry => {}
         }
-        run_entry(config, &view, w, mb, t);
+        run_entry(config, &view, w, mb, t, bell);
         mb.tail.store(t.wrapping_add(1), Ordering::SeqCst);
         if hdr.sleepers.load(Ordering::SeqCst) != 0 {
             hdr.completions.fetch_add(1, Ordering::SeqCst);
@@ -113,9 +131,18 @@ pub(crate) fn worker_main(seg: &Segment, index: u64, fds: &[RawFd]) -> i32 {
     }
 }
 
-fn run_entry(config: &Config, view: &View<'_>, w: usize, mb: &Mailbox, t: u32) {
+fn run_entry(config: &Config, view: &View<'_>, w: usize, mb: &Mailbox, t: u32, bell: RawFd) {
     let entry = view.entry(w, t);
+    let h = entry.head;
+    // Item 0 starts (and its clock) before `running` says the entry is in flight, so a death
+    // report never reads the previous entry's item.
+    begin_entry(mb, view.header(), h.timeout_ms.load(Ordering::Relaxed), bell);
     mb.running.store(t.wrapping_add(1), Ordering::SeqCst);
+    run_checked(config, &entry, w, mb, t);
+    end_entry(mb);
+}
+
+fn run_checked(config: &Config, entry: &Entry<'_>, w: usize, mb: &Mailbox, t: u32) {
     let h = entry.head;
     h.died_pid.store(std::process::id(), Ordering::Relaxed);
     if h.cancel.load(Ordering::SeqCst) != 0 {
@@ -151,19 +178,22 @@ fn run_entry(config: &Config, view: &View<'_>, w: usize, mb: &Mailbox, t: u32) {
         tramp(func, args, count, out)
     };
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call));
+    let failed_at = || (mb.item.load(Ordering::Relaxed), mb.item_bytes.load(Ordering::Relaxed));
     match outcome {
         Ok(Ok(len)) => {
             h.res_len.store(len as u32, Ordering::Relaxed);
             h.outcome.store(OUT_OK, Ordering::Relaxed);
         }
         Ok(Err(text)) => {
+            let (item, done) = failed_at();
             // SAFETY: this worker owns the entry's result area (see above).
-            unsafe { entry.set_message(OUT_ERROR, &text) }
+            unsafe { entry.set_failure(OUT_ERROR, item, done, &text) }
         }
         Err(payload) => {
             let text = take_panic(payload.as_ref());
+            let (item, done) = failed_at();
             // SAFETY: as above.
-            unsafe { entry.set_message(OUT_PANIC, &text) }
+            unsafe { entry.set_failure(OUT_PANIC, item, done, &text) }
         }
     }
 }

@@ -67,3 +67,12 @@ impl Deadline {
         Some(libc::timespec { tv_sec: d.as_secs() as libc::time_t, tv_nsec: d.subsec_nanos() as libc::c_long })
     }
 }
+
+/// Now on CLOCK_MONOTONIC, in nanoseconds: a time another process of this machine reads on
+/// the same clock (a task's start, written by a worker and compared by its supervisor).
+pub fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `now` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    (now.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(now.tv_nsec as u64)
+}

@@ -13,5 +13,6 @@ pub mod owner;
 pub mod process;
 pub mod pthread;
 pub mod sched;
+pub mod stdio;
 
 pub use clock::Deadline;
