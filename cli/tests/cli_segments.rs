@@ -1,6 +1,7 @@
 //! `shmkit ls / inspect / rm / gc` driven as a real binary on real segments, including
 //! garbage, truncated and newer-format ones.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::process::{Command, Output};

@@ -7,11 +7,13 @@
 //! - **locked**: `d.update(k, 0, |v| v + 1)`, one atomic read-modify-write under the key's
 //!   stripe lock.
 
+use std::rc::Rc;
+
 use shmkit::ManagerError;
 use shmkit::manager::SharedDict;
 
-use super::CliError;
-use super::together::run_together;
+use crate::CliError;
+use crate::together::run_together;
 
 const KEY: &str = "count";
 
@@ -46,13 +48,14 @@ pub fn race(processes: usize, increments: u64) -> Result<DictRace, CliError> {
 }
 
 fn run(processes: usize, increments: u64, locked: bool) -> Result<Outcome, CliError> {
-    let d = SharedDict::<str, u64>::anonymous(16)?;
+    let d = Rc::new(SharedDict::<str, u64>::anonymous(16)?);
     d.insert(KEY, 0)?;
-    let work = || -> i32 {
-        let r = if locked { increment_locked(&d, increments) } else { increment_racy(&d, increments) };
+    let shared = d.clone();
+    let work = move || -> i32 {
+        let r = if locked { increment_locked(&shared, increments) } else { increment_racy(&shared, increments) };
         i32::from(r.is_err())
     };
-    let seconds = run_together(processes, &work)?;
+    let seconds = run_together(processes, Rc::new(work))?;
     Ok(Outcome { final_count: d.get(KEY)?.unwrap_or(0), seconds })
 }
 

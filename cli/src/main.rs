@@ -1,4 +1,6 @@
-//! Command dispatch and the small argument parser the subcommands share.
+//! The `shmkit` command line: `shmkit demo` shows the shared-counter race and its fixes.
+//!
+//! Run `shmkit help` for the commands.
 
 mod args;
 mod demo;
@@ -8,7 +10,7 @@ mod json;
 mod segments;
 mod together;
 
-pub use args::Args;
+use args::Args;
 
 const HELP: &str = "\
 shmkit — shared memory for multi-process Rust
@@ -97,4 +99,8 @@ impl<E: std::error::Error> From<E> for CliError {
     fn from(e: E) -> Self {
         CliError::Failed(e.to_string())
     }
+}
+
+fn main() {
+    std::process::exit(run(std::env::args().skip(1).collect()));
 }

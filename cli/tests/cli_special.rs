@@ -3,8 +3,9 @@
 //! found in one line on stderr, never panics, and never removes what is not a segment
 //! without `--force`.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
-#[path = "common/hostile.rs"]
+#[path = "../../tests/common/hostile.rs"]
 mod hostile;
 
 use std::os::unix::fs::FileExt;

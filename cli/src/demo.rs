@@ -6,14 +6,15 @@
 //! - **locked**: `*mutex.lock() += 1` under shmkit's robust process-shared `Mutex`;
 //! - **atomic**: one `fetch_add`.
 
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use shmkit::SharedAtomic;
 use shmkit::shared::SharedObject;
 use shmkit::sync::Mutex;
 
-use super::together::run_together;
-use super::{Args, CliError};
+use crate::together::run_together;
+use crate::{Args, CliError};
 
 /// One way of incrementing, run in every child.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,7 +69,7 @@ pub fn run(mut args: Args) -> Result<(), CliError> {
     bar.inc(1);
     phase("dict");
     // The dict section (src/cli/demo_dict.rs).
-    let dict = super::demo_dict::race(processes, super::demo_dict::increments_for(increments))?;
+    let dict = crate::demo_dict::race(processes, crate::demo_dict::increments_for(increments))?;
     bar.inc(1);
     bar.finish_and_clear();
     if json {
@@ -104,25 +105,26 @@ pub fn run(mut args: Args) -> Result<(), CliError> {
 /// Fork `processes` children that each increment `increments` times, start them together,
 /// and time them until the last one exits.
 fn race(processes: usize, increments: u64, way: Way) -> Result<Outcome, CliError> {
-    let counter = SharedAtomic::<u64>::anonymous(0)?;
-    let locked = LockedCounter::new()?;
-    let work = || -> i32 {
+    let counter = Rc::new(SharedAtomic::<u64>::anonymous(0)?);
+    let locked = Rc::new(LockedCounter::new()?);
+    let (c, l) = (counter.clone(), locked.clone());
+    let work = move || -> i32 {
         match way {
-            Way::Unsynchronized => unsynchronized(&counter, increments),
+            Way::Unsynchronized => unsynchronized(&c, increments),
             Way::Atomic => {
                 for _ in 0..increments {
-                    counter.fetch_add(1, Ordering::Relaxed);
+                    c.fetch_add(1, Ordering::Relaxed);
                 }
             }
             Way::Locked => {
-                if locked.run(increments).is_err() {
+                if l.run(increments).is_err() {
                     return 1;
                 }
             }
         }
         0
     };
-    let seconds = run_together(processes, &work)?;
+    let seconds = run_together(processes, Rc::new(work))?;
     let final_count = match way {
         Way::Locked => locked.get()?,
         _ => counter.load(Ordering::SeqCst),
