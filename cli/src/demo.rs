@@ -13,8 +13,13 @@ use shmkit::SharedAtomic;
 use shmkit::shared::SharedObject;
 use shmkit::sync::Mutex;
 
+use clap::Args;
+use serde::Serialize;
+
+use crate::CliError;
+use crate::demo_dict::DictReport;
+use crate::report::{self, Rate};
 use crate::together::run_together;
-use crate::{Args, CliError};
 
 /// One way of incrementing, run in every child.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,18 +42,38 @@ impl Outcome {
     }
 }
 
-pub fn run(mut args: Args) -> Result<(), CliError> {
-    let default_p = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
-    let processes: usize = args.value("processes")?.unwrap_or(default_p);
-    let increments: u64 = args.value("increments")?.unwrap_or(10_000_000);
-    let json = args.flag("json");
-    args.finish()?;
-    if !(1..=1024).contains(&processes) {
-        return Err(CliError::Usage("--processes must be between 1 and 1024".into()));
-    }
-    if increments == 0 {
-        return Err(CliError::Usage("--increments must be at least 1".into()));
-    }
+/// `shmkit demo`.
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Processes racing (default: the CPUs available, at least 2).
+    #[arg(short, long, value_name = "P", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    processes: Option<u16>,
+    /// Increments per process.
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    increments: u64,
+    /// Print JSON (schema 1) instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `demo --json`.
+#[derive(Serialize)]
+struct DemoReport {
+    processes: usize,
+    increments: u64,
+    expected: u64,
+    unsynchronized: Rate,
+    locked: Rate,
+    atomic: Rate,
+    dict: DictReport,
+}
+
+/// `shmkit demo [--processes P] [--increments N] [--json]`.
+pub fn run(args: &DemoArgs) -> Result<(), CliError> {
+    let default_p = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 1024);
+    let processes = args.processes.map_or(default_p, usize::from);
+    let increments = args.increments;
+    let json = args.json;
     let expected = processes as u64 * increments;
     // Progress on stderr, between races only (the timed sections stay untouched, and no
     // ticker thread runs in a process that forks); hidden when stderr is not a terminal.
@@ -73,15 +98,16 @@ pub fn run(mut args: Args) -> Result<(), CliError> {
     bar.inc(1);
     bar.finish_and_clear();
     if json {
-        let obj = |o: &Outcome| format!("{{\"final\":{},\"per_second\":{:.0}}}", o.final_count, o.per_second(expected));
-        println!(
-            "{{\"processes\":{processes},\"increments\":{increments},\"expected\":{expected},\
-             \"unsynchronized\":{},\"locked\":{},\"atomic\":{},\"dict\":{}}}",
-            obj(&unsync),
-            obj(&locked),
-            obj(&atomic),
-            dict.json()
-        );
+        let way = |o: &Outcome| Rate::of(o.final_count, o.seconds, expected);
+        report::print(&DemoReport {
+            processes,
+            increments,
+            expected,
+            unsynchronized: way(&unsync),
+            locked: way(&locked),
+            atomic: way(&atomic),
+            dict: dict.report(),
+        });
     } else {
         println!("{processes} processes x {increments} increments on one shared counter (expected {expected})\n");
         println!("{:<16} {:>14} {:>8} {:>16}", "way", "final count", "lost %", "increments/s");

@@ -12,7 +12,10 @@ use std::rc::Rc;
 use shmkit::ManagerError;
 use shmkit::manager::SharedDict;
 
+use serde::Serialize;
+
 use crate::CliError;
+use crate::report::Rate;
 use crate::together::run_together;
 
 const KEY: &str = "count";
@@ -27,6 +30,15 @@ pub fn increments_for(counter_increments: u64) -> u64 {
 struct Outcome {
     final_count: u64,
     seconds: f64,
+}
+
+/// The `"dict"` member of `demo --json`.
+#[derive(Serialize, Debug)]
+pub struct DictReport {
+    increments: u64,
+    expected: u64,
+    unsynchronized: Rate,
+    locked: Rate,
 }
 
 /// Both ways, measured.
@@ -83,16 +95,15 @@ impl DictRace {
         self.expected() as f64 / o.seconds.max(1e-9)
     }
 
-    /// The `"dict"` member of `--json`.
-    pub fn json(&self) -> String {
-        let obj = |o: &Outcome| format!("{{\"final\":{},\"per_second\":{:.0}}}", o.final_count, self.per_second(o));
-        format!(
-            "{{\"increments\":{},\"expected\":{},\"unsynchronized\":{},\"locked\":{}}}",
-            self.increments,
-            self.expected(),
-            obj(&self.unsynchronized),
-            obj(&self.locked)
-        )
+    /// The `"dict"` member of `demo --json`.
+    pub fn report(&self) -> DictReport {
+        let rate = |o: &Outcome| Rate::of(o.final_count, o.seconds, self.expected());
+        DictReport {
+            increments: self.increments,
+            expected: self.expected(),
+            unsynchronized: rate(&self.unsynchronized),
+            locked: rate(&self.locked),
+        }
     }
 
     /// The human table.

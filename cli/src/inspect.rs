@@ -2,117 +2,182 @@
 
 use std::time::Duration;
 
+use clap::Args;
+use serde::Serialize;
+use serde_json::Value as Number;
 use shmkit::segment::{HeaderInfo, Kind};
 use shmkit::{Element, SegmentOptions, SharedArray, SharedAtomic, SharedValue};
 
-use super::json::{Json, utc};
-use super::{Args, CliError};
+use crate::report::{self, SegmentInfo, human_bytes, utc};
+use crate::segments::{exit_code, parse_name};
+use crate::{CliError, printable};
 
 const WAIT: Duration = Duration::from_secs(1);
 const FIRST: usize = 8;
 
+/// `shmkit inspect`.
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Print JSON (schema 1).
+    #[arg(long)]
+    json: bool,
+    /// The segment's name, with or without the leading `/` (`--` before a name that starts with `-`).
+    #[arg(value_parser = parse_name)]
+    name: String,
+}
+
+/// `inspect --json`: the segment (the fields `ls` lists), its summary, or why it is bad.
+#[derive(Serialize, Debug)]
+struct Inspection {
+    segment: SegmentInfo,
+    summary: Option<Summary>,
+    error: Option<String>,
+}
+
 /// `shmkit inspect [--json] NAME`.
 ///
 /// A segment that is not a readable shmkit segment (a special or foreign file, a bad
-/// header, a corrupt control block) is an error: one line on stderr, exit code 2, and with
-/// `--json` an object with a top-level `error` on stdout (with the header when it is valid).
-pub fn run(mut args: Args) -> Result<(), CliError> {
-    let json = args.flag("json");
-    let name = args.next_positional().ok_or_else(|| CliError::Usage("inspect needs a segment name".into()))?;
-    args.finish()?;
-    let name_only = || vec![("name", Json::Str(name.clone()))];
-    // Liveness before we map it ourselves.
-    let stale = shmkit::segment::is_stale(&name).map_err(|e| bad(json, name_only(), e.to_string()))?;
+/// header, a corrupt control block) is an error: one line on stderr, exit code 2 (1 when a
+/// system call failed, e.g. no permission), and with `--json` the document with `error` set
+/// on stdout (with the header fields when the header is valid).
+pub fn run(args: &InspectArgs) -> Result<(), CliError> {
+    let name = args.name.as_str();
+    // Liveness (and the header, read without mapping) before we map it ourselves.
+    let status = shmkit::segment::status(name).map_err(|e| bad(args.json, None, exit_code(&e), e.to_string()))?;
+    let info = SegmentInfo::of(&status);
     let opts = SegmentOptions::new().open_timeout(WAIT);
-    let seg = opts.open_any(&name).map_err(|e| bad(json, name_only(), e.to_string()))?;
-    let h = seg.header().cloned().ok_or_else(|| bad(json, name_only(), format!("{name} has no shmkit header")))?;
-    drop(seg);
-    let pairs = vec![
-        ("name", Json::Str(name.clone())),
-        ("format_version", Json::Int(h.version.into())),
-        ("kind", Json::Str(h.kind.name().into())),
-        ("element_type", Json::Str(h.elem.name.clone())),
-        ("element_size", Json::Int(h.elem.size.into())),
-        ("element_align", Json::Int(h.elem.align.into())),
-        ("length", Json::Int(h.elem_count.into())),
-        ("payload_offset", Json::Int(h.payload_offset.into())),
-        ("payload_bytes", Json::Int(h.payload_len.into())),
-        ("bytes", Json::Int(h.total_len().into())),
-        ("creator_pid", Json::Int(h.creator_pid.into())),
-        ("created", Json::Str(utc(h.created_unix_ns))),
-        ("mapped_by_others", Json::Bool(!stale)),
-    ];
-    let summary = summarize(&opts, &name, &h);
-    if json {
-        let Ok(summary) = summary else { return Err(bad(json, pairs, summary.err().unwrap_or_default())) };
-        let mut pairs = pairs;
-        pairs.push(("summary", Json::obj(summary.iter().map(|(k, v)| (k.clone(), v.json())))));
-        println!("{}", Json::obj(pairs).render());
+    let h = match opts.open_any(name) {
+        Ok(seg) => seg.header().cloned(),
+        Err(e) => return Err(bad(args.json, Some(info), exit_code(&e), e.to_string())),
+    };
+    let Some(h) = h else { return Err(bad(args.json, Some(info), 2, format!("{name} has no shmkit header"))) };
+    let summary = match summarize(&opts, name, &h) {
+        Ok(summary) => summary,
+        Err(message) => return Err(bad(args.json, Some(info), 2, message)),
+    };
+    if args.json {
+        report::print(&Inspection { segment: info, summary: Some(summary), error: None });
         return Ok(());
     }
+    let mapped = match info.mapped {
+        Some(true) => "yes",
+        Some(false) => "no (stale: shmkit gc removes it)",
+        None => "unknown",
+    };
     println!("{name}");
     println!("  format version   {}", h.version);
     println!("  kind             {}", h.kind);
-    println!("  element type     {} (size {}, align {})", h.elem.name, h.elem.size, h.elem.align);
+    println!("  element type     {} (size {}, align {})", printable(&h.elem.name), h.elem.size, h.elem.align);
     println!("  length           {} elements", h.elem_count);
-    println!("  payload          {} bytes at offset {}", h.payload_len, h.payload_offset);
-    println!("  total            {} bytes", h.total_len());
+    println!("  payload          {} at offset {}", human_bytes(h.payload_len), h.payload_offset);
+    println!("  size             {} ({} bytes)", human_bytes(status.size), status.size);
     println!("  creator pid      {} (informational: pids are reused)", h.creator_pid);
     println!("  created          {}", utc(h.created_unix_ns));
-    println!("  mapped by others {}", if stale { "no (stale: shmkit gc removes it)" } else { "yes" });
-    for (k, v) in &summary.map_err(CliError::Usage)? {
-        println!("  {:<16} {}", k.replace('_', " "), v.text());
+    println!("  mapped by others {mapped}");
+    for (k, v) in summary.lines() {
+        println!("  {k:<16} {}", printable(&v));
     }
     Ok(())
 }
 
-/// The error for a bad segment; with `--json`, `fields` and the `error` go to stdout first.
-fn bad(json: bool, mut fields: Vec<(&str, Json)>, message: String) -> CliError {
+/// The error for a bad segment; with `--json`, the document with `error` goes to stdout first.
+fn bad(json: bool, segment: Option<SegmentInfo>, code: u8, message: String) -> CliError {
     if json {
-        fields.push(("error", Json::Str(message.clone())));
-        println!("{}", Json::obj(fields).render());
-    }
-    CliError::Usage(message)
-}
-
-/// A summary field: text for people, JSON for tools.
-enum Field {
-    Text(String),
-    Nums(Vec<f64>),
-    Num(f64),
-}
-
-impl Field {
-    fn text(&self) -> String {
-        match self {
-            Field::Text(s) => s.clone(),
-            Field::Num(x) => format!("{x}"),
-            Field::Nums(v) => format!("{v:?}"),
+        #[derive(Serialize)]
+        struct Failed<'a> {
+            segment: Option<SegmentInfo>,
+            summary: Option<Summary>,
+            error: &'a str,
         }
+        report::print(&Failed { segment, summary: None, error: &message });
     }
-
-    fn json(&self) -> Json {
-        match self {
-            Field::Text(s) => Json::Str(s.clone()),
-            Field::Num(x) => Json::Num(*x),
-            Field::Nums(v) => Json::Arr(v.iter().map(|x| Json::Num(*x)).collect()),
-        }
-    }
+    if code == 2 { CliError::Bad(message) } else { CliError::Failed(message) }
 }
 
-type Summary = Vec<(String, Field)>;
+/// What `inspect` shows beyond the header, by kind; absent fields do not apply to the kind.
+/// Numbers are JSON numbers in the element's own type (integers stay integers).
+#[derive(Serialize, Debug, Default)]
+struct Summary {
+    /// Arrays: the claim table.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    claims: Option<Claims>,
+    /// Arrays: the first elements, the smallest and the largest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first: Option<Vec<Number>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    min: Option<Number>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max: Option<Number>,
+    /// Values and atomics: the value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<Number>,
+    /// Dicts: the key type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_type: Option<String>,
+    /// Queues, dicts, lists: slots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    capacity: Option<u64>,
+    /// Queues, dicts, lists: entries held.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    len: Option<u64>,
+    /// Queues: closed by a producer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    closed: Option<bool>,
+    /// Queues: messages abandoned by a process that died mid-operation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    abandoned: Option<u64>,
+    /// What could not be read now (a lock held past the wait), or why there is no summary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
+}
+
+/// Slots of a claim table.
+#[derive(Serialize, Debug, Clone, Copy)]
+struct Claims {
+    used: u64,
+    capacity: u64,
+}
+
+impl Summary {
+    /// `(label, text)` for the human output.
+    fn lines(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let mut add = |k: &'static str, v: Option<String>| {
+            if let Some(v) = v {
+                out.push((k, v));
+            }
+        };
+        add("claims", self.claims.map(|c| format!("{} of {} slots in use", c.used, c.capacity)));
+        add(
+            "first",
+            self.first
+                .as_ref()
+                .map(|v| format!("[{}]", v.iter().map(Number::to_string).collect::<Vec<_>>().join(", "))),
+        );
+        add("min", self.min.as_ref().map(Number::to_string));
+        add("max", self.max.as_ref().map(Number::to_string));
+        add("value", self.value.as_ref().map(Number::to_string));
+        add("key type", self.key_type.clone());
+        add("capacity", self.capacity.map(|n| n.to_string()));
+        add("len", self.len.map(|n| n.to_string()));
+        add("closed", self.closed.map(|b| b.to_string()));
+        add("abandoned", self.abandoned.map(|n| n.to_string()));
+        add("note", self.note.clone());
+        out
+    }
+}
 
 /// A summary, or why the segment's kind-specific structure cannot be read (it is corrupt).
 type Summarized = Result<Summary, String>;
 
-trait AsF64: Element + PartialOrd {
-    fn as_f64(self) -> f64;
-}
+/// An element `inspect` can summarize: ordered, and a JSON number.
+trait Num: Element + PartialOrd + Serialize {}
+impl<T: Element + PartialOrd + Serialize> Num for T {}
 
-macro_rules! as_f64 {
-    ($($t:ty),*) => {$(impl AsF64 for $t { fn as_f64(self) -> f64 { self as f64 } })*};
+/// `x` as a JSON number (`null` for NaN and infinities).
+fn num<T: Serialize>(x: T) -> Number {
+    serde_json::to_value(x).unwrap_or(Number::Null)
 }
-as_f64!(u8, i8, u16, i16, u32, i32, u64, i64, usize, isize, f32, f64);
 
 /// What a summarizer needs.
 struct Ctx<'a> {
@@ -120,15 +185,15 @@ struct Ctx<'a> {
     name: &'a str,
 }
 
-fn array<T: AsF64>(ctx: &Ctx<'_>) -> Summarized {
+fn array<T: Num>(ctx: &Ctx<'_>) -> Summarized {
     let a = SharedArray::<T>::open_with(ctx.opts, ctx.name).map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
+    let mut out = Summary::default();
     if let Ok((used, cap)) = a.claim_slots() {
-        out.push(("claims".into(), Field::Text(format!("{used} of {cap} slots in use"))));
+        out.claims = Some(Claims { used: used as u64, capacity: cap as u64 });
     }
     match a.claim_timeout(.., WAIT) {
         Ok(all) => {
-            out.push(("first".into(), Field::Nums(all.iter().take(FIRST).map(|x| x.as_f64()).collect())));
+            out.first = Some(all.iter().take(FIRST).map(|&x| num(x)).collect());
             let (mut lo, mut hi) = (all[0], all[0]);
             for &x in all.iter() {
                 if x < lo {
@@ -138,39 +203,40 @@ fn array<T: AsF64>(ctx: &Ctx<'_>) -> Summarized {
                     hi = x;
                 }
             }
-            out.push(("min".into(), Field::Num(lo.as_f64())));
-            out.push(("max".into(), Field::Num(hi.as_f64())));
+            out.min = Some(num(lo));
+            out.max = Some(num(hi));
         }
-        Err(e) => out.push(("contents".into(), Field::Text(format!("not read: {e}")))),
+        Err(e) => out.note = Some(format!("contents not read: {e}")),
     }
     Ok(out)
 }
 
-fn value<T: AsF64>(ctx: &Ctx<'_>) -> Summarized {
+fn value<T: Num>(ctx: &Ctx<'_>) -> Summarized {
     let v = SharedValue::<T>::open(ctx.name).map_err(|e| e.to_string())?;
     Ok(match v.lock_timeout(WAIT).map(|g| *g) {
-        Ok(x) => vec![("value".into(), Field::Num(x.as_f64()))],
-        Err(e) => vec![("value".into(), Field::Text(format!("not read: {e}")))],
+        Ok(x) => Summary { value: Some(num(x)), ..Summary::default() },
+        Err(e) => Summary { note: Some(format!("value not read: {e}")), ..Summary::default() },
     })
 }
 
-fn atomic<T: AsF64 + shmkit::shared::AtomicElement>(name: &str, load: fn(&T::Atomic) -> f64) -> Summarized {
+fn atomic<T: Num + shmkit::shared::AtomicElement>(name: &str, load: fn(&T::Atomic) -> Number) -> Summarized {
     let a = SharedAtomic::<T>::open(name).map_err(|e| e.to_string())?;
-    Ok(vec![("value".into(), Field::Num(load(a.atomic())))])
+    Ok(Summary { value: Some(load(a.atomic())), ..Summary::default() })
 }
 
-fn queue<T: AsF64>(ctx: &Ctx<'_>) -> Summarized {
+fn queue<T: Num>(ctx: &Ctx<'_>) -> Summarized {
     let q = shmkit::channel::Queue::<T>::open(ctx.name).map_err(|e| e.to_string())?;
     Ok(queue_fields(q.capacity(), q.len(), q.is_closed(), q.abandoned()))
 }
 
 fn queue_fields(capacity: usize, len: usize, closed: bool, abandoned: u64) -> Summary {
-    vec![
-        ("capacity".into(), Field::Num(capacity as f64)),
-        ("occupancy".into(), Field::Num(len as f64)),
-        ("closed".into(), Field::Text(closed.to_string())),
-        ("abandoned".into(), Field::Num(abandoned as f64)),
-    ]
+    Summary {
+        capacity: Some(capacity as u64),
+        len: Some(len as u64),
+        closed: Some(closed),
+        abandoned: Some(abandoned),
+        ..Summary::default()
+    }
 }
 
 fn byte_queue(name: &str) -> Summarized {
@@ -179,16 +245,21 @@ fn byte_queue(name: &str) -> Summarized {
     Ok(queue_fields(q.capacity(), q.len(), q.is_closed(), q.abandoned()))
 }
 
-fn dict<V: AsF64>(ctx: &Ctx<'_>) -> Summarized {
+/// `len` of a dict or list, or a note saying why it was not read.
+fn with_len(mut out: Summary, len: Result<usize, shmkit::ManagerError>) -> Summary {
+    match len {
+        Ok(n) => out.len = Some(n as u64),
+        Err(e) => out.note = Some(format!("len not read: {e}")),
+    }
+    out
+}
+
+fn dict<V: Num>(ctx: &Ctx<'_>) -> Summarized {
     use shmkit::SharedDict;
     use shmkit::manager::ManagerError;
     fn fields<K: shmkit::manager::DictKey + ?Sized, V: Element>(d: &SharedDict<K, V>, key: &str) -> Summary {
-        let len = d.len().map_or_else(|e| Field::Text(format!("not read: {e}")), |n| Field::Num(n as f64));
-        vec![
-            ("key type".into(), Field::Text(key.into())),
-            ("capacity".into(), Field::Num(d.capacity() as f64)),
-            ("len".into(), len),
-        ]
+        let out = Summary { key_type: Some(key.into()), capacity: Some(d.capacity() as u64), ..Summary::default() };
+        with_len(out, d.len())
     }
     // Each key type in turn: a wrong key type is the only error that says "try the next".
     macro_rules! keys {
@@ -201,15 +272,12 @@ fn dict<V: AsF64>(ctx: &Ctx<'_>) -> Summarized {
         )*};
     }
     keys!(str, u64, i64, u32, i32, usize, u16, i16, u8, i8, [u8]);
-    Ok(vec![("summary".into(), Field::Text("a dict with a key type this tool does not know".into()))])
+    Ok(Summary { note: Some("a dict with a key type this tool does not know".into()), ..Summary::default() })
 }
 
-fn list<T: AsF64>(ctx: &Ctx<'_>) -> Summarized {
+fn list<T: Num>(ctx: &Ctx<'_>) -> Summarized {
     let l = shmkit::SharedList::<T>::open(ctx.name).map_err(|e| e.to_string())?;
-    Ok(vec![
-        ("capacity".into(), Field::Num(l.capacity() as f64)),
-        ("len".into(), l.len().map_or_else(|e| Field::Text(format!("not read: {e}")), |n| Field::Num(n as f64))),
-    ])
+    Ok(with_len(Summary { capacity: Some(l.capacity() as u64), ..Summary::default() }, l.len()))
 }
 
 macro_rules! by_type {
@@ -233,16 +301,16 @@ fn summarize(opts: &SegmentOptions, name: &str, h: &HeaderInfo) -> Summarized {
         Kind::Dict => by_type!(elem, dict, ctx; u8, i8, u16, i16, u32, i32, u64, i64, usize, isize, f32, f64),
         Kind::List => by_type!(elem, list, ctx; u8, i8, u16, i16, u32, i32, u64, i64, usize, isize, f32, f64),
         Kind::Atomic => match elem {
-            "u32" => Some(atomic::<u32>(name, |a| a.load(SeqCst) as f64)),
-            "i32" => Some(atomic::<i32>(name, |a| a.load(SeqCst) as f64)),
-            "u64" => Some(atomic::<u64>(name, |a| a.load(SeqCst) as f64)),
-            "i64" => Some(atomic::<i64>(name, |a| a.load(SeqCst) as f64)),
-            "usize" => Some(atomic::<usize>(name, |a| a.load(SeqCst) as f64)),
+            "u32" => Some(atomic::<u32>(name, |a| num(a.load(SeqCst)))),
+            "i32" => Some(atomic::<i32>(name, |a| num(a.load(SeqCst)))),
+            "u64" => Some(atomic::<u64>(name, |a| num(a.load(SeqCst)))),
+            "i64" => Some(atomic::<i64>(name, |a| num(a.load(SeqCst)))),
+            "usize" => Some(atomic::<usize>(name, |a| num(a.load(SeqCst)))),
             _ => None,
         },
         _ => None,
     };
     typed.unwrap_or_else(|| {
-        Ok(vec![("summary".into(), Field::Text(format!("no {} summary for element type {elem}", h.kind)))])
+        Ok(Summary { note: Some(format!("no {} summary for element type {elem}", h.kind)), ..Summary::default() })
     })
 }

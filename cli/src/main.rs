@@ -1,88 +1,85 @@
-//! The `shmkit` command line: `shmkit demo` shows the shared-counter race and its fixes.
+//! The `shmkit` command line: list, inspect, remove and collect shmkit segments in
+//! `/dev/shm`, and `shmkit demo`, the shared-counter race and its fixes.
 //!
-//! Run `shmkit help` for the commands.
+//! Run `shmkit --help` for the commands.
 
-mod args;
 mod demo;
 mod demo_dict;
 mod inspect;
-mod json;
+mod report;
 mod segments;
 mod together;
 
-use args::Args;
+use std::io::Write;
+use std::process::ExitCode;
 
-const HELP: &str = "\
-shmkit — shared memory for multi-process Rust
+use clap::{CommandFactory, Parser, Subcommand};
 
-USAGE:
-    shmkit demo [--processes P] [--increments N] [--json]
-        P processes x N increments on one shared counter: unsynchronized (lost updates),
-        under a robust Mutex, and with an atomic fetch_add; then P processes x min(N, 1M)
-        updates of one SharedDict key: get + insert (lost updates) and update() (exact).
-    shmkit ls [--all] [--json]
-        Every shmkit segment in /dev/shm: kind, element type, length, bytes, creator, whether
-        any live process maps it. --all lists foreign files too.
-    shmkit inspect [--json] NAME
-        The full header and a per-kind summary (first elements, min/max, claims, value).
-    shmkit rm [--force] [--json] NAME...
-        Remove segments; refuses one still mapped by a live process, and any file that is
-        not a shmkit segment (foreign, empty, FIFO, socket, symlink), unless --force.
-    shmkit gc [--dry-run] [--json]
-        Remove exactly the stale shmkit segments (mapped by no process) and say which.
-    shmkit help
+/// Exit codes, the same for every command (shown at the end of every `--help`).
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  refused or failed: a segment still mapped by a live process, a system call that failed
+  2  usage error or bad segment: bad arguments, or a name that is missing, not a shmkit
+     segment (foreign, empty or special file) or corrupt";
 
-Exit codes: 0 success, 1 operation failed, 2 bad arguments or a bad segment.
-";
-
-/// Run the command line; returns the process exit code (0 ok, 1 failure, 2 usage or bad input).
-pub fn run(argv: Vec<String>) -> i32 {
-    let mut args = Args::new(argv);
-    let Some(cmd) = args.next_positional() else {
-        eprint!("{HELP}");
-        return 2;
-    };
-    let result = match cmd.as_str() {
-        "demo" => demo::run(args),
-        "ls" => segments::ls(args),
-        "inspect" => inspect::run(args),
-        "rm" => segments::rm(args),
-        "gc" => segments::gc(args),
-        "help" | "--help" | "-h" => {
-            print!("{HELP}");
-            Ok(())
-        }
-        other => Err(CliError::Usage(format!("unknown command {other:?}; see `shmkit help`"))),
-    };
-    match result {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("shmkit: {}", printable(&e.to_string()));
-            e.exit_code()
-        }
-    }
+/// Shared memory for multi-process Rust: inspect and clean up /dev/shm, or watch the
+/// counter race.
+#[derive(Parser, Debug)]
+#[command(name = "shmkit", version, after_help = EXIT_CODES, arg_required_else_help = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
 }
 
-/// `s` with control characters escaped: one line, and no terminal escape sequences from
-/// bytes a hostile file put in a message.
-pub fn printable(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Race P processes x N increments on one shared counter three ways (unsynchronized,
+    /// under a robust Mutex, with an atomic fetch_add), then P x min(N, 1M) updates of one
+    /// SharedDict key (get + insert, and update()).
+    #[command(after_help = EXIT_CODES)]
+    Demo(demo::DemoArgs),
+    /// List every shmkit segment in /dev/shm: kind, element type, length, size, creator, and
+    /// whether a live process maps it.
+    #[command(after_help = EXIT_CODES)]
+    Ls(segments::LsArgs),
+    /// Show a segment's full header and a per-kind summary (first elements, min/max, claims,
+    /// value, occupancy).
+    #[command(after_help = EXIT_CODES)]
+    Inspect(inspect::InspectArgs),
+    /// Remove segments; refuses one still mapped by a live process, and any file that is not
+    /// a shmkit segment (foreign, empty, FIFO, socket, symlink), unless --force.
+    #[command(after_help = EXIT_CODES)]
+    Rm(segments::RmArgs),
+    /// Remove exactly the stale shmkit segments (mapped by no process) and say which.
+    #[command(after_help = EXIT_CODES)]
+    Gc(segments::GcArgs),
+    /// Print a completion script for a shell (e.g. `shmkit completions bash > ~/.local/share/bash-completion/completions/shmkit`).
+    #[command(after_help = EXIT_CODES)]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
-/// What went wrong in a subcommand.
+/// What went wrong in a command; its exit code is one of [`EXIT_CODES`].
 #[derive(Debug)]
 pub enum CliError {
-    /// Bad arguments or bad input (exit code 2).
-    Usage(String),
-    /// The operation failed (exit code 1).
+    /// Refused or failed (exit code 1).
     Failed(String),
+    /// A bad segment: missing, not a shmkit segment, corrupt (exit code 2).
+    Bad(String),
+    /// Reported already (on stdout as JSON, on stderr line by line): only the exit code.
+    Reported(u8),
 }
 
 impl CliError {
-    fn exit_code(&self) -> i32 {
+    /// The process exit code.
+    pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Usage(_) => 2,
             CliError::Failed(_) => 1,
+            CliError::Bad(_) => 2,
+            CliError::Reported(code) => *code,
         }
     }
 }
@@ -90,17 +87,69 @@ impl CliError {
 impl std::fmt::Display for CliError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CliError::Usage(m) | CliError::Failed(m) => f.write_str(m),
+            CliError::Failed(m) | CliError::Bad(m) => f.write_str(m),
+            CliError::Reported(code) => write!(f, "exit code {code}"),
         }
     }
 }
 
-impl<E: std::error::Error> From<E> for CliError {
-    fn from(e: E) -> Self {
-        CliError::Failed(e.to_string())
+impl From<shmkit::SegmentError> for CliError {
+    fn from(e: shmkit::SegmentError) -> Self {
+        match segments::exit_code(&e) {
+            2 => CliError::Bad(e.to_string()),
+            _ => CliError::Failed(e.to_string()),
+        }
     }
 }
 
-fn main() {
-    std::process::exit(run(std::env::args().skip(1).collect()));
+macro_rules! failed_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for CliError {
+            fn from(e: $t) -> Self {
+                CliError::Failed(e.to_string())
+            }
+        }
+    )*};
+}
+failed_from!(shmkit::ManagerError, shmkit::LockError, shmkit::process::ProcessError, std::io::Error);
+
+/// `s` with control characters escaped: one line, and no terminal escape sequences from
+/// bytes a hostile file put in a message.
+pub fn printable(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(args) => demo::run(&args),
+        Command::Ls(args) => segments::ls(&args),
+        Command::Inspect(args) => inspect::run(&args),
+        Command::Rm(args) => segments::rm(&args),
+        Command::Gc(args) => segments::gc(&args),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "shmkit", &mut std::io::stdout());
+            Ok(())
+        }
+    };
+    let _ = std::io::stdout().flush();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if !matches!(e, CliError::Reported(_)) {
+                eprintln!("shmkit: {}", printable(&e.to_string()));
+            }
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

@@ -1,45 +1,88 @@
 //! `shmkit ls`, `rm` and `gc`: list, remove and collect segments in `/dev/shm`.
 
+use clap::Args;
 use shmkit::segment::{self, FileKind, SegmentStatus};
 use shmkit::{Segment, SegmentError};
 
-use super::json::{Json, utc};
-use super::{Args, CliError, printable};
+use crate::report::{self, Action, Outcome, Removal, SegmentInfo, human_bytes, utc};
+use crate::{CliError, printable};
 
-fn status_json(s: &SegmentStatus) -> Json {
-    let h = s.header.as_ref();
-    Json::obj([
-        ("name", Json::Str(s.name.clone())),
-        ("shmkit", Json::Bool(s.is_shmkit)),
-        ("kind", h.map_or(Json::Null, |h| Json::Str(h.kind.name().into()))),
-        ("element_type", h.map_or(Json::Null, |h| Json::Str(h.elem.name.clone()))),
-        ("length", h.map_or(Json::Null, |h| Json::Int(h.elem_count.into()))),
-        ("bytes", Json::Int(s.size.into())),
-        ("creator_pid", h.map_or(Json::Null, |h| Json::Int(h.creator_pid.into()))),
-        ("created", h.map_or(Json::Null, |h| Json::Str(utc(h.created_unix_ns)))),
-        ("mapped", s.stale.map_or(Json::Null, |st| Json::Bool(!st))),
-        ("stale", s.stale.map_or(Json::Null, Json::Bool)),
-        ("problem", s.problem.clone().map_or(Json::Null, Json::Str)),
-    ])
+/// `shmkit ls`.
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// Also list files that are not shmkit segments (other programs' shared memory).
+    #[arg(short, long)]
+    all: bool,
+    /// Print JSON (schema 1) instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `shmkit rm`.
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    /// Remove even a segment a live process maps (its mappings stay valid), or a file that is
+    /// not a shmkit segment. Never a directory.
+    #[arg(short, long)]
+    force: bool,
+    /// Say what would be removed, and remove nothing.
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+    /// Print JSON (schema 1).
+    #[arg(long)]
+    json: bool,
+    /// Segment names, with or without the leading `/` (`--` before a name that starts with `-`).
+    #[arg(required = true, value_parser = parse_name)]
+    names: Vec<String>,
+}
+
+/// `shmkit gc`.
+#[derive(Args, Debug)]
+pub struct GcArgs {
+    /// Say what would be removed, and remove nothing.
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+    /// Print JSON (schema 1).
+    #[arg(long)]
+    json: bool,
+}
+
+/// A segment name as given on the command line, normalised to exactly one leading `/`.
+pub fn parse_name(name: &str) -> Result<String, String> {
+    segment::name::normalize(name).map_err(|e| e.to_string())
+}
+
+/// The exit code of a segment error: 2 when the name is not a usable shmkit segment
+/// (missing, special, foreign, empty, corrupt, another format), 1 when the operation
+/// failed (permissions, no space, a system call).
+pub fn exit_code(e: &SegmentError) -> u8 {
+    match e {
+        SegmentError::PermissionDenied { .. }
+        | SegmentError::NoSpace { .. }
+        | SegmentError::Locked { .. }
+        | SegmentError::Io { .. } => 1,
+        _ => 2,
+    }
 }
 
 /// `shmkit ls [--all] [--json]`.
-pub fn ls(mut args: Args) -> Result<(), CliError> {
-    let all = args.flag("all");
-    let json = args.flag("json");
-    args.finish()?;
-    let rows: Vec<SegmentStatus> = segment::list()?.into_iter().filter(|s| all || s.is_shmkit).collect();
-    if json {
-        println!("{}", Json::Arr(rows.iter().map(status_json).collect()).render());
+pub fn ls(args: &LsArgs) -> Result<(), CliError> {
+    let rows: Vec<SegmentStatus> = segment::list()?.into_iter().filter(|s| args.all || s.is_shmkit).collect();
+    if args.json {
+        #[derive(serde::Serialize)]
+        struct Listing {
+            segments: Vec<SegmentInfo>,
+        }
+        report::print(&Listing { segments: rows.iter().map(SegmentInfo::of).collect() });
         return Ok(());
     }
     if rows.is_empty() {
-        println!("no shmkit segments in /dev/shm{}", if all { "" } else { " (--all lists foreign files too)" });
+        println!("no shmkit segments in /dev/shm{}", if args.all { "" } else { " (--all lists foreign files too)" });
         return Ok(());
     }
     println!(
-        "{:<44} {:<7} {:<8} {:>12} {:>12} {:>8} {:<20} STATE",
-        "NAME", "KIND", "TYPE", "LENGTH", "BYTES", "PID", "CREATED"
+        "{:<44} {:<7} {:<8} {:>12} {:>10} {:>8} {:<20} STATE",
+        "NAME", "KIND", "TYPE", "LENGTH", "SIZE", "PID", "CREATED"
     );
     for s in &rows {
         let state = match (s.stale, s.is_shmkit) {
@@ -60,73 +103,92 @@ pub fn ls(mut args: Args) -> Result<(), CliError> {
             None => ("foreign".into(), "-".into(), "-".into(), "-".into(), "-".into()),
         };
         let note = s.problem.as_ref().map(|p| format!(" ({p})")).unwrap_or_default();
-        println!(
-            "{:<44} {:<7} {:<8} {:>12} {:>12} {:>8} {:<20} {state}{note}",
-            s.name, kind, ty, len, s.size, pid, created
+        let line = format!(
+            "{:<44} {:<7} {:<8} {:>12} {:>10} {:>8} {:<20} {state}{note}",
+            s.name,
+            kind,
+            ty,
+            len,
+            human_bytes(s.size),
+            pid,
+            created
         );
+        println!("{}", printable(&line));
     }
     Ok(())
 }
 
-/// `shmkit rm [--force] [--json] NAME...`.
-pub fn rm(mut args: Args) -> Result<(), CliError> {
-    let force = args.flag("force");
-    let json = args.flag("json");
-    let mut names = Vec::new();
-    while let Some(n) = args.next_positional() {
-        names.push(n);
+/// `shmkit rm [--force] [--dry-run] [--json] NAME...`: exit code the worst of the names'.
+pub fn rm(args: &RmArgs) -> Result<(), CliError> {
+    let results: Vec<Outcome> = args.names.iter().map(|name| remove_one(name, args.force, args.dry_run)).collect();
+    finish(Removal { command: "rm", dry_run: args.dry_run, results }, args.json)
+}
+
+/// `shmkit gc [--dry-run] [--json]`.
+pub fn gc(args: &GcArgs) -> Result<(), CliError> {
+    let (names, action) = if args.dry_run {
+        let stale = segment::list()?.into_iter().filter(|s| s.is_shmkit && s.stale == Some(true));
+        (stale.map(|s| s.name).collect(), Action::WouldRemove)
+    } else {
+        (segment::gc()?, Action::Removed)
+    };
+    let results = names.into_iter().map(|name| Outcome { name, action, exit_code: 0, error: None }).collect();
+    let removal = Removal { command: "gc", dry_run: args.dry_run, results };
+    if !args.json && removal.results.is_empty() {
+        println!("no stale shmkit segments");
     }
-    args.finish()?;
-    if names.is_empty() {
-        return Err(CliError::Usage("rm needs at least one segment name".into()));
-    }
-    let mut results = Vec::new();
-    let mut failures = 0;
-    for name in &names {
-        let outcome = remove_one(name, force);
-        let (removed, message) = match &outcome {
-            Ok(()) => (true, None),
-            Err(m) => {
-                failures += 1;
-                (false, Some(m.clone()))
-            }
-        };
-        if json {
-            results.push(Json::obj([
-                ("name", Json::Str(name.clone())),
-                ("removed", Json::Bool(removed)),
-                ("error", message.map_or(Json::Null, Json::Str)),
-            ]));
-        } else {
-            match outcome {
-                Ok(()) => println!("removed {name}"),
-                Err(m) => eprintln!("shmkit: {}", printable(&m)),
+    finish(removal, args.json)
+}
+
+/// Print what `rm` or `gc` did, as JSON or one line per name (kept ones on stderr), and
+/// return the worst exit code.
+fn finish(removal: Removal, json: bool) -> Result<(), CliError> {
+    let code = removal.results.iter().map(|o| o.exit_code).max().unwrap_or(0);
+    if json {
+        report::print(&removal);
+    } else {
+        for o in &removal.results {
+            match (o.action, &o.error) {
+                (Action::Removed, _) => println!("removed {}", o.name),
+                (Action::WouldRemove, _) => println!("would remove {}", o.name),
+                (Action::Kept, Some(e)) => eprintln!("shmkit: {}", printable(e)),
+                (Action::Kept, None) => eprintln!("shmkit: kept {}", o.name),
             }
         }
     }
-    if json {
-        println!("{}", Json::Arr(results).render());
-    }
-    if failures > 0 {
-        return Err(CliError::Failed(format!("{failures} of {} segments not removed", names.len())));
-    }
-    Ok(())
+    if code == 0 { Ok(()) } else { Err(CliError::Reported(code)) }
 }
 
-/// Remove one name. Without `--force` only a shmkit segment that no process maps; with it
-/// any file (but never a directory).
-fn remove_one(name: &str, force: bool) -> Result<(), String> {
+/// Remove one name (or, with `dry_run`, check that it would be removed). Without `force`
+/// only a shmkit segment that no process maps; with it any file (but never a directory).
+fn remove_one(name: &str, force: bool, dry_run: bool) -> Outcome {
+    let kept = |code: u8, error: String| Outcome {
+        name: name.to_owned(),
+        action: Action::Kept,
+        exit_code: code,
+        error: Some(error),
+    };
+    let done = || Outcome {
+        name: name.to_owned(),
+        action: if dry_run { Action::WouldRemove } else { Action::Removed },
+        exit_code: 0,
+        error: None,
+    };
+    let unlink = || match if dry_run { Ok(()) } else { Segment::unlink(name) } {
+        Ok(()) => done(),
+        Err(e) => kept(exit_code(&e), e.to_string()),
+    };
     let status = match segment::status(name) {
         Ok(status) => status,
         Err(e @ SegmentError::SpecialFile { what: FileKind::Directory, .. }) => {
-            return Err(format!("{e}; shmkit never removes directories"));
+            return kept(2, format!("{e}; shmkit never removes directories"));
         }
-        Err(SegmentError::SpecialFile { .. }) if force => return unlink(name),
-        Err(e @ SegmentError::SpecialFile { .. }) => return Err(format!("{e}; --force removes it anyway")),
-        Err(e) => return Err(e.to_string()),
+        Err(SegmentError::SpecialFile { .. }) if force => return unlink(),
+        Err(e @ SegmentError::SpecialFile { .. }) => return kept(2, format!("{e}; --force removes it anyway")),
+        Err(e) => return kept(exit_code(&e), e.to_string()),
     };
     if force {
-        return unlink(name);
+        return unlink();
     }
     if !status.is_shmkit {
         let what = if status.size == 0 {
@@ -137,47 +199,22 @@ fn remove_one(name: &str, force: bool) -> Result<(), String> {
                 status.size
             )
         };
-        return Err(format!("{name} is {what}; --force removes it anyway"));
+        return kept(2, format!("{name} is {what}; --force removes it anyway"));
     }
     if status.stale != Some(true) {
-        return Err(format!(
-            "{name} is mapped by a live process; stop it first, or use --force (its mappings stay valid)"
-        ));
+        return kept(
+            1,
+            format!("{name} is mapped by a live process; stop it first, or use --force (its mappings stay valid)"),
+        );
+    }
+    if dry_run {
+        return done();
     }
     match segment::remove_if_stale(name) {
-        Ok(true) => Ok(()),
+        Ok(true) => done(),
         Ok(false) => {
-            Err(format!("{name} changed while being removed (a process mapped it, or the name was reused); retry"))
+            kept(1, format!("{name} changed while being removed (a process mapped it, or the name was reused); retry"))
         }
-        Err(e) => Err(e.to_string()),
+        Err(e) => kept(exit_code(&e), e.to_string()),
     }
-}
-
-fn unlink(name: &str) -> Result<(), String> {
-    Segment::unlink(name).map_err(|e| e.to_string())
-}
-
-/// `shmkit gc [--dry-run] [--json]`.
-pub fn gc(mut args: Args) -> Result<(), CliError> {
-    let dry = args.flag("dry-run");
-    let json = args.flag("json");
-    args.finish()?;
-    let names: Vec<String> = if dry {
-        segment::list()?.into_iter().filter(|s| s.is_shmkit && s.stale == Some(true)).map(|s| s.name).collect()
-    } else {
-        segment::gc()?
-    };
-    if json {
-        let key = if dry { "would_remove" } else { "removed" };
-        println!("{}", Json::obj([(key, Json::Arr(names.into_iter().map(Json::Str).collect()))]).render());
-        return Ok(());
-    }
-    let verb = if dry { "would remove" } else { "removed" };
-    if names.is_empty() {
-        println!("no stale shmkit segments");
-    }
-    for n in &names {
-        println!("{verb} {n}");
-    }
-    Ok(())
 }
