@@ -34,27 +34,41 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Race P processes x N increments on one shared counter three ways (unsynchronized,
-    /// under a robust Mutex, with an atomic fetch_add), then P x min(N, 1M) updates of one
-    /// SharedDict key (get + insert, and update()).
+    /// The counter race: lost updates, and the robust Mutex and atomic that fix them
+    ///
+    /// P processes x N increments on one shared counter three ways (unsynchronized, under a
+    /// robust Mutex, with an atomic fetch_add), then P x min(N, 1M) updates of one SharedDict
+    /// key (get + insert, and update()).
     #[command(after_help = EXIT_CODES)]
     Demo(demo::DemoArgs),
-    /// List every shmkit segment in /dev/shm: kind, element type, length, size, creator, and
-    /// whether a live process maps it.
+    /// List the shmkit segments in /dev/shm
+    ///
+    /// Kind, element type, length, size, creator pid, creation time, and whether a live
+    /// process maps it (mapped) or none does (stale: `shmkit gc` removes it).
     #[command(after_help = EXIT_CODES)]
     Ls(segments::LsArgs),
-    /// Show a segment's full header and a per-kind summary (first elements, min/max, claims,
-    /// value, occupancy).
+    /// Show a segment's header and a summary of its contents
+    ///
+    /// The full header, and by kind: first elements, min/max and claims of an array; the
+    /// value of a value or atomic; capacity and length of a queue, dict or list.
     #[command(after_help = EXIT_CODES)]
     Inspect(inspect::InspectArgs),
-    /// Remove segments; refuses one still mapped by a live process, and any file that is not
-    /// a shmkit segment (foreign, empty, FIFO, socket, symlink), unless --force.
+    /// Remove segments
+    ///
+    /// Refuses one still mapped by a live process (exit 1), and any file that is not a shmkit
+    /// segment (foreign, empty, FIFO, socket, symlink: exit 2), unless --force. Never removes
+    /// a directory. With several names, the exit code is the worst of theirs.
     #[command(after_help = EXIT_CODES)]
     Rm(segments::RmArgs),
-    /// Remove exactly the stale shmkit segments (mapped by no process) and say which.
+    /// Remove the stale shmkit segments (mapped by no process)
+    ///
+    /// Exactly those: files of other programs and segments a live process maps are left
+    /// alone. Says which it removed.
     #[command(after_help = EXIT_CODES)]
     Gc(segments::GcArgs),
-    /// Print a completion script for a shell (e.g. `shmkit completions bash > ~/.local/share/bash-completion/completions/shmkit`).
+    /// Print a shell completion script
+    ///
+    /// For example: shmkit completions bash > ~/.local/share/bash-completion/completions/shmkit
     #[command(after_help = EXIT_CODES)]
     Completions {
         /// The shell.
