@@ -93,7 +93,7 @@ pub fn run(args: &DemoArgs) -> Result<(), CliError> {
     let atomic = race(processes, increments, Way::Atomic)?;
     bar.inc(1);
     phase("dict");
-    // The dict section (src/cli/demo_dict.rs).
+    // The dict section (demo_dict.rs).
     let dict = crate::demo_dict::race(processes, crate::demo_dict::increments_for(increments))?;
     bar.inc(1);
     bar.finish_and_clear();
