@@ -10,10 +10,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo clippy --all-targets --features mpi -- -D warnings
-cargo test --features mpi --test mpi_node
-cargo test --features mpi --doc mpi::
-cargo build --features mpi --example mpi_heat
+cargo clippy -p shmkit --all-targets --features mpi -- -D warnings
+cargo test -p shmkit --features mpi --test mpi_node
+cargo test -p shmkit --features mpi --doc mpi::
+cargo build -p shmkit --features mpi --example mpi_heat
 heat="${CARGO_TARGET_DIR:-target}/debug/examples/mpi_heat"
 
 mpi_total=""
@@ -32,7 +32,7 @@ run 3 2        # mixed: ranks 0-1 share a window, rank 2 gets messages
 
 # The kernel is the pool example's: examples/heat_diffusion (2 pool workers) on the same grid
 # reports the same total heat.
-cargo build --features ndarray --example heat_diffusion
+cargo build -p shmkit --features ndarray --example heat_diffusion
 pool_total=$(timeout 180 "${CARGO_TARGET_DIR:-target}/debug/examples/heat_diffusion" 96 40 2 </dev/null | grep "^total heat")
 echo "pool: $pool_total"
 [ "$pool_total" = "$mpi_total" ] || { echo "mpi_heat ($mpi_total) and heat_diffusion ($pool_total) disagree"; exit 1; }

@@ -3,7 +3,7 @@
 //! Run with:
 //!
 //! ```text
-//! RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=/tmp/target-loom cargo test --release --no-default-features --test loom_queue
+//! RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=/tmp/target-loom cargo test --release -p shmkit --test loom_queue
 //! ```
 //!
 //! Each model runs every interleaving with up to three preemptions (`PREEMPTIONS`). The

@@ -1,8 +1,13 @@
 //! File-descriptor level calls: POSIX shared memory, memfd, sizing, seals and `flock`.
 
-use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::fcntl::{self, FcntlArg, FdFlag, OFlag, SealFlag};
+use nix::sys::memfd::{self, MFdFlags};
+use nix::sys::stat::{self, Mode};
+use nix::sys::{mman, statvfs};
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     if r == -1 { Err(io::Error::last_os_error()) } else { Ok(r) }
@@ -18,10 +23,6 @@ fn retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
     }
 }
 
-fn c_name(name: &str) -> io::Result<CString> {
-    CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
-}
-
 /// `shm_open(name, flags | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, mode)`.
 ///
 /// `O_NONBLOCK` so that whatever sits at the name (anyone may plant a FIFO in the
@@ -29,99 +30,69 @@ fn c_name(name: &str) -> io::Result<CString> {
 /// regular files shared memory lives in. `O_NOFOLLOW` refuses a symlink at the name
 /// (`ELOOP`). The caller must `fstat` the result and refuse anything but a regular file.
 pub fn shm_open(name: &str, flags: libc::c_int, mode: libc::mode_t) -> io::Result<OwnedFd> {
-    let c = c_name(name)?;
-    let flags = flags | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
-    let fd = retry(|| {
-        // SAFETY: `c` is a NUL-terminated string that outlives the call.
-        cvt(unsafe { libc::shm_open(c.as_ptr(), flags, mode as libc::c_uint) })
-    })?;
-    // SAFETY: `fd` was just returned by a successful shm_open and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let flags = OFlag::from_bits_retain(flags) | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    retry(|| Ok(mman::shm_open(name, flags, Mode::from_bits_retain(mode))?))
 }
 
 /// `shm_unlink(name)`.
 pub fn shm_unlink(name: &str) -> io::Result<()> {
-    let c = c_name(name)?;
-    // SAFETY: `c` is a NUL-terminated string that outlives the call.
-    cvt(unsafe { libc::shm_unlink(c.as_ptr()) }).map(drop)
+    Ok(mman::shm_unlink(name)?)
 }
 
 /// `memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING)`.
 pub fn memfd_create(name: &str) -> io::Result<OwnedFd> {
-    let c = c_name(name)?;
-    // SAFETY: `c` is a NUL-terminated string that outlives the call.
-    let fd = cvt(unsafe { libc::memfd_create(c.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) })?;
-    // SAFETY: `fd` was just returned by memfd_create and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    Ok(memfd::memfd_create(name, MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)?)
+}
+
+fn off_t(n: u64, too_big: Errno) -> io::Result<libc::off_t> {
+    libc::off_t::try_from(n).map_err(|_| io::Error::from(too_big))
 }
 
 /// Set the file size.
 pub fn ftruncate(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
-    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
-    // SAFETY: plain syscall on a valid descriptor.
-    retry(|| cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), len) })).map(drop)
+    let len = off_t(len, Errno::EFBIG)?;
+    retry(|| Ok(nix::unistd::ftruncate(fd, len)?))
 }
 
 /// Reserve backing memory for `[0, len)` so later page faults cannot SIGBUS for lack of space.
 pub fn fallocate(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
-    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
-    loop {
-        // SAFETY: plain syscall on a valid descriptor; posix_fallocate returns the error number.
-        let r = unsafe { libc::posix_fallocate(fd.as_raw_fd(), 0, len) };
-        match r {
-            0 => return Ok(()),
-            libc::EINTR => continue,
-            e => return Err(io::Error::from_raw_os_error(e)),
-        }
-    }
+    let len = off_t(len, Errno::EFBIG)?;
+    retry(|| Ok(fcntl::posix_fallocate(fd, 0, len)?))
 }
 
 /// `fstat`: the file's metadata.
 pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
-    // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `st` is a valid writable stat buffer; `fd` is a valid descriptor.
-    cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
-    Ok(st)
+    Ok(stat::fstat(fd)?)
 }
 
 /// `stat` of a path (no symlink following); `None` when it does not exist.
 pub fn lstat(path: &str) -> io::Result<Option<libc::stat>> {
-    let c = c_name(path)?;
-    // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is NUL-terminated and `st` writable, both outlive the call.
-    match cvt(unsafe { libc::lstat(c.as_ptr(), &mut st) }) {
-        Ok(_) => Ok(Some(st)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+    match stat::lstat(path) {
+        Ok(st) => Ok(Some(st)),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
 /// Total size in bytes of the filesystem holding `path` (`statvfs`).
 pub fn fs_capacity(path: &str) -> io::Result<u64> {
-    let c = c_name(path)?;
-    // SAFETY: an all-zero `statvfs` is a valid value of this plain C struct.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is NUL-terminated and `st` writable, both outlive the call.
-    cvt(unsafe { libc::statvfs(c.as_ptr(), &mut st) })?;
-    Ok((st.f_blocks as u64).saturating_mul(st.f_frsize as u64))
+    let st = statvfs::statvfs(path)?;
+    Ok((st.blocks() as u64).saturating_mul(st.fragment_size() as u64))
 }
 
 /// Seal a memfd against shrinking and growing, then seal the seals.
 pub fn seal_size(fd: BorrowedFd<'_>) -> io::Result<()> {
-    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
-    // SAFETY: F_ADD_SEALS takes an int argument; `fd` is a valid memfd.
-    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) }).map(drop)
+    let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
+    fcntl::fcntl(fd, FcntlArg::F_ADD_SEALS(seals))?;
+    Ok(())
 }
 
 /// The seals currently on a descriptor (0 for files that cannot be sealed).
 pub fn seals(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
-    // SAFETY: F_GET_SEALS takes no argument; `fd` is a valid descriptor.
-    match cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) }) {
+    match fcntl::fcntl(fd, FcntlArg::F_GET_SEALS) {
         Ok(s) => Ok(s),
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(0),
-        Err(e) => Err(e),
+        Err(Errno::EINVAL) => Ok(0),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -152,10 +123,9 @@ pub fn flock(fd: BorrowedFd<'_>, mode: Flock) -> io::Result<()> {
 
 /// Clear `FD_CLOEXEC` so a child started with `exec` inherits `fd`.
 pub fn set_inheritable(fd: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: F_GETFD/F_SETFD on a valid descriptor.
-    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) })?;
-    // SAFETY: as above.
-    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, flags & !libc::FD_CLOEXEC) }).map(drop)
+    let flags = FdFlag::from_bits_retain(fcntl::fcntl(fd, FcntlArg::F_GETFD)?);
+    fcntl::fcntl(fd, FcntlArg::F_SETFD(flags - FdFlag::FD_CLOEXEC))?;
+    Ok(())
 }
 
 /// Fill `buf` from the kernel's CSPRNG.
@@ -179,12 +149,8 @@ pub fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
 
 /// Read up to `buf.len()` bytes at `offset` without mapping the file (no SIGBUS on short files).
 pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    let off = libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    retry(|| {
-        // SAFETY: `buf` is a valid writable buffer of `buf.len()` bytes; `fd` is valid.
-        let r = unsafe { libc::pread(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), off) };
-        if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r as usize) }
-    })
+    let off = off_t(offset, Errno::EINVAL)?;
+    retry(|| Ok(nix::sys::uio::pread(fd, buf, off)?))
 }
 
 /// An open-file-description (OFD) write lock on the single byte at `offset` of the file

@@ -12,6 +12,7 @@ fn demo_json_reports_exact_locked_and_atomic_counts() {
     let out = shmkit(&["demo", "--processes", "3", "--increments", "20000", "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["schema"], 1);
     assert_eq!(v["processes"], 3);
     assert_eq!(v["increments"], 20000);
     assert_eq!(v["expected"], 60000);
@@ -37,9 +38,18 @@ fn demo_prints_a_table() {
 
 #[test]
 fn bad_arguments_exit_2_with_a_message() {
-    for args in [&["demo", "--processes", "0"][..], &["demo", "--increments", "x"], &["demo", "--bogus"], &["nope"]] {
+    for args in [
+        &["demo", "--processes", "0"][..],
+        &["demo", "--processes", "1025"],
+        &["demo", "--increments", "0"],
+        &["demo", "--increments", "x"],
+        &["demo", "--bogus"],
+        &["nope"],
+    ] {
         let out = shmkit(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
-        assert!(String::from_utf8_lossy(&out.stderr).starts_with("shmkit: "), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.starts_with("error: ") && err.contains("--help"), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}: usage errors go to stderr");
     }
 }

@@ -7,11 +7,16 @@
 //! - **locked**: `d.update(k, 0, |v| v + 1)`, one atomic read-modify-write under the key's
 //!   stripe lock.
 
+use std::rc::Rc;
+
 use shmkit::ManagerError;
 use shmkit::manager::SharedDict;
 
-use super::CliError;
-use super::together::run_together;
+use serde::Serialize;
+
+use crate::CliError;
+use crate::report::Rate;
+use crate::together::run_together;
 
 const KEY: &str = "count";
 
@@ -25,6 +30,15 @@ pub fn increments_for(counter_increments: u64) -> u64 {
 struct Outcome {
     final_count: u64,
     seconds: f64,
+}
+
+/// The `"dict"` member of `demo --json`.
+#[derive(Serialize, Debug)]
+pub struct DictReport {
+    increments: u64,
+    expected: u64,
+    unsynchronized: Rate,
+    locked: Rate,
 }
 
 /// Both ways, measured.
@@ -46,13 +60,14 @@ pub fn race(processes: usize, increments: u64) -> Result<DictRace, CliError> {
 }
 
 fn run(processes: usize, increments: u64, locked: bool) -> Result<Outcome, CliError> {
-    let d = SharedDict::<str, u64>::anonymous(16)?;
+    let d = Rc::new(SharedDict::<str, u64>::anonymous(16)?);
     d.insert(KEY, 0)?;
-    let work = || -> i32 {
-        let r = if locked { increment_locked(&d, increments) } else { increment_racy(&d, increments) };
+    let shared = d.clone();
+    let work = move || -> i32 {
+        let r = if locked { increment_locked(&shared, increments) } else { increment_racy(&shared, increments) };
         i32::from(r.is_err())
     };
-    let seconds = run_together(processes, &work)?;
+    let seconds = run_together(processes, Rc::new(work))?;
     Ok(Outcome { final_count: d.get(KEY)?.unwrap_or(0), seconds })
 }
 
@@ -80,16 +95,15 @@ impl DictRace {
         self.expected() as f64 / o.seconds.max(1e-9)
     }
 
-    /// The `"dict"` member of `--json`.
-    pub fn json(&self) -> String {
-        let obj = |o: &Outcome| format!("{{\"final\":{},\"per_second\":{:.0}}}", o.final_count, self.per_second(o));
-        format!(
-            "{{\"increments\":{},\"expected\":{},\"unsynchronized\":{},\"locked\":{}}}",
-            self.increments,
-            self.expected(),
-            obj(&self.unsynchronized),
-            obj(&self.locked)
-        )
+    /// The `"dict"` member of `demo --json`.
+    pub fn report(&self) -> DictReport {
+        let rate = |o: &Outcome| Rate::of(o.final_count, o.seconds, self.expected());
+        DictReport {
+            increments: self.increments,
+            expected: self.expected(),
+            unsynchronized: rate(&self.unsynchronized),
+            locked: rate(&self.locked),
+        }
     }
 
     /// The human table.

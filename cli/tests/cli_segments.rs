@@ -1,6 +1,7 @@
 //! `shmkit ls / inspect / rm / gc` driven as a real binary on real segments, including
 //! garbage, truncated and newer-format ones.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::process::{Command, Output};
@@ -17,7 +18,9 @@ fn shmkit(args: &[&str]) -> Output {
 fn json(args: &[&str]) -> Value {
     let out = shmkit(args);
     assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).expect("valid JSON")
+    let v: Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    assert_eq!(v["schema"], 1, "{args:?}: {v}");
+    v
 }
 
 fn stderr(out: &Output) -> String {
@@ -29,21 +32,22 @@ fn ls_lists_shmkit_segments_with_their_headers() {
     let _serial = common::serial(); // gc removes any unmapped test file: one test at a time
     let a = SharedArray::<f32>::create(None, 10).unwrap();
     let foreign = ShmFile::new("ls-foreign", b"plain bytes");
-    let rows = json(&["ls", "--json"]);
+    let rows = json(&["ls", "--json"])["segments"].clone();
     let row = rows.as_array().unwrap().iter().find(|r| r["name"] == a.name().unwrap()).expect("listed");
+    assert_eq!(row["shmkit"], true);
     assert_eq!(row["kind"], "array");
     assert_eq!(row["element_type"], "f32");
     assert_eq!(row["length"], 10);
     assert_eq!(row["creator_pid"], std::process::id());
     assert_eq!(row["mapped"], true);
-    assert_eq!(row["stale"], false);
     assert!(row["created"].as_str().unwrap().ends_with('Z'));
     assert!(!rows.as_array().unwrap().iter().any(|r| r["name"] == foreign.0.as_str()), "foreign skipped");
     let all = json(&["ls", "--all", "--json"]);
-    let f = all.as_array().unwrap().iter().find(|r| r["name"] == foreign.0.as_str()).expect("--all lists foreign");
-    assert_eq!(f["shmkit"], false);
-    let text = shmkit(&["ls"]);
-    assert!(String::from_utf8_lossy(&text.stdout).contains(a.name().unwrap()));
+    let f = all["segments"].as_array().unwrap().iter().find(|r| r["name"] == foreign.0.as_str()).expect("--all");
+    assert_eq!((&f["shmkit"], &f["kind"], &f["bytes"]), (&Value::Bool(false), &Value::Null, &Value::from(11)));
+    let text = String::from_utf8_lossy(&shmkit(&["ls"]).stdout).into_owned();
+    let line = text.lines().find(|l| l.contains(a.name().unwrap())).expect("listed in the table");
+    assert!(line.contains("KiB"), "sizes are human-readable: {line}");
 }
 
 #[test]
@@ -52,22 +56,33 @@ fn inspect_summarizes_each_kind() {
     let a = SharedArray::<i64>::create(None, [4, 25]).unwrap();
     a.copy_from_slice(0, &(0..100).map(|i| i - 50).collect::<Vec<_>>()).unwrap();
     let v = json(&["inspect", "--json", a.name().unwrap()]);
+    let seg = &v["segment"];
     assert_eq!(v["summary"]["shape"], serde_json::json!([4, 25]), "inspect shows the shape");
     assert_eq!(
-        (v["kind"].as_str(), v["element_type"].as_str(), v["length"].as_u64()),
+        (seg["kind"].as_str(), seg["element_type"].as_str(), seg["length"].as_u64()),
         (Some("array"), Some("i64"), Some(100))
     );
-    assert_eq!(v["format_version"], header::FORMAT_VERSION);
-    let first: Vec<f64> = v["summary"]["first"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
-    assert_eq!(first, [-50.0, -49.0, -48.0, -47.0, -46.0, -45.0, -44.0, -43.0]);
-    assert_eq!((v["summary"]["min"].as_f64(), v["summary"]["max"].as_f64()), (Some(-50.0), Some(49.0)));
-    assert_eq!(v["summary"]["claims"], "0 of 128 slots in use");
-    assert_eq!(v["mapped_by_others"], true);
+    assert_eq!(seg["format_version"], header::FORMAT_VERSION);
+    assert_eq!(seg["name"], a.name().unwrap());
+    // Integers stay integers.
+    let first: Vec<i64> = v["summary"]["first"].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect();
+    assert_eq!(first, [-50, -49, -48, -47, -46, -45, -44, -43]);
+    assert_eq!((v["summary"]["min"].as_i64(), v["summary"]["max"].as_i64()), (Some(-50), Some(49)));
+    assert_eq!(v["summary"]["claims"], serde_json::json!({"used": 0, "capacity": 128}));
+    assert_eq!(seg["mapped"], true);
+    assert_eq!(v["error"], Value::Null);
+    // The segment fields are ls's, for the same segment.
+    let listed =
+        json(&["ls", "--json"])["segments"].as_array().unwrap().iter().find(|r| r["name"] == seg["name"]).cloned();
+    assert_eq!(listed.as_ref(), Some(seg), "inspect and ls agree");
+    // A name without the leading slash is the same segment, normalised.
+    let bare = json(&["inspect", "--json", a.name().unwrap().trim_start_matches('/')]);
+    assert_eq!(bare["segment"]["name"], a.name().unwrap());
 
     let val = SharedValue::<f64>::create(None, 2.5).unwrap();
     assert_eq!(json(&["inspect", "--json", val.name().unwrap()])["summary"]["value"], 2.5);
     let at = SharedAtomic::<u64>::create(None, 7).unwrap();
-    assert_eq!(json(&["inspect", "--json", at.name().unwrap()])["summary"]["value"], 7.0);
+    assert_eq!(json(&["inspect", "--json", at.name().unwrap()])["summary"]["value"], 7);
     let text = String::from_utf8(shmkit(&["inspect", a.name().unwrap()]).stdout).unwrap();
     assert!(text.contains("element type     i64") && text.contains("min"), "{text}");
 }
@@ -131,7 +146,9 @@ fn rm_refuses_mapped_segments_unless_forced() {
     assert!(stderr(&out).contains("live process"), "{}", stderr(&out));
     assert!(exists(&name));
     let v = json(&["rm", "--force", "--json", &name]);
-    assert_eq!(v[0]["removed"], true);
+    assert_eq!((&v["command"], &v["dry_run"]), (&Value::from("rm"), &Value::Bool(false)));
+    assert_eq!(v["results"][0]["action"], "removed");
+    assert_eq!(v["results"][0]["name"], name.as_str());
     assert!(!exists(&name));
     let mut stale = Segment::create(None, 64).unwrap();
     stale.persist();
@@ -152,12 +169,16 @@ fn gc_removes_exactly_the_stale_segments() {
     drop(stale);
     let foreign = ShmFile::new("gc-foreign", b"not ours");
     let dry = json(&["gc", "--dry-run", "--json"]);
-    assert!(dry["would_remove"].as_array().unwrap().iter().any(|n| n == stale_name.as_str()));
+    assert_eq!((&dry["command"], &dry["dry_run"]), (&Value::from("gc"), &Value::Bool(true)));
+    let entry = serde_json::json!({"name": stale_name, "action": "would_remove", "exit_code": 0, "error": null});
+    assert!(dry["results"].as_array().unwrap().contains(&entry), "{dry}");
     assert!(exists(&stale_name), "dry run removes nothing");
     let done = json(&["gc", "--json"]);
-    let removed = done["removed"].as_array().unwrap();
-    assert!(removed.iter().any(|n| n == stale_name.as_str()));
-    assert!(!removed.iter().any(|n| n == live.name().unwrap() || n == foreign.0.as_str()));
+    assert_eq!(done["dry_run"], false);
+    let removed: Vec<&Value> = done["results"].as_array().unwrap().iter().map(|r| &r["name"]).collect();
+    assert!(done["results"].as_array().unwrap().iter().all(|r| r["action"] == "removed"));
+    assert!(removed.iter().any(|n| *n == stale_name.as_str()));
+    assert!(!removed.iter().any(|n| *n == live.name().unwrap() || *n == foreign.0.as_str()));
     assert!(!exists(&stale_name) && exists(live.name().unwrap()) && exists(&foreign.0));
 }
 
@@ -168,24 +189,24 @@ fn inspect_summarizes_queues_dicts_and_lists() {
     q.put(1).unwrap();
     q.put(2).unwrap();
     let v = json(&["inspect", "--json", q.name().unwrap()]);
-    assert_eq!((v["kind"].as_str(), v["summary"]["capacity"].as_f64()), (Some("queue"), Some(8.0)));
-    assert_eq!(v["summary"]["occupancy"].as_f64(), Some(2.0));
+    assert_eq!((v["segment"]["kind"].as_str(), v["summary"]["capacity"].as_u64()), (Some("queue"), Some(8)));
+    assert_eq!((v["summary"]["len"].as_u64(), v["summary"]["closed"].as_bool()), (Some(2), Some(false)));
     let b = shmkit::channel::ByteQueue::create(None, 4, 64).unwrap();
     b.put(b"hello").unwrap();
     let v = json(&["inspect", "--json", b.name().unwrap()]);
-    assert_eq!((v["summary"]["capacity"].as_f64(), v["summary"]["occupancy"].as_f64()), (Some(4.0), Some(1.0)));
+    assert_eq!((v["summary"]["capacity"].as_u64(), v["summary"]["len"].as_u64()), (Some(4), Some(1)));
     let d = shmkit::SharedDict::<str, u64>::create(None, 100).unwrap();
     d.insert("a", 1).unwrap();
     d.insert("b", 2).unwrap();
     let v = json(&["inspect", "--json", d.name().unwrap()]);
-    assert_eq!((v["kind"].as_str(), v["summary"]["len"].as_f64()), (Some("dict"), Some(2.0)));
-    assert_eq!(v["summary"]["key type"], "str");
-    assert!(v["summary"]["capacity"].as_f64().unwrap() >= 100.0);
+    assert_eq!((v["segment"]["kind"].as_str(), v["summary"]["len"].as_u64()), (Some("dict"), Some(2)));
+    assert_eq!(v["summary"]["key_type"], "str");
+    assert!(v["summary"]["capacity"].as_u64().unwrap() >= 100);
     let l = shmkit::SharedList::<i32>::create(None, 10).unwrap();
     l.push(5).unwrap();
     let v = json(&["inspect", "--json", l.name().unwrap()]);
     assert_eq!(
-        (v["kind"].as_str(), v["summary"]["len"].as_f64(), v["summary"]["capacity"].as_f64()),
-        (Some("list"), Some(1.0), Some(10.0))
+        (v["segment"]["kind"].as_str(), v["summary"]["len"].as_u64(), v["summary"]["capacity"].as_u64()),
+        (Some("list"), Some(1), Some(10))
     );
 }

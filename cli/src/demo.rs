@@ -6,14 +6,20 @@
 //! - **locked**: `*mutex.lock() += 1` under shmkit's robust process-shared `Mutex`;
 //! - **atomic**: one `fetch_add`.
 
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use shmkit::SharedAtomic;
 use shmkit::shared::SharedObject;
 use shmkit::sync::Mutex;
 
-use super::together::run_together;
-use super::{Args, CliError};
+use clap::Args;
+use serde::Serialize;
+
+use crate::CliError;
+use crate::demo_dict::DictReport;
+use crate::report::{self, Rate};
+use crate::together::run_together;
 
 /// One way of incrementing, run in every child.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,18 +42,38 @@ impl Outcome {
     }
 }
 
-pub fn run(mut args: Args) -> Result<(), CliError> {
-    let default_p = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
-    let processes: usize = args.value("processes")?.unwrap_or(default_p);
-    let increments: u64 = args.value("increments")?.unwrap_or(10_000_000);
-    let json = args.flag("json");
-    args.finish()?;
-    if !(1..=1024).contains(&processes) {
-        return Err(CliError::Usage("--processes must be between 1 and 1024".into()));
-    }
-    if increments == 0 {
-        return Err(CliError::Usage("--increments must be at least 1".into()));
-    }
+/// `shmkit demo`.
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Processes racing (default: the CPUs available, at least 2).
+    #[arg(short, long, value_name = "P", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    processes: Option<u16>,
+    /// Increments per process.
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    increments: u64,
+    /// Print JSON (schema 1) instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `demo --json`.
+#[derive(Serialize)]
+struct DemoReport {
+    processes: usize,
+    increments: u64,
+    expected: u64,
+    unsynchronized: Rate,
+    locked: Rate,
+    atomic: Rate,
+    dict: DictReport,
+}
+
+/// `shmkit demo [--processes P] [--increments N] [--json]`.
+pub fn run(args: &DemoArgs) -> Result<(), CliError> {
+    let default_p = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 1024);
+    let processes = args.processes.map_or(default_p, usize::from);
+    let increments = args.increments;
+    let json = args.json;
     let expected = processes as u64 * increments;
     // Progress on stderr, between races only (the timed sections stay untouched, and no
     // ticker thread runs in a process that forks); hidden when stderr is not a terminal.
@@ -67,20 +93,21 @@ pub fn run(mut args: Args) -> Result<(), CliError> {
     let atomic = race(processes, increments, Way::Atomic)?;
     bar.inc(1);
     phase("dict");
-    // The dict section (src/cli/demo_dict.rs).
-    let dict = super::demo_dict::race(processes, super::demo_dict::increments_for(increments))?;
+    // The dict section (demo_dict.rs).
+    let dict = crate::demo_dict::race(processes, crate::demo_dict::increments_for(increments))?;
     bar.inc(1);
     bar.finish_and_clear();
     if json {
-        let obj = |o: &Outcome| format!("{{\"final\":{},\"per_second\":{:.0}}}", o.final_count, o.per_second(expected));
-        println!(
-            "{{\"processes\":{processes},\"increments\":{increments},\"expected\":{expected},\
-             \"unsynchronized\":{},\"locked\":{},\"atomic\":{},\"dict\":{}}}",
-            obj(&unsync),
-            obj(&locked),
-            obj(&atomic),
-            dict.json()
-        );
+        let way = |o: &Outcome| Rate::of(o.final_count, o.seconds, expected);
+        report::print(&DemoReport {
+            processes,
+            increments,
+            expected,
+            unsynchronized: way(&unsync),
+            locked: way(&locked),
+            atomic: way(&atomic),
+            dict: dict.report(),
+        });
     } else {
         println!("{processes} processes x {increments} increments on one shared counter (expected {expected})\n");
         println!("{:<16} {:>14} {:>8} {:>16}", "way", "final count", "lost %", "increments/s");
@@ -104,25 +131,26 @@ pub fn run(mut args: Args) -> Result<(), CliError> {
 /// Fork `processes` children that each increment `increments` times, start them together,
 /// and time them until the last one exits.
 fn race(processes: usize, increments: u64, way: Way) -> Result<Outcome, CliError> {
-    let counter = SharedAtomic::<u64>::anonymous(0)?;
-    let locked = LockedCounter::new()?;
-    let work = || -> i32 {
+    let counter = Rc::new(SharedAtomic::<u64>::anonymous(0)?);
+    let locked = Rc::new(LockedCounter::new()?);
+    let (c, l) = (counter.clone(), locked.clone());
+    let work = move || -> i32 {
         match way {
-            Way::Unsynchronized => unsynchronized(&counter, increments),
+            Way::Unsynchronized => unsynchronized(&c, increments),
             Way::Atomic => {
                 for _ in 0..increments {
-                    counter.fetch_add(1, Ordering::Relaxed);
+                    c.fetch_add(1, Ordering::Relaxed);
                 }
             }
             Way::Locked => {
-                if locked.run(increments).is_err() {
+                if l.run(increments).is_err() {
                     return 1;
                 }
             }
         }
         0
     };
-    let seconds = run_together(processes, &work)?;
+    let seconds = run_together(processes, Rc::new(work))?;
     let final_count = match way {
         Way::Locked => locked.get()?,
         _ => counter.load(Ordering::SeqCst),

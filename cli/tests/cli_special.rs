@@ -3,8 +3,9 @@
 //! found in one line on stderr, never panics, and never removes what is not a segment
 //! without `--force`.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
-#[path = "common/hostile.rs"]
+#[path = "../../tests/common/hostile.rs"]
 mod hostile;
 
 use std::os::unix::fs::FileExt;
@@ -106,7 +107,7 @@ fn every_command_refuses_special_files_promptly() {
         let v: Value = serde_json::from_slice(&out.stdout).expect("inspect --json prints JSON");
         assert!(v["error"].as_str().is_some_and(|e| e.contains(p.what)), "{v}");
         let out = shmkit(&["rm", &p.name]);
-        assert_fails(&out, 1, p.what, &format!("rm on {what}"));
+        assert_fails(&out, 2, p.what, &format!("rm on {what}"));
         let how = if p.what == "directory" { "never removes directories" } else { "--force" };
         assert!(stderr(&out).contains(how), "rm says how to remove it anyway: {}", stderr(&out));
         assert!(p.present(), "rm without --force left {what} alone");
@@ -120,7 +121,7 @@ fn every_command_refuses_special_files_promptly() {
     for p in &planted {
         let out = shmkit(&["rm", "--force", &p.name]);
         if p.what == "directory" {
-            assert_fails(&out, 1, "directory", "rm --force on a directory");
+            assert_fails(&out, 2, "directory", "rm --force on a directory");
             assert!(p.present(), "shmkit never removes directories");
         } else {
             assert!(out.status.success(), "rm --force on a {}: {}", p.what, stderr(&out));
@@ -136,24 +137,26 @@ fn rm_removes_a_foreign_file_only_with_force() {
     let path = format!("/dev/shm{name}");
     std::fs::write(&path, b"plain bytes, no shmkit header").unwrap();
     let out = shmkit(&["rm", &name]);
-    assert_fails(&out, 1, "not a shmkit segment", "rm on a foreign file");
+    assert_fails(&out, 2, "not a shmkit segment", "rm on a foreign file");
     assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
     assert!(exists(&name), "rm without --force left the foreign file alone");
     let out = shmkit(&["rm", "--json", &name]);
+    assert_eq!(out.status.code(), Some(2));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v[0]["removed"], false);
+    assert_eq!((&v["results"][0]["action"], &v["results"][0]["exit_code"]), (&Value::from("kept"), &Value::from(2)));
+    assert!(v["results"][0]["error"].as_str().is_some_and(|e| e.contains("not a shmkit segment")), "{v}");
     assert!(exists(&name));
     assert!(shmkit(&["rm", "--force", &name]).status.success());
     assert!(!exists(&name));
     // A raw segment has no shmkit header either.
     let raw = Segment::create_raw(None, 64).unwrap();
-    assert_fails(&shmkit(&["rm", raw.name().unwrap()]), 1, "not a shmkit segment", "rm on a raw segment");
+    assert_fails(&shmkit(&["rm", raw.name().unwrap()]), 2, "not a shmkit segment", "rm on a raw segment");
     assert!(exists(raw.name().unwrap()));
     // An empty file is named as such.
     let empty = unique_name("cli-empty");
     std::fs::write(format!("/dev/shm{empty}"), b"").unwrap();
     let out = shmkit(&["rm", &empty]);
-    assert_fails(&out, 1, "empty file", "rm on an empty file");
+    assert_fails(&out, 2, "empty file", "rm on an empty file");
     assert!(exists(&empty));
     assert!(shmkit(&["rm", "--force", &empty]).status.success());
     assert!(!exists(&empty));
@@ -188,7 +191,7 @@ fn inspect_fails_on_a_corrupt_claim_table() {
     assert_fails(&out, 2, "corrupt", "inspect --json on a corrupt claim table");
     let v: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
     assert!(v["error"].as_str().is_some_and(|e| e.contains("corrupt")), "top-level error: {v}");
-    assert_eq!(v["kind"], "array", "the header is still shown: {v}");
+    assert_eq!(v["segment"]["kind"], "array", "the header is still shown: {v}");
 }
 
 #[test]
@@ -212,7 +215,7 @@ fn hostile_header_fields_never_panic_the_cli() {
         assert!(out.status.success(), "ls: {}", stderr(&out));
         let rows: Value = serde_json::from_slice(&out.stdout).expect("ls --json");
         for (label, name, _) in &files {
-            assert!(rows.as_array().unwrap().iter().any(|r| r["name"] == name.as_str()), "{label} listed");
+            assert!(rows["segments"].as_array().unwrap().iter().any(|r| r["name"] == name.as_str()), "{label} listed");
         }
         let out = shmkit(&["ls", "--all"]);
         assert!(out.status.success() && !String::from_utf8_lossy(&out.stdout).contains('\x1b'), "no escapes");
