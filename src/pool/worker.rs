@@ -1,26 +1,26 @@
 //! The worker process: run the initializer, then take entries from its mailbox in order,
-//! spinning briefly and then parking on a futex when idle.
+//! spinning under the crate's [`WaitPolicy`] and then parking on a futex when idle.
 
 use std::cell::RefCell;
 use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::config::Config;
 use super::layout::{
-    Entry, INIT_ARG_CAP, KILL, Mailbox, OUT_CANCELLED, OUT_CORRUPT, OUT_ERROR, OUT_OK, OUT_PANIC, RUN, View, write_text,
+    Entry, Header, INIT_ARG_CAP, KILL, Mailbox, OUT_CANCELLED, OUT_CORRUPT, OUT_ERROR, OUT_OK, OUT_PANIC, RUN, View,
+    write_text,
 };
 use super::task::{InitTramp, Tramp};
 use super::timeout::{begin_entry, end_entry};
 use crate::segment::Segment;
+use crate::sync::WaitPolicy;
+use crate::sync::wait::{key_of, spin_then};
 use crate::sys::process as os;
 use crate::sys::{Deadline, futex, stdio};
 
 /// Exit code of a worker whose initializer panicked.
 pub(crate) const EXIT_INIT_FAILED: i32 = 120;
-
-/// How long an idle worker spins before parking.
-const SPIN: Duration = Duration::from_micros(50);
 
 thread_local! {
     static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
@@ -216,29 +216,21 @@ fn wait_for_work(view: &View<'_>, mb: &Mailbox, t: u32) -> Work {
         q if q > depth => Some(Work::Corrupt),
         _ => Some(Work::Entry),
     };
-    if let Some(w) = work() {
-        return w;
-    }
-    let start = Instant::now();
-    let mut spins = 0u32;
-    loop {
-        for _ in 0..64 {
-            if let Some(w) = work() {
-                return w;
-            }
-            std::hint::spin_loop();
-        }
-        spins += 1;
-        if hdr.state.load(Ordering::Relaxed) != RUN {
-            return match work() {
-                Some(w) if hdr.state.load(Ordering::Relaxed) != KILL => w,
-                _ => Work::Stop,
-            };
-        }
-        if spins & 15 == 0 && start.elapsed() > SPIN {
-            break;
-        }
-    }
+    // Spin under the crate's wait policy, watching the pool's state too, then park.
+    let ready = || match work() {
+        Some(w) => Some(w),
+        None if hdr.state.load(Ordering::Relaxed) != RUN => Some(match work() {
+            Some(w) if hdr.state.load(Ordering::Relaxed) != KILL => w,
+            _ => Work::Stop,
+        }),
+        None => None,
+    };
+    spin_then(WaitPolicy::process_default(), key_of(mb), &Deadline::never(), ready, || park_for_work(hdr, mb, work))
+}
+
+/// The parking half of [`wait_for_work`]: sleep on the mailbox's doorbell until work comes or
+/// the pool stops.
+fn park_for_work(hdr: &Header, mb: &Mailbox, work: impl Fn() -> Option<Work>) -> Work {
     loop {
         mb.sleeping.store(1, Ordering::SeqCst);
         let bell = mb.doorbell.load(Ordering::SeqCst);
