@@ -200,6 +200,24 @@ impl LazyRawMutex {
         s == NOT_RECOVERABLE || s == SUSPECT | (owner::pid() & PID_BITS)
     }
 
+    /// Whether nobody alive can hold this lock or a borrow it handed out: no thread holds
+    /// it, and the process that last held it — whose thread died holding it, if so — has
+    /// ended (or it was never held). A lock abandoned by a thread of a process that lives
+    /// (this one included) is not. Never waits (a killed process still exiting counts as
+    /// alive); a hint, which may change at any moment, for deciding whether a slot may be
+    /// reclaimed (confirm by acquiring it) or counted as in use.
+    pub(crate) fn left_by_ended_process(&self) -> bool {
+        let s = self.state.load(Ordering::Acquire);
+        let pid = match s {
+            UNINIT => return true,
+            READY | READY_DIED if self.raw.looks_locked() => return false,
+            READY | READY_DIED => self.owner.load(Ordering::Relaxed),
+            s if is_suspect(s) => s & PID_BITS,
+            _ => return false,
+        };
+        process::process_ended(pid, Duration::ZERO)
+    }
+
     /// The pid of the process that holds the lock (0: nobody, or not known). A hint for
     /// error messages: it may change at any moment.
     pub fn owner_pid(&self) -> u32 {
