@@ -270,8 +270,17 @@ impl LazyRawMutex {
                     self.owner.store(owner::pid(), Ordering::Relaxed);
                     return Ok(Acquired::OwnerDied);
                 }
-                // Granted by glibc to a caller that read READY before the state changed:
-                // the state word refuses it. Give it back untouched.
+                // Granted by glibc to a caller that read READY before the state changed
+                // (it was waiting when another caller found the owner thread dead). If the
+                // state names a process that ends by our deadline (a killed one that was
+                // still exiting), every borrow ended with it: keep the lock, and be the
+                // acquirer told of the death, as `init_slow` and the owner-died path do.
+                if is_suspect(s) && process::process_ended(s & PID_BITS, exit_wait(deadline)) {
+                    self.owner.store(owner::pid(), Ordering::Relaxed);
+                    self.settle_state(|x| x == s || x == READY_DIED, READY);
+                    return Ok(Acquired::OwnerDied);
+                }
+                // Otherwise the state word refuses it. Give it back untouched.
                 // SAFETY: we hold the lock (glibc just granted it).
                 unsafe { self.raw.unlock() };
                 Err(self.refusal(s))
