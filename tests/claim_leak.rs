@@ -2,6 +2,8 @@
 //! the dead holder's claim conflicts with nothing a later claimant asks for (atomic with
 //! atomic, shared with shared, disjoint ranges), which the conflict scan never meets.
 //! Live holders' claims and claims abandoned by a thread of a live process stay in force.
+//! The other per-holder slot tables (`RwLock` reader slots, `RobustSemaphore` permits)
+//! are checked for the same leak.
 
 mod common;
 
@@ -10,7 +12,8 @@ use std::time::Duration;
 
 use common::{Exit, fork_child, kill, wait_pid, wait_until};
 use shmkit::shared::{AtomicClaim, Claim, ClaimMut};
-use shmkit::{ClaimError, SharedArray, SharedValue};
+use shmkit::sync::{AcquireError, LockError, RobustSemaphore, RwLock, ShmSafe};
+use shmkit::{ClaimError, SharedArray, SharedObject, SharedValue};
 
 /// Claim slots of the arrays under test: every mode runs several times as many rounds.
 const SLOTS: usize = 6;
@@ -187,4 +190,57 @@ fn readers_of_a_value_killed_at_random_never_use_up_its_slots() {
     assert_eq!(v.get().unwrap(), 7);
     *v.lock().unwrap() = 8;
     assert_eq!(v.get().unwrap(), 8);
+}
+
+/// The other per-holder slot tables: `RwLock` reader slots and `RobustSemaphore` permits.
+/// Their holders are killed many more times than there are slots; every new reader or
+/// acquirer must still find one (they reclaim dead holders' slots on every scan).
+#[test]
+fn reader_slots_and_robust_permits_of_killed_holders_come_back() {
+    #[repr(C)]
+    struct Locks {
+        rw: RwLock<u64, 2>,
+        sem: RobustSemaphore<2>,
+    }
+    // SAFETY: #[repr(C)], made only of ShmSafe fields.
+    unsafe impl ShmSafe for Locks {}
+    let obj = SharedObject::<Locks>::anonymous(|_| {}).unwrap();
+    let flags = SharedArray::<u32>::anonymous(1).unwrap();
+    let flags = flags.atomics(..).unwrap();
+    // A live reader and a live permit holder throughout: one slot of each stays taken.
+    let live = {
+        let _turn = common::serial_for_locks();
+        Child(fork_child(|| {
+            let (_r, _p) = (obj.rw.read().unwrap(), obj.sem.acquire().unwrap());
+            flags[0].store(u32::MAX, Ordering::SeqCst);
+            loop {
+                // SAFETY: pause has no preconditions; the parent kills us.
+                unsafe { libc::pause() };
+            }
+        }))
+    };
+    wait_until("the live holder", WAIT, || flags[0].load(Ordering::SeqCst) == u32::MAX);
+    for i in 1..=ROUNDS as u32 {
+        let child = {
+            let _turn = common::serial_for_locks();
+            Child(fork_child(|| {
+                let Ok(_r) = obj.rw.read_timeout(WAIT) else { return 20 };
+                let Ok(_p) = obj.sem.acquire_timeout(WAIT) else { return 21 };
+                flags[0].store(i, Ordering::SeqCst);
+                loop {
+                    // SAFETY: as above.
+                    unsafe { libc::pause() };
+                }
+            }))
+        };
+        wait_until("the holder", WAIT, || flags[0].load(Ordering::SeqCst) == i);
+        kill_and_reap(child.0);
+    }
+    assert!(matches!(obj.rw.try_write(), Err(AcquireError::Lock(LockError::WouldBlock))), "the live reader reads");
+    drop(obj.rw.read_timeout(WAIT).unwrap());
+    let p = obj.sem.acquire_timeout(WAIT).unwrap();
+    assert!(matches!(obj.sem.try_acquire(), Err(LockError::WouldBlock)), "the live holder keeps its permit");
+    drop(p);
+    kill_and_reap(live.0);
+    drop(obj.rw.write_timeout(WAIT).unwrap());
 }
