@@ -287,3 +287,63 @@ fn a_killed_owner_that_takes_long_to_exit_is_not_mistaken_for_a_live_one() {
     drop(p);
     assert_eq!(common::wait_pid(pid, LONG), Exit::Signal(libc::SIGKILL));
 }
+
+/// A child killed and reaped when the test ends, also when it fails first.
+struct Reap(libc::pid_t);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        // SAFETY: our own child (once reaped: no process of ours, ESRCH/ECHILD).
+        unsafe {
+            libc::kill(self.0, libc::SIGKILL);
+            libc::waitpid(self.0, std::ptr::null_mut(), 0);
+        }
+    }
+}
+
+/// The state letter of process `pid` (`/proc/<pid>/stat`), `'?'` if unreadable.
+fn proc_state(pid: libc::pid_t) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()).unwrap_or('?')
+}
+
+#[test]
+fn a_waiter_granted_the_lock_of_a_killed_owner_after_a_try_lock_refused_it_waits_for_the_exit() {
+    let obj = SharedObject::<Mutex<u64>>::anonymous(|_| {}).unwrap();
+    let owner = big_child_holding(1, || std::mem::forget(obj.lock().unwrap()));
+    let _reap_owner = Reap(owner);
+    // A waiter parked inside glibc (an untimed lock) before the owner dies: it must get
+    // OwnerDied once the owner's process has ended, however the lock reaches it.
+    let waiter = {
+        let _turn = common::serial_for_locks();
+        common::fork_child(|| match obj.lock() {
+            Err(AcquireError::OwnerDied(d)) => d.mark_consistent().map_or(5, |_| 0),
+            Ok(_) => 2,
+            Err(AcquireError::Lock(LockError::AbandonedByThread { .. })) => 3,
+            Err(AcquireError::Lock(_)) => 4,
+        })
+    };
+    let _reap_waiter = Reap(waiter);
+    wait_until("the waiter to sleep in the lock", LONG, || proc_state(waiter) == 'S');
+    std::thread::sleep(SHORT); // past any spin: parked in the kernel
+    // Stopped, it cannot take the lock first when the owner dies: this process does.
+    common::kill(waiter, libc::SIGSTOP);
+    common::wait_stopped(waiter);
+    common::kill(owner, libc::SIGKILL);
+    // While the killed owner frees its memory, a try_lock is refused for now (it cannot
+    // wait for the exit) and leaves the lock marked as abandoned by that process.
+    let t = Instant::now();
+    let first = loop {
+        match outcome(obj.try_lock()) {
+            Err(LockError::WouldBlock) if t.elapsed() < LONG => std::thread::yield_now(),
+            other => break other,
+        }
+    };
+    assert!(abandoned_by(&first, owner as u32), "{first:?} (the owner ended before the try_lock: rerun)");
+    // The waiter now gets the lock from glibc while the state word still names the owner.
+    common::kill(waiter, libc::SIGCONT);
+    let got = common::wait_pid(waiter, LONG);
+    assert_eq!(common::wait_pid(owner, LONG), Exit::Signal(libc::SIGKILL));
+    assert_eq!(got, Exit::Code(0), "3: AbandonedByThread without waiting for the exit");
+    assert_eq!(*obj.lock_timeout(LONG).unwrap(), 0);
+}

@@ -404,7 +404,9 @@ impl<T: Element> SharedArray<T> {
     }
 
     /// `(slots in use, slot capacity)` of the claim table, for inspection tools. A claim
-    /// whose holder died counts until the next claimant frees it.
+    /// whose holder's process has ended does not count (the next claimant that needs its
+    /// slot reclaims it); one abandoned by a thread of a live process, or held by a killed
+    /// process that is still exiting, does.
     pub fn claim_slots(&self) -> Result<(usize, usize), ClaimError> {
         let c = self.claims()?;
         Ok((c.in_use(), c.capacity()))

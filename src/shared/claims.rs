@@ -15,7 +15,11 @@
 //!   owner-died (its process ended) or free → the claim is abandoned: clear it;
 //!   abandoned by a *thread* of a process that lives → [`ClaimError::Abandoned`] while it
 //!   lives (a leaked guard may still borrow the range; timed claims wait for it to end). Without conflict: take a free slot by
-//!   locking its owner mutex, write `start`/`end`, then `mode` (Release). With a conflict:
+//!   locking its owner mutex, write `start`/`end`, then `mode` (Release). A slot still
+//!   marked counts as free once the process of its claim has ended (its owner mutex is
+//!   not held and the owner's process is gone; the try-lock confirms it with
+//!   owner-died): claims that conflict with nothing (compatible or disjoint) are never
+//!   met by the scan above, and their dead holders' slots would otherwise fill the table. With a conflict:
 //!   give up (`try_*`), or drop the table lock, spin as the wait policy says
 //!   ([`WaitPolicy`](crate::sync::WaitPolicy)) and futex-wait on `generation` (at most
 //!   10 ms at a time, so a dead holder is noticed on the next scan), then rescan.
@@ -276,10 +280,12 @@ impl<'a> Claims<'a> {
         self.slots.len()
     }
 
-    /// Slots currently marked in use (claims whose holder may have died are counted until
-    /// the next claimant frees them). Reads without the table lock: never waits.
+    /// Slots in use: marked, and not left by a process that has ended (those are free for
+    /// the next claimant to reclaim). A claim abandoned by a thread of a live process, or
+    /// held by a killed one that is still exiting, counts. Reads without the table lock:
+    /// never waits.
     pub(crate) fn in_use(&self) -> usize {
-        self.slots.iter().filter(|s| s.mode.load(Ordering::Acquire) != FREE).count()
+        self.slots.iter().filter(|s| s.mode.load(Ordering::Acquire) != FREE && !s.owner.left_by_ended_process()).count()
     }
 
     /// Take the table lock by `deadline`.
@@ -404,10 +410,16 @@ impl<'a> Claims<'a> {
         verdict
     }
 
-    /// Take a free slot for `[start, end)`. Called with the table lock held.
+    /// Take a free slot for `[start, end)`, or reclaim one whose claim's process has
+    /// ended (a claim that conflicts with nothing is never freed by `scan`). Called with
+    /// the table lock held.
     fn take_slot(&self, start: u64, end: u64, mode: Mode) -> Option<SlotGuard<'a>> {
         for (i, slot) in self.slots.iter().enumerate() {
-            if slot.mode.load(Ordering::Acquire) != FREE {
+            // A marked slot is taken only once its holder's process has ended (and the
+            // try-lock below confirms it): a live holder's claim, a killed one's that is
+            // still exiting, and one abandoned by a thread of a live process (refused with
+            // `Abandoned`) are left alone.
+            if slot.mode.load(Ordering::Acquire) != FREE && !slot.owner.left_by_ended_process() {
                 continue;
             }
             match slot.owner.try_lock() {

@@ -200,6 +200,24 @@ impl LazyRawMutex {
         s == NOT_RECOVERABLE || s == SUSPECT | (owner::pid() & PID_BITS)
     }
 
+    /// Whether nobody alive can hold this lock or a borrow it handed out: no thread holds
+    /// it, and the process that last held it — whose thread died holding it, if so — has
+    /// ended (or it was never held). A lock abandoned by a thread of a process that lives
+    /// (this one included) is not. Never waits (a killed process still exiting counts as
+    /// alive); a hint, which may change at any moment, for deciding whether a slot may be
+    /// reclaimed (confirm by acquiring it) or counted as in use.
+    pub(crate) fn left_by_ended_process(&self) -> bool {
+        let s = self.state.load(Ordering::Acquire);
+        let pid = match s {
+            UNINIT => return true,
+            READY | READY_DIED if self.raw.looks_locked() => return false,
+            READY | READY_DIED => self.owner.load(Ordering::Relaxed),
+            s if is_suspect(s) => s & PID_BITS,
+            _ => return false,
+        };
+        process::process_ended(pid, Duration::ZERO)
+    }
+
     /// The pid of the process that holds the lock (0: nobody, or not known). A hint for
     /// error messages: it may change at any moment.
     pub fn owner_pid(&self) -> u32 {
@@ -252,8 +270,17 @@ impl LazyRawMutex {
                     self.owner.store(owner::pid(), Ordering::Relaxed);
                     return Ok(Acquired::OwnerDied);
                 }
-                // Granted by glibc to a caller that read READY before the state changed:
-                // the state word refuses it. Give it back untouched.
+                // Granted by glibc to a caller that read READY before the state changed
+                // (it was waiting when another caller found the owner thread dead). If the
+                // state names a process that ends by our deadline (a killed one that was
+                // still exiting), every borrow ended with it: keep the lock, and be the
+                // acquirer told of the death, as `init_slow` and the owner-died path do.
+                if is_suspect(s) && process::process_ended(s & PID_BITS, exit_wait(deadline)) {
+                    self.owner.store(owner::pid(), Ordering::Relaxed);
+                    self.settle_state(|x| x == s || x == READY_DIED, READY);
+                    return Ok(Acquired::OwnerDied);
+                }
+                // Otherwise the state word refuses it. Give it back untouched.
                 // SAFETY: we hold the lock (glibc just granted it).
                 unsafe { self.raw.unlock() };
                 Err(self.refusal(s))

@@ -78,6 +78,14 @@ impl RawMutex {
         self.ptr() as usize
     }
 
+    /// Whether the lock word names a live owner thread (a hint: it may change at once). A
+    /// lock whose owner thread died has only `FUTEX_OWNER_DIED` left and does not look held.
+    #[inline]
+    pub(crate) fn looks_locked(&self) -> bool {
+        // SAFETY: `self` is a live mutex (any bytes: only the lock word is loaded).
+        unsafe { sys::pthread::looks_locked(self.ptr()) }
+    }
+
     /// Map a pthread return code; the common `0` is handled inline, the rest out of line.
     #[inline]
     fn outcome(&self, r: libc::c_int) -> Result<Acquired, LockError> {
@@ -144,8 +152,7 @@ impl RawMutex {
             return first;
         }
         let ready = || {
-            // SAFETY: `self` is a live, initialised mutex (as in `lock`).
-            if unsafe { sys::pthread::looks_locked(self.ptr()) } {
+            if self.looks_locked() {
                 return None;
             }
             // SAFETY: as in `lock`.
