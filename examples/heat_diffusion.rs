@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use shmkit::ndarray::Ix2;
 use shmkit::pool::{ArrayRef, Pool};
-use shmkit::{ClaimMut, SharedArray};
+use shmkit::{ClaimMut, Rows, SharedArray};
 
 #[path = "heat/kernel.rs"]
 pub mod kernel;
@@ -34,7 +34,7 @@ fn step_band(r0: usize, out: &mut ClaimMut<'_, f64>, ctx: &Step) {
     let src = ctx.src.resolve().expect("open the current grid");
     let n = src.shape().rows();
     let h0 = r0.saturating_sub(1);
-    let input = src.claim_rows(h0..(r0 + out.shape().rows() + 1).min(n)).expect("claim band and halos");
+    let input = src.claim(Rows(h0..(r0 + out.shape().rows() + 1).min(n))).expect("claim band and halos");
     let (input, out) = (input.view::<Ix2>().expect("2-D"), out.view_mut::<Ix2>().expect("2-D"));
     kernel::step_band_nd(ctx.alpha, n, r0, h0, input, out);
 }

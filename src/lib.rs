@@ -168,7 +168,7 @@ pub use ndarray;
 
 pub use manager::{ManagerError, SharedDict, SharedList};
 pub use segment::{Segment, SegmentError, SegmentOptions};
-pub use shared::{Claim, ClaimError, ClaimMut, Element, SharedArray, SharedAtomic, SharedObject, SharedValue};
+pub use shared::{Claim, ClaimError, ClaimMut, Element, Rows, SharedArray, SharedAtomic, SharedObject, SharedValue};
 pub use sync::{
     AcquireError, Barrier, Condvar, Event, LockError, Mutex, MutexGuard, OwnerDied, RobustSemaphore, RwLock, Semaphore,
     ShmSafe, WaitPolicy,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::{Exit, fork_child, kill, wait_pid, wait_until};
 use shmkit::shared::{AtomicClaim, Claim, ClaimMut};
 use shmkit::sync::{AcquireError, LockError, RobustSemaphore, RwLock, ShmSafe};
-use shmkit::{ClaimError, SharedArray, SharedObject, SharedValue};
+use shmkit::{ClaimError, Rows, SharedArray, SharedObject, SharedValue};
 
 /// Claim slots of the arrays under test: every mode runs several times as many rounds.
 const SLOTS: usize = 6;
@@ -50,8 +50,8 @@ fn take(a: &SharedArray<u64>, how: How, i: usize) -> Result<Held<'_>, ClaimError
         How::Atomics => Held::Atomic(a.atomics(..)?),
         How::Shared => Held::Shared(a.claim(..)?),
         How::ExclusiveDisjoint => Held::Exclusive(a.claim_mut(i * ROW..(i + 1) * ROW)?),
-        How::Rows => Held::Shared(a.claim_rows(..)?),
-        How::RowsMutDisjoint => Held::Exclusive(a.claim_rows_mut(i..i + 1)?),
+        How::Rows => Held::Shared(a.claim(Rows(..))?),
+        How::RowsMutDisjoint => Held::Exclusive(a.claim_mut(Rows(i..i + 1))?),
     })
 }
 
@@ -129,8 +129,8 @@ fn slots_of_killed_holders_are_reclaimed_in_every_claim_mode() {
         std::thread::scope(|s| {
             s.spawn(|| match how {
                 How::Atomics => std::mem::forget(a.atomics(last * ROW..).unwrap()),
-                How::Shared | How::Rows => std::mem::forget(a.claim_rows(last..).unwrap()),
-                _ => std::mem::forget(a.claim_rows_mut(last..).unwrap()),
+                How::Shared | How::Rows => std::mem::forget(a.claim(Rows(last..)).unwrap()),
+                _ => std::mem::forget(a.claim_mut(Rows(last..)).unwrap()),
             })
             .join()
             .unwrap()

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{Exit, fork_child, wait_pid};
 use shmkit::ndarray::{Array2, Ix1, Ix2, Ix3, IxDyn, s};
-use shmkit::{ClaimError, SharedArray};
+use shmkit::{ClaimError, Rows, SharedArray};
 
 #[test]
 fn processes_write_bands_through_views_and_see_each_other() {
@@ -23,7 +23,7 @@ fn processes_write_bands_through_views_and_see_each_other() {
             fork_child(move || {
                 let g = SharedArray::<f64>::open(&name).unwrap();
                 let r0 = rows.start;
-                let mut band = g.claim_rows_mut(rows).unwrap();
+                let mut band = g.claim_mut(Rows(rows)).unwrap();
                 let mut v = band.view_mut::<Ix2>().unwrap();
                 if v.dim() != (4, 5) {
                     return 3;
@@ -50,7 +50,7 @@ fn processes_write_bands_through_views_and_see_each_other() {
 #[test]
 fn a_view_of_another_dimensionality_is_a_typed_error() {
     let cube = SharedArray::<u16>::anonymous([2, 3, 4]).unwrap();
-    let mut band = cube.claim_rows_mut(1..2).unwrap();
+    let mut band = cube.claim_mut(Rows(1..2)).unwrap();
     band.view_mut::<Ix3>().unwrap()[[0, 2, 3]] = 7;
     assert!(matches!(band.view::<Ix2>(), Err(ClaimError::Dimensions { wanted: 2, .. })));
     drop(band);

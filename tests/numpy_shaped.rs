@@ -9,7 +9,7 @@ mod py;
 use std::process::Command;
 
 use py::{check, python, python_with};
-use shmkit::{Segment, SegmentError, SharedArray};
+use shmkit::{Rows, Segment, SegmentError, SharedArray};
 
 const PY_VIEW: &str = r#"
 import sys, numpy as np, shmkit
@@ -28,10 +28,10 @@ sys.exit(0 if ok else 3)
 #[test]
 fn a_rust_grid_is_a_shaped_numpy_view() {
     let a = SharedArray::<f64>::create(None, [3, 4]).unwrap();
-    a.claim_rows_mut(1..2).unwrap()[2] = 12.0;
+    a.claim_mut(Rows(1..2)).unwrap()[2] = 12.0;
     let Some(out) = python(PY_VIEW, &[a.name().unwrap()]) else { return };
     assert_eq!(check(&out), 0, "python saw the shape and the value");
-    assert_eq!(&*a.claim_rows(2..3).unwrap(), &[100.0, 101.0, 102.0, 103.0]);
+    assert_eq!(&*a.claim(Rows(2..3)).unwrap(), &[100.0, 101.0, 102.0, 103.0]);
 }
 
 const PY_CREATE: &str = r#"
@@ -57,7 +57,7 @@ fn numpy_creates_a_shaped_array_rust_opens() {
     assert_eq!(a.shape().dims(), [2, 3, 4]);
     assert!(matches!(SharedArray::<i64>::open_or_create(&name, [6, 4]), Err(SegmentError::ShapeMismatch { .. })));
     assert_eq!(a.copy_to_vec().unwrap(), (0..24).collect::<Vec<i64>>());
-    assert_eq!(&*a.claim_rows(1..2).unwrap(), &(12..24).collect::<Vec<i64>>()[..]);
+    assert_eq!(&*a.claim(Rows(1..2)).unwrap(), &(12..24).collect::<Vec<i64>>()[..]);
     Segment::unlink(&name).unwrap();
 }
 

@@ -6,7 +6,7 @@ mod common;
 
 use bytemuck::{Pod, Zeroable};
 use shmkit::pool::{ArrayRef, Pool, PoolError};
-use shmkit::{Claim, ClaimMut, SharedArray};
+use shmkit::{Claim, ClaimMut, Rows, SharedArray};
 
 shmkit::fork_server_at_load!();
 
@@ -22,7 +22,7 @@ struct Axpy {
 fn axpy(row0: usize, out: &mut ClaimMut<'_, f64>, c: &Axpy) {
     let rows = row0..row0 + out.shape().rows();
     let (x, y) = (c.x.resolve().unwrap(), c.y.resolve().unwrap());
-    let (x, y) = (x.claim_rows(rows.clone()).unwrap(), y.claim_rows(rows).unwrap());
+    let (x, y) = (x.claim(Rows(rows.clone())).unwrap(), y.claim(Rows(rows)).unwrap());
     for ((o, xi), yi) in out.iter_mut().zip(x.iter()).zip(y.iter()) {
         *o = c.a * xi + yi;
     }

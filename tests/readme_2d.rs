@@ -7,7 +7,7 @@ mod py;
 
 use shmkit::ndarray::{Ix2, s};
 use shmkit::pool::{ArrayRef, Pool};
-use shmkit::{ClaimMut, SharedArray};
+use shmkit::{ClaimMut, Rows, SharedArray};
 
 shmkit::fork_server_at_load!();
 
@@ -20,7 +20,7 @@ struct Ctx {
 
 fn relax(r0: usize, out: &mut ClaimMut<'_, f64>, c: &Ctx) {
     let src = c.src.resolve().unwrap(); // the worker's cached mapping
-    let band = src.claim_rows(r0..r0 + out.shape().rows()).unwrap();
+    let band = src.claim(Rows(r0..r0 + out.shape().rows())).unwrap();
     let (x, mut y) = (band.view::<Ix2>().unwrap(), out.view_mut::<Ix2>().unwrap());
     y.assign(&x.mapv(|v| v * c.alpha)); // ndarray code over shared memory
 }
@@ -39,7 +39,7 @@ fn the_readme_2d_example_runs_and_numpy_sees_the_same_grid() {
     let (na, nb) = (common::unique_name("grid-a"), common::unique_name("grid-b"));
     let a = SharedArray::<f64>::create(Some(&na), [512, 256]).unwrap();
     let b = SharedArray::<f64>::create(Some(&nb), [512, 256]).unwrap();
-    a.claim_rows_mut(..).unwrap().view_mut::<Ix2>().unwrap().slice_mut(s![0, ..]).fill(100.0);
+    a.claim_mut(Rows(..)).unwrap().view_mut::<Ix2>().unwrap().slice_mut(s![0, ..]).fill(100.0);
     pool.map_chunks_mut_with(&b, 64, &Ctx { alpha: 0.5, src: ArrayRef::new(&a).unwrap() }, relax).unwrap();
     let out = b.read().unwrap();
     assert!(out.view::<Ix2>().unwrap().row(0).iter().all(|&v| v == 50.0));

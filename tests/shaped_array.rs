@@ -13,7 +13,7 @@ use common::{Exit, fork_child, unique_name, wait_pid};
 use hostile_bytes::{hostile_values, path, read_word, write_word};
 use shmkit::segment::header::{self, HEADER_SIZE};
 use shmkit::shared::{MAX_DIMS, Shape};
-use shmkit::{ClaimError, SegmentError, SharedArray};
+use shmkit::{ClaimError, Rows, SegmentError, SharedArray};
 
 #[test]
 fn another_process_sees_the_shape_and_claims_bands_of_rows() {
@@ -26,7 +26,7 @@ fn another_process_sees_the_shape_and_claims_bands_of_rows() {
         if b.shape().dims() != [6, 5] {
             return 3;
         }
-        let mut band = b.claim_rows_mut(2..4).unwrap();
+        let mut band = b.claim_mut(Rows(2..4)).unwrap();
         if band.shape().dims() != [2, 5] || band.range() != (10..20) {
             return 4;
         }
@@ -38,8 +38,8 @@ fn another_process_sees_the_shape_and_claims_bands_of_rows() {
     assert!(all.iter().enumerate().all(|(i, &x)| x == if (10..20).contains(&i) { 7.0 } else { 0.0 }));
     assert_eq!(a.read().unwrap().shape().dims(), [6, 5], "a whole-array claim has the full shape");
     assert_eq!(a.claim(3..7).unwrap().shape().dims(), [4], "an unaligned range is flat");
-    assert!(matches!(a.claim_rows(5..7), Err(ClaimError::OutOfBounds { .. })));
-    assert!(matches!(a.claim_rows(usize::MAX - 1..usize::MAX), Err(ClaimError::OutOfBounds { .. })));
+    assert!(matches!(a.claim(Rows(5..7)), Err(ClaimError::OutOfBounds { .. })));
+    assert!(matches!(a.claim(Rows(usize::MAX - 1..usize::MAX)), Err(ClaimError::OutOfBounds { .. })));
 }
 
 #[test]
@@ -72,7 +72,7 @@ fn reshape_keeps_the_data_and_needs_the_same_count() {
     a.copy_from_slice(0, &(0..12).collect::<Vec<_>>()).unwrap();
     let a = a.reshape([3, 4]).unwrap();
     assert_eq!(a.shape(), Shape::new(&[3, 4]).unwrap());
-    assert_eq!(&*a.claim_rows(1..2).unwrap(), &[4, 5, 6, 7]);
+    assert_eq!(&*a.claim(Rows(1..2)).unwrap(), &[4, 5, 6, 7]);
     assert!(matches!(a.reshape([5, 5]), Err(SegmentError::SizeMismatch { expected: 25, found: 12, .. })));
 }
 

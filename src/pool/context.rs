@@ -18,7 +18,7 @@
 //!
 //! ```
 //! use shmkit::pool::{ArrayRef, Pool};
-//! use shmkit::{Claim, SharedArray};
+//! use shmkit::{Claim, Rows, SharedArray};
 //!
 //! #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 //! #[repr(C)]
@@ -28,7 +28,7 @@
 //! fn scale(row0: usize, out: &mut shmkit::ClaimMut<'_, f64>, ctx: &Scale) {
 //!     let src = ctx.src.resolve().expect("open src");            // cached in the worker
 //!     let rows = out.shape().rows();
-//!     let input = src.claim_rows(row0..row0 + rows).expect("claim src");
+//!     let input = src.claim(Rows(row0..row0 + rows)).expect("claim src");
 //!     for (o, i) in out.iter_mut().zip(input.iter()) {
 //!         *o = ctx.factor * i;
 //!     }
@@ -57,7 +57,7 @@ use bytemuck::{Pod, Zeroable};
 use super::PoolError;
 use super::api::{Pool, decode_vec};
 use super::task::{Tramp, tramp_addr};
-use crate::shared::{Claim, ClaimMut, Element, Shape, SharedArray};
+use crate::shared::{Claim, ClaimMut, Element, Rows, Shape, SharedArray};
 
 /// How long a worker waits for a chunk someone else holds a conflicting claim on.
 pub(crate) const CLAIM_WAIT: Duration = Duration::from_secs(60);
@@ -308,7 +308,7 @@ unsafe fn rows_tramp<T: Element, C: TaskData, R: Pod>(
     let Record { start, end, array, tail } = decode_record::<T>(args)?;
     let ctx = C::decode(tail)?;
     let array = array.resolve().map_err(|e| e.to_string())?;
-    let band = array.claim_rows_timeout(start..end, CLAIM_WAIT).map_err(|e| e.to_string())?;
+    let band = array.claim_timeout(Rows(start..end), CLAIM_WAIT).map_err(|e| e.to_string())?;
     let r = f(start, &band, &ctx);
     let bytes = bytemuck::bytes_of(&r);
     out.get_mut(..bytes.len()).ok_or("the result does not fit the task message")?.copy_from_slice(bytes);
@@ -329,7 +329,7 @@ unsafe fn rows_mut_tramp<T: Element, C: TaskData>(
     let Record { start, end, array, tail } = decode_record::<T>(args)?;
     let ctx = C::decode(tail)?;
     let array = array.resolve().map_err(|e| e.to_string())?;
-    let mut band = array.claim_rows_mut_timeout(start..end, CLAIM_WAIT).map_err(|e| e.to_string())?;
+    let mut band = array.claim_mut_timeout(Rows(start..end), CLAIM_WAIT).map_err(|e| e.to_string())?;
     f(start, &mut band, &ctx);
     Ok(0)
 }

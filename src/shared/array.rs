@@ -28,15 +28,14 @@ pub const DEFAULT_CLAIM_SLOTS: usize = 128;
 ///
 /// An array has a [`Shape`] (C order, up to [`MAX_DIMS`](super::MAX_DIMS) dimensions),
 /// recorded in the segment and read back on every open; element ranges index the flat
-/// array, and [`claim_rows`](Self::claim_rows) / [`claim_rows_mut`](Self::claim_rows_mut)
-/// take a band of rows along the first axis. With feature `ndarray`, claims are
+/// array, and [`Rows`] names a band of rows along the first axis for every claim method. With feature `ndarray`, claims are
 /// `ArrayView`s of their true shape.
 ///
 /// ```
 /// use shmkit::SharedArray;
 /// let grid = SharedArray::<f64>::create(None, [4, 6])?;   // 4 rows of 6
 /// assert_eq!((grid.shape().dims(), grid.len()), (&[4, 6][..], 24));
-/// let band = grid.claim_rows_mut(1..3)?;                  // rows 1 and 2: elements 6..18
+/// let band = grid.claim_mut(Rows(1..3))?;                  // rows 1 and 2: elements 6..18
 /// assert_eq!((band.range(), band.shape().dims()), (6..18, &[2, 6][..]));
 /// # Ok::<(), shmkit::Error>(())
 /// ```
@@ -267,25 +266,6 @@ impl<T: Element> SharedArray<T> {
         self.len() == 0
     }
 
-    fn bounds(&self, range: impl RangeBounds<usize>) -> Result<Range<usize>, ClaimError> {
-        let Range { start, end } = rows_of(range, self.len());
-        if start >= end || end > self.len() {
-            return Err(ClaimError::OutOfBounds { start, end, len: self.len() });
-        }
-        Ok(start..end)
-    }
-
-    /// The element range of rows `rows` (along the first axis).
-    fn row_bounds(&self, rows: impl RangeBounds<usize>) -> Result<Range<usize>, ClaimError> {
-        let r = rows_of(rows, self.shape.rows());
-        let row_len = self.shape.row_len();
-        if r.start >= r.end || r.end > self.shape.rows() {
-            let (start, end) = (r.start.saturating_mul(row_len), r.end.saturating_mul(row_len));
-            return Err(ClaimError::OutOfBounds { start, end, len: self.len() });
-        }
-        Ok(r.start * row_len..r.end * row_len)
-    }
-
     /// The shape of the elements `r`: a band of rows when `r` starts and ends on row
     /// boundaries, else flat.
     fn shape_of(&self, r: &Range<usize>) -> Shape {
@@ -299,11 +279,11 @@ impl<T: Element> SharedArray<T> {
 
     fn grant(
         &self,
-        range: impl RangeBounds<usize>,
+        range: impl ClaimRange,
         mode: Mode,
         wait: Option<Deadline>,
     ) -> Result<(Range<usize>, SlotGuard<'_>), ClaimError> {
-        let r = self.bounds(range)?;
+        let r = range.elements(&self.shape, self.len())?;
         let slot = self.claims()?.claim(r.clone(), mode, wait)?;
         Ok((r, slot))
     }
@@ -312,7 +292,7 @@ impl<T: Element> SharedArray<T> {
         self.seg.as_ptr().cast::<T>().wrapping_add(r.start)
     }
 
-    fn shared(&self, range: impl RangeBounds<usize>, wait: Option<Deadline>) -> Result<Claim<'_, T>, ClaimError> {
+    fn shared(&self, range: impl ClaimRange, wait: Option<Deadline>) -> Result<Claim<'_, T>, ClaimError> {
         let (r, slot) = self.grant(range, Mode::Shared, wait)?;
         // SAFETY: the range is in bounds of the payload (checked by `bounds`), the payload is
         // aligned for T (header validated), T is Pod, and the live shared claim excludes every
@@ -321,7 +301,7 @@ impl<T: Element> SharedArray<T> {
         Ok(Claim { data, shape: self.shape_of(&r), range: r, _slot: slot })
     }
 
-    fn exclusive(&self, range: impl RangeBounds<usize>, wait: Option<Deadline>) -> Result<ClaimMut<'_, T>, ClaimError> {
+    fn exclusive(&self, range: impl ClaimRange, wait: Option<Deadline>) -> Result<ClaimMut<'_, T>, ClaimError> {
         let (r, slot) = self.grant(range, Mode::Exclusive, wait)?;
         // SAFETY: as in `shared`; the exclusive claim excludes every other reader and writer
         // of any overlapping element in every process until the guard drops.
@@ -339,68 +319,37 @@ impl<T: Element> SharedArray<T> {
         self.exclusive(.., Some(Deadline::never()))
     }
 
-    /// A shared (read-only) claim on `range`; waits while an overlapping writer holds it.
-    pub fn claim(&self, range: impl RangeBounds<usize>) -> Result<Claim<'_, T>, ClaimError> {
+    /// A shared (read-only) claim on `range` — element indices (`2..10`, `..`) or a band of
+    /// rows along the first axis ([`Rows`]), whose claim has the shape
+    /// `[rows, dims[1..]]` — waiting while an overlapping writer holds it.
+    pub fn claim(&self, range: impl ClaimRange) -> Result<Claim<'_, T>, ClaimError> {
         self.shared(range, Some(Deadline::never()))
     }
 
     /// Like [`claim`](Self::claim) but refuses at once on conflict.
-    pub fn try_claim(&self, range: impl RangeBounds<usize>) -> Result<Claim<'_, T>, ClaimError> {
+    pub fn try_claim(&self, range: impl ClaimRange) -> Result<Claim<'_, T>, ClaimError> {
         self.shared(range, None)
     }
 
     /// Like [`claim`](Self::claim) but gives up after `timeout`.
-    pub fn claim_timeout(&self, range: impl RangeBounds<usize>, timeout: Duration) -> Result<Claim<'_, T>, ClaimError> {
+    pub fn claim_timeout(&self, range: impl ClaimRange, timeout: Duration) -> Result<Claim<'_, T>, ClaimError> {
         self.shared(range, Some(Deadline::after(timeout)))
     }
 
-    /// An exclusive claim on `range` (`&mut [T]`); waits while any overlapping claim lives.
-    pub fn claim_mut(&self, range: impl RangeBounds<usize>) -> Result<ClaimMut<'_, T>, ClaimError> {
+    /// An exclusive claim on `range` (`&mut [T]`; element indices or [`Rows`]), waiting while
+    /// any overlapping claim lives.
+    pub fn claim_mut(&self, range: impl ClaimRange) -> Result<ClaimMut<'_, T>, ClaimError> {
         self.exclusive(range, Some(Deadline::never()))
     }
 
     /// Like [`claim_mut`](Self::claim_mut) but refuses at once on conflict.
-    pub fn try_claim_mut(&self, range: impl RangeBounds<usize>) -> Result<ClaimMut<'_, T>, ClaimError> {
+    pub fn try_claim_mut(&self, range: impl ClaimRange) -> Result<ClaimMut<'_, T>, ClaimError> {
         self.exclusive(range, None)
     }
 
     /// Like [`claim_mut`](Self::claim_mut) but gives up after `timeout`.
-    pub fn claim_mut_timeout(
-        &self,
-        range: impl RangeBounds<usize>,
-        timeout: Duration,
-    ) -> Result<ClaimMut<'_, T>, ClaimError> {
+    pub fn claim_mut_timeout(&self, range: impl ClaimRange, timeout: Duration) -> Result<ClaimMut<'_, T>, ClaimError> {
         self.exclusive(range, Some(Deadline::after(timeout)))
-    }
-
-    /// A shared claim on the rows `rows` (a band along the first axis, all of every other
-    /// axis); the claim's [`shape`](Claim::shape) is `[rows, dims[1..]]`. Waits as
-    /// [`claim`](Self::claim).
-    pub fn claim_rows(&self, rows: impl RangeBounds<usize>) -> Result<Claim<'_, T>, ClaimError> {
-        self.shared(self.row_bounds(rows)?, Some(Deadline::never()))
-    }
-
-    /// An exclusive claim on the rows `rows`; see [`claim_rows`](Self::claim_rows).
-    pub fn claim_rows_mut(&self, rows: impl RangeBounds<usize>) -> Result<ClaimMut<'_, T>, ClaimError> {
-        self.exclusive(self.row_bounds(rows)?, Some(Deadline::never()))
-    }
-
-    /// Like [`claim_rows`](Self::claim_rows) but gives up after `timeout`.
-    pub fn claim_rows_timeout(
-        &self,
-        rows: impl RangeBounds<usize>,
-        timeout: Duration,
-    ) -> Result<Claim<'_, T>, ClaimError> {
-        self.shared(self.row_bounds(rows)?, Some(Deadline::after(timeout)))
-    }
-
-    /// Like [`claim_rows_mut`](Self::claim_rows_mut) but gives up after `timeout`.
-    pub fn claim_rows_mut_timeout(
-        &self,
-        rows: impl RangeBounds<usize>,
-        timeout: Duration,
-    ) -> Result<ClaimMut<'_, T>, ClaimError> {
-        self.exclusive(self.row_bounds(rows)?, Some(Deadline::after(timeout)))
     }
 
     /// `(slots in use, slot capacity)` of the claim table, for inspection tools. A claim
@@ -444,13 +393,56 @@ impl<T: AtomicElement> SharedArray<T> {
     /// assert_eq!(view[3].load(Ordering::Relaxed), 5);
     /// # Ok::<(), shmkit::Error>(())
     /// ```
-    pub fn atomics(&self, range: impl RangeBounds<usize>) -> Result<AtomicClaim<'_, T::Atomic>, ClaimError> {
+    pub fn atomics(&self, range: impl ClaimRange) -> Result<AtomicClaim<'_, T::Atomic>, ClaimError> {
         let (r, slot) = self.grant(range, Mode::Atomic, Some(Deadline::never()))?;
         // SAFETY: in bounds and aligned as in `shared`; `T::Atomic` has T's layout
         // (AtomicElement contract); the atomic claim excludes every non-atomic access to these
         // elements in every process while it lives.
         let data = unsafe { std::slice::from_raw_parts(self.elems(&r).cast::<T::Atomic>(), r.len()) };
         Ok(AtomicClaim { data, range: r, _slot: slot })
+    }
+}
+
+/// What a claim covers: a range of element indices (`2..10`, `..=7`, `..`), or a band of rows
+/// along the first axis ([`Rows`]).
+pub trait ClaimRange {
+    /// The element indices, checked against the array's `shape` (`len` elements).
+    #[doc(hidden)]
+    fn elements(self, shape: &Shape, len: usize) -> Result<Range<usize>, ClaimError>;
+}
+
+impl<R: RangeBounds<usize>> ClaimRange for R {
+    fn elements(self, _shape: &Shape, len: usize) -> Result<Range<usize>, ClaimError> {
+        let Range { start, end } = rows_of(self, len);
+        if start >= end || end > len {
+            return Err(ClaimError::OutOfBounds { start, end, len });
+        }
+        Ok(start..end)
+    }
+}
+
+/// A band of rows `[r0, r1)` along an array's first axis (all of every other axis), for the
+/// claim methods: the claim's [`shape`](Claim::shape) is `[r1 - r0, dims[1..]]`.
+///
+/// ```
+/// use shmkit::shared::Rows;
+/// let grid = shmkit::SharedArray::<f64>::anonymous([4, 3])?;
+/// let band = grid.claim_mut(Rows(1..3))?;
+/// assert_eq!((band.len(), band.shape().dims()), (6, &[2, 3][..]));
+/// # Ok::<(), shmkit::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rows<R>(pub R);
+
+impl<R: RangeBounds<usize>> ClaimRange for Rows<R> {
+    fn elements(self, shape: &Shape, len: usize) -> Result<Range<usize>, ClaimError> {
+        let r = rows_of(self.0, shape.rows());
+        let row_len = shape.row_len();
+        if r.start >= r.end || r.end > shape.rows() {
+            let (start, end) = (r.start.saturating_mul(row_len), r.end.saturating_mul(row_len));
+            return Err(ClaimError::OutOfBounds { start, end, len });
+        }
+        Ok(r.start * row_len..r.end * row_len)
     }
 }
 

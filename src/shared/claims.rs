@@ -158,7 +158,7 @@ pub enum ClaimError {
     /// (`view_as::<Ix2>()` of a flat claim: claim whole rows to get the array's shape).
     #[error(
         "the claim has shape {shape:?}, which is not {wanted}-dimensional: claim whole rows \
-         (claim_rows) for the array's shape, or ask for its dimensionality"
+         (`Rows(r0..r1)`) for the array's shape, or ask for its dimensionality"
     )]
     Dimensions {
         /// The claim's shape.

@@ -10,7 +10,7 @@ mod object;
 mod shape;
 mod value;
 
-pub use array::{AtomicClaim, Claim, ClaimMut, DEFAULT_CLAIM_SLOTS, SharedArray};
+pub use array::{AtomicClaim, Claim, ClaimMut, ClaimRange, DEFAULT_CLAIM_SLOTS, Rows, SharedArray};
 pub use claims::{ClaimError, MAX_CLAIM_SLOTS};
 pub use element::{AtomicElement, Element, type_info};
 pub(crate) use object::fnv1a;

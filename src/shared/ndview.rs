@@ -5,8 +5,9 @@
 //!
 //! ```
 //! use ndarray::{Ix2, s};
+//! use shmkit::Rows;
 //! let grid = shmkit::SharedArray::<f64>::anonymous([4, 8])?;
-//! let mut band = grid.claim_rows_mut(1..3)?;
+//! let mut band = grid.claim_mut(Rows(1..3))?;
 //! let mut v = band.view_mut::<Ix2>()?;       // 2 x 8, rows 1 and 2 of the grid
 //! v.slice_mut(s![.., 0]).fill(1.0);
 //! drop(band);
