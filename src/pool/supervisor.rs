@@ -43,6 +43,9 @@ pub(crate) fn manager_main(seg: &Segment, key: u64, fds: &[RawFd]) -> i32 {
         Err(c) => return give_up(seg, hdr, &mut [], GiveUp::Corrupt(c)),
     };
     let config = config.install();
+    // Forked from the pool's process, we carry its heap; what of it is free need not be copied
+    // into every worker we fork (each fork copies the page tables of our memory).
+    os::release_free_heap();
     let Some(view) = View::with_shape(seg, config.shape) else { return 4 };
     let Some(&bell) = fds.first() else { return 2 };
     // The pool's process, by pidfd: its end is ours (whatever thread started us).
