@@ -9,43 +9,28 @@ use bytemuck::Pod;
 
 use super::PoolError;
 use super::api::{Pool, decode_vec};
-use super::context::{CLAIM_WAIT, Record, decode_record, records};
-use super::task::{Tramp, tramp_addr};
+use super::context::{CLAIM_WAIT, Record, open_record, records};
+use super::task::{Task, Tramp, put_result, tramp_addr, user_fn};
 use crate::shared::{Element, SharedArray};
 
 /// # Safety
 ///
 /// `func` is the address of an `fn(usize, &[T]) -> R` of this binary image.
-pub(crate) unsafe fn chunk_tramp<T: Element, R: Pod>(
-    func: u64,
-    args: &[u8],
-    _count: u32,
-    out: &mut [u8],
-) -> Result<usize, String> {
+pub(crate) unsafe fn chunk_tramp<T: Element, R: Pod>(func: u64, t: Task<'_>) -> Result<usize, String> {
     // SAFETY: per this function's contract.
-    let f = unsafe { std::mem::transmute::<usize, fn(usize, &[T]) -> R>(func as usize) };
-    let Record { start, end, array, .. } = decode_record::<T>(args)?;
-    let array = array.resolve().map_err(|e| e.to_string())?;
+    let f: fn(usize, &[T]) -> R = unsafe { user_fn(func) };
+    let (Record { start, end, .. }, array) = open_record::<T>(t.args)?;
     let chunk = array.claim_timeout(start..end, CLAIM_WAIT).map_err(|e| e.to_string())?;
-    let r = f(start, &chunk);
-    let bytes = bytemuck::bytes_of(&r);
-    out.get_mut(..bytes.len()).ok_or("the result does not fit the task message")?.copy_from_slice(bytes);
-    Ok(bytes.len())
+    put_result(t.out, &f(start, &chunk))
 }
 
 /// # Safety
 ///
 /// `func` is the address of an `fn(usize, &mut [T])` of this binary image.
-pub(crate) unsafe fn chunk_mut_tramp<T: Element>(
-    func: u64,
-    args: &[u8],
-    _count: u32,
-    _out: &mut [u8],
-) -> Result<usize, String> {
+pub(crate) unsafe fn chunk_mut_tramp<T: Element>(func: u64, t: Task<'_>) -> Result<usize, String> {
     // SAFETY: per this function's contract.
-    let f = unsafe { std::mem::transmute::<usize, fn(usize, &mut [T])>(func as usize) };
-    let Record { start, end, array, .. } = decode_record::<T>(args)?;
-    let array = array.resolve().map_err(|e| e.to_string())?;
+    let f: fn(usize, &mut [T]) = unsafe { user_fn(func) };
+    let (Record { start, end, .. }, array) = open_record::<T>(t.args)?;
     let mut chunk = array.claim_mut_timeout(start..end, CLAIM_WAIT).map_err(|e| e.to_string())?;
     f(start, &mut chunk);
     Ok(0)

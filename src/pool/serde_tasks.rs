@@ -34,7 +34,7 @@ use serde::de::DeserializeOwned;
 use super::PoolError;
 use super::api::Pool;
 use super::stream::{Source, Stream, Unpack};
-use super::task::{Tramp, tramp_addr};
+use super::task::{Task, Tramp, tramp_addr, user_fn};
 use super::timeout::item_begin;
 use crate::sys::Deadline;
 
@@ -76,18 +76,13 @@ pub(crate) fn decode_next<T: DeserializeOwned>(bytes: &mut &[u8], what: &str) ->
     Ok(v)
 }
 
-/// Run `count` encoded items of `args` through `call`, encoding each result into `out`.
-fn run_items<A: DeserializeOwned, R: Serialize>(
-    mut args: &[u8],
-    count: u32,
-    out: &mut [u8],
-    mut call: impl FnMut(A) -> R,
-) -> Result<usize, String> {
-    let mut written = 0;
-    for i in 0..count as usize {
+/// Run the `count` encoded arguments through `call`, encoding each result.
+fn run_items<A: DeserializeOwned, R: Serialize>(t: Task<'_>, mut call: impl FnMut(A) -> R) -> Result<usize, String> {
+    let (mut args, mut written) = (t.args, 0);
+    for i in 0..t.count as usize {
         item_begin(i as u32, written);
         let r = call(decode_next(&mut args, "a task argument")?);
-        match postcard::to_slice(&r, &mut out[written..]) {
+        match postcard::to_slice(&r, &mut t.out[written..]) {
             Ok(s) => written += s.len(),
             Err(_) => {
                 let size = postcard::to_allocvec(&r).map_or(0, |v| v.len());
@@ -95,7 +90,7 @@ fn run_items<A: DeserializeOwned, R: Serialize>(
                     "result {} of its chunk is {size} bytes and the chunk's results overflow the pool's \
                      {}-byte result area: raise PoolBuilder::message_size, or lower chunksize",
                     i + 1,
-                    out.len()
+                    t.out.len()
                 ));
             }
         }
@@ -106,29 +101,23 @@ fn run_items<A: DeserializeOwned, R: Serialize>(
 /// # Safety
 ///
 /// `func` is the address of an `fn(A) -> R` of this binary image.
-unsafe fn serde_tramp<A: DeserializeOwned, R: Serialize>(
-    func: u64,
-    args: &[u8],
-    count: u32,
-    out: &mut [u8],
-) -> Result<usize, String> {
+unsafe fn serde_tramp<A: DeserializeOwned, R: Serialize>(func: u64, t: Task<'_>) -> Result<usize, String> {
     // SAFETY: per this function's contract.
-    let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(func as usize) };
-    run_items(args, count, out, f)
+    run_items(t, unsafe { user_fn::<fn(A) -> R>(func) })
 }
 
 /// # Safety
 ///
 /// `func` is the address of an `fn(A, B) -> R` of this binary image.
-unsafe fn serde_star_tramp<A: DeserializeOwned, B: DeserializeOwned, R: Serialize>(
-    func: u64,
-    args: &[u8],
-    count: u32,
-    out: &mut [u8],
-) -> Result<usize, String> {
+unsafe fn serde_star_tramp<A, B, R>(func: u64, t: Task<'_>) -> Result<usize, String>
+where
+    A: DeserializeOwned,
+    B: DeserializeOwned,
+    R: Serialize,
+{
     // SAFETY: per this function's contract.
-    let f = unsafe { std::mem::transmute::<usize, fn(A, B) -> R>(func as usize) };
-    run_items(args, count, out, |(a, b)| f(a, b))
+    let f: fn(A, B) -> R = unsafe { user_fn(func) };
+    run_items(t, |(a, b)| f(a, b))
 }
 
 /// Serde inputs, encoded as they are taken.

@@ -10,7 +10,7 @@ use super::config::Config;
 use super::layout::{
     Entry, INIT_ARG_CAP, KILL, Mailbox, OUT_CANCELLED, OUT_CORRUPT, OUT_ERROR, OUT_OK, OUT_PANIC, RUN, View, write_text,
 };
-use super::task::{InitTramp, Tramp};
+use super::task::{InitTramp, Task, Tramp};
 use super::timeout::{begin_entry, end_entry};
 use crate::segment::Segment;
 use crate::sys::process as os;
@@ -175,7 +175,7 @@ fn run_checked(config: &Config, entry: &Entry<'_>, w: usize, mb: &Mailbox, t: u3
     // image, which this process shares.
     let call = || unsafe {
         let tramp = std::mem::transmute::<usize, Tramp>(tramp as usize);
-        tramp(func, args, count, out)
+        tramp(func, Task { args, count, out })
     };
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call));
     let failed_at = || (mb.item.load(Ordering::Relaxed), mb.item_bytes.load(Ordering::Relaxed));
