@@ -290,10 +290,10 @@ pub(crate) fn open_record<T: Element>(args: &[u8]) -> Result<(Record<'_, T>, Rc<
 }
 
 /// Check that `step` bytes of argument and `res` bytes of result fit a task message.
-fn fits(pool: &Pool, step: usize, res: usize) -> Result<(), PoolError> {
+pub(crate) fn fits(pool: &Pool, step: usize, res: usize) -> Result<(), PoolError> {
     let msg = pool.core.shape().msg;
     if step > msg {
-        return Err(PoolError::MessageTooLarge { what: "a chunk record with its context", size: step, limit: msg });
+        return Err(PoolError::MessageTooLarge { what: "a chunk record (with its context)", size: step, limit: msg });
     }
     if res > msg {
         return Err(PoolError::MessageTooLarge { what: "a chunk's result", size: res, limit: msg });
