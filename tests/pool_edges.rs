@@ -292,3 +292,39 @@ fn timed_calls_keep_their_deadlines_with_a_stopped_worker_and_manager() {
     drop(pool); // kills the stopped manager and workers
     assert!(start.elapsed() < Duration::from_secs(10));
 }
+
+/// `/proc/<pid>/status` RssAnon, in kB.
+fn rss_anon_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let line = status.lines().find(|l| l.starts_with("RssAnon:")).expect("RssAnon");
+    line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("a number")
+}
+
+/// A pool forked from a process whose heap holds much free memory: the manager gives that
+/// back, so the workers it forks (a replacement after every crash or timeout) do not copy
+/// the page tables of tens of megabytes each time.
+#[test]
+fn the_manager_does_not_carry_the_free_heap_of_the_pool_process() {
+    let mut child = common::spawn_role("free_heap_role", "free-heap", &[]);
+    assert_eq!(common::wait_child(&mut child, T), common::Exit::Code(0));
+}
+
+#[test]
+#[ignore]
+fn free_heap_role() {
+    if common::role().is_none() {
+        return;
+    }
+    // 64 MiB in blocks small enough to live on the heap, touched, then freed; `fence` stays
+    // allocated above them so that free() alone cannot trim them away.
+    let blocks: Vec<Vec<u8>> = (0..65_536).map(|i| vec![i as u8; 1000]).collect();
+    let fence = vec![1u8; 1000];
+    drop(blocks);
+    // SAFETY: the only other thread is the test harness's, waiting for this test; it holds
+    // no lock the manager or the workers take.
+    let pool = unsafe { Pool::builder().processes(1).force_fork() }.build().unwrap();
+    assert_eq!(pool.map(|x: u32| x + 1, 0..4u32).unwrap(), [1, 2, 3, 4]);
+    let anon = rss_anon_kb(pool.manager_pid());
+    assert!(anon < 16 << 10, "the manager holds {anon} kB of anonymous memory");
+    drop(fence);
+}

@@ -173,3 +173,31 @@ fn a_killed_manager_breaks_the_pool_loudly() {
         });
     }
 }
+
+/// The manager's children: its workers and, once the pool runs, one spare.
+fn children(pid: u32) -> Vec<u32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    text.split_whitespace().filter_map(|p| p.parse().ok()).collect()
+}
+
+fn die(_: u32) -> u32 {
+    std::process::abort()
+}
+
+/// A worker that dies is replaced by a spare forked ahead of time (no fork between the death
+/// and the next task), and a new spare is forked afterwards.
+#[test]
+fn a_dead_worker_is_replaced_by_the_spare_forked_ahead() {
+    let pool = Pool::new(1).unwrap();
+    let manager = pool.manager_pid();
+    let worker = pool.worker_pids()[0];
+    let mut spare = 0;
+    common::wait_until("a spare worker", Duration::from_secs(20), || {
+        spare = children(manager).into_iter().find(|&p| p != worker).unwrap_or(0);
+        spare != 0
+    });
+    assert!(matches!(pool.apply(die, 0), Err(PoolError::WorkerDied { .. })));
+    assert_eq!(pool.apply(|x: u32| x + 1, 1).unwrap(), 2);
+    assert_eq!(pool.worker_pids(), [spare], "the spare took the dead worker's mailbox");
+    common::wait_until("the next spare", Duration::from_secs(20), || children(manager).len() == 2);
+}

@@ -76,3 +76,29 @@ fn oversize_messages_are_errors_naming_the_limit() {
     ));
     assert_eq!(pool.apply_serde(|s: String| s + "!", "ok".into()).unwrap(), "ok!");
 }
+
+#[test]
+fn an_input_too_large_fails_in_its_own_place_and_the_rest_run() {
+    let pool = Pool::builder().processes(2).message_size(1024).build().unwrap();
+    let huge = Sample { name: String::new(), xs: vec![1.0; 200] };
+    let items = vec![sample(0), sample(1), huge, sample(3), sample(4)];
+    let got: Vec<_> = pool.imap_serde(summarize, items, 1).collect();
+    assert_eq!(got.len(), 5, "{got:?}");
+    assert_eq!(got[0].as_ref().unwrap(), &("S0".to_string(), 0.0), "{got:?}");
+    assert_eq!(got[1].as_ref().unwrap(), &("S1".to_string(), 8.0), "{got:?}");
+    assert!(matches!(got[2], Err(PoolError::MessageTooLarge { limit: 1024, .. })), "{got:?}");
+    assert_eq!(got[3].as_ref().unwrap(), &("S3".to_string(), 24.0), "{got:?}");
+    assert_eq!(got[4].as_ref().unwrap(), &("S4".to_string(), 32.0), "{got:?}");
+}
+
+#[test]
+fn big_chunks_are_cut_by_bytes_and_keep_their_order() {
+    // Items of varying sizes, a chunksize larger than any message holds: every chunk is cut
+    // where the next item does not fit, and the order of results is the order of inputs.
+    let pool = Pool::builder().processes(2).message_size(1024).build().unwrap();
+    let item = |i: usize| Sample { name: "n".repeat(i % 300), xs: vec![i as f64; i % 20] };
+    let want: Vec<_> = (0..2000).map(|i| summarize(item(i))).collect();
+    let got: Vec<_> = pool.imap_serde(summarize, (0..2000).map(item), 10_000).map(Result::unwrap).collect();
+    assert_eq!(got, want);
+    assert_eq!(pool.map_serde(summarize, (0..2000).map(item)).unwrap(), want);
+}

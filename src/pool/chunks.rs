@@ -9,46 +9,57 @@ use bytemuck::Pod;
 
 use super::PoolError;
 use super::api::{Pool, decode_vec};
-use super::context::{CLAIM_WAIT, Record, decode_record, records};
-use super::task::{Tramp, tramp_addr};
+use super::context::{CLAIM_WAIT, Record, fits, open_record, records};
+use super::task::{Task, Tramp, put_result, tramp_addr, user_fn};
 use crate::shared::{Element, SharedArray};
+
+/// How many chunks ran, and their result bytes.
+type Chunked = Result<(usize, Vec<u8>), PoolError>;
+/// How many records, the bytes of one, all of them.
+type Records = Result<(usize, usize, Vec<u8>), PoolError>;
 
 /// # Safety
 ///
 /// `func` is the address of an `fn(usize, &[T]) -> R` of this binary image.
-pub(crate) unsafe fn chunk_tramp<T: Element, R: Pod>(
-    func: u64,
-    args: &[u8],
-    _count: u32,
-    out: &mut [u8],
-) -> Result<usize, String> {
+pub(crate) unsafe fn chunk_tramp<T: Element, R: Pod>(func: u64, t: Task<'_>) -> Result<usize, String> {
     // SAFETY: per this function's contract.
-    let f = unsafe { std::mem::transmute::<usize, fn(usize, &[T]) -> R>(func as usize) };
-    let Record { start, end, array, .. } = decode_record::<T>(args)?;
-    let array = array.resolve().map_err(|e| e.to_string())?;
+    let f: fn(usize, &[T]) -> R = unsafe { user_fn(func) };
+    let (Record { start, end, .. }, array) = open_record::<T>(t.args)?;
     let chunk = array.claim_timeout(start..end, CLAIM_WAIT).map_err(|e| e.to_string())?;
-    let r = f(start, &chunk);
-    let bytes = bytemuck::bytes_of(&r);
-    out.get_mut(..bytes.len()).ok_or("the result does not fit the task message")?.copy_from_slice(bytes);
-    Ok(bytes.len())
+    put_result(t.out, &f(start, &chunk))
 }
 
 /// # Safety
 ///
 /// `func` is the address of an `fn(usize, &mut [T])` of this binary image.
-pub(crate) unsafe fn chunk_mut_tramp<T: Element>(
-    func: u64,
-    args: &[u8],
-    _count: u32,
-    _out: &mut [u8],
-) -> Result<usize, String> {
+pub(crate) unsafe fn chunk_mut_tramp<T: Element>(func: u64, t: Task<'_>) -> Result<usize, String> {
     // SAFETY: per this function's contract.
-    let f = unsafe { std::mem::transmute::<usize, fn(usize, &mut [T])>(func as usize) };
-    let Record { start, end, array, .. } = decode_record::<T>(args)?;
-    let array = array.resolve().map_err(|e| e.to_string())?;
+    let f: fn(usize, &mut [T]) = unsafe { user_fn(func) };
+    let (Record { start, end, .. }, array) = open_record::<T>(t.args)?;
     let mut chunk = array.claim_mut_timeout(start..end, CLAIM_WAIT).map_err(|e| e.to_string())?;
     f(start, &mut chunk);
     Ok(0)
+}
+
+/// A chunk kernel as it travels: its trampoline, the user's `fn`, and its result's size.
+#[derive(Clone, Copy)]
+pub(crate) struct ChunkCall {
+    pub tramp: u64,
+    pub func: u64,
+    pub res_size: usize,
+}
+
+impl ChunkCall {
+    /// `f(start, &chunk) -> R`, under a shared claim.
+    pub fn read<T: Element, R: Pod>(f: fn(usize, &[T]) -> R) -> Self {
+        let tramp = tramp_addr!(Tramp, chunk_tramp::<T, R>);
+        ChunkCall { tramp, func: f as usize as u64, res_size: std::mem::size_of::<R>() }
+    }
+
+    /// `f(start, &mut chunk)`, under an exclusive claim.
+    pub fn write<T: Element>(f: fn(usize, &mut [T])) -> Self {
+        ChunkCall { tramp: tramp_addr!(Tramp, chunk_mut_tramp::<T>), func: f as usize as u64, res_size: 0 }
+    }
 }
 
 impl Pool {
@@ -80,9 +91,8 @@ impl Pool {
         chunk_len: usize,
         f: fn(usize, &[T]) -> R,
     ) -> Result<Vec<R>, PoolError> {
-        let tramp = tramp_addr!(Tramp, chunk_tramp::<T, R>);
-        let n = self.run_chunks(array, chunk_len, tramp, f as usize as u64, std::mem::size_of::<R>())?;
-        Ok(decode_vec(&n.1, n.0))
+        let (n, out) = self.run_chunks(array, chunk_len, ChunkCall::read(f))?;
+        Ok(decode_vec(&out, n))
     }
 
     /// `f(start, &mut chunk)` for every `chunk_len`-element chunk of `array`, each in some
@@ -94,37 +104,26 @@ impl Pool {
         chunk_len: usize,
         f: fn(usize, &mut [T]),
     ) -> Result<(), PoolError> {
-        let tramp = tramp_addr!(Tramp, chunk_mut_tramp::<T>);
-        self.run_chunks(array, chunk_len, tramp, f as usize as u64, 0).map(drop)
+        self.run_chunks(array, chunk_len, ChunkCall::write(f)).map(drop)
     }
 
-    fn run_chunks<T: Element>(
-        &self,
-        array: &SharedArray<T>,
-        chunk_len: usize,
-        tramp: u64,
-        func: u64,
-        res_size: usize,
-    ) -> Result<(usize, Vec<u8>), PoolError> {
-        let (chunks, step, records) = self.chunk_records(array, chunk_len, res_size)?;
-        let out = self.run_batch(chunks, step, &records, 1, tramp, func, res_size)?;
+    /// Run `call` over every `chunk_len`-element chunk of `array`: (chunks, result bytes).
+    fn run_chunks<T: Element>(&self, array: &SharedArray<T>, chunk_len: usize, call: ChunkCall) -> Chunked {
+        let (chunks, step, records) = self.chunk_records(array, chunk_len, call)?;
+        let out = self.run_batch(chunks, step, &records, 1, call.tramp, call.func, call.res_size)?;
         Ok((chunks, out))
     }
 
     /// One task record per `chunk_len`-element chunk of `array` (how many chunks, the bytes
-    /// of one record, the records), checked against the message size for results of
-    /// `res_size` bytes.
+    /// of one record, the records), checked against the message size.
     pub(crate) fn chunk_records<T: Element>(
         &self,
         array: &SharedArray<T>,
         chunk_len: usize,
-        res_size: usize,
-    ) -> Result<(usize, usize, Vec<u8>), PoolError> {
-        let msg = self.core.shape().msg;
+        call: ChunkCall,
+    ) -> Records {
         let (chunks, step, records) = records(array, array.len(), chunk_len, &[])?;
-        if step > msg || res_size > msg {
-            return Err(PoolError::MessageTooLarge { what: "a chunk record", size: step.max(res_size), limit: msg });
-        }
+        fits(self, step, call.res_size)?;
         Ok((chunks, step, records))
     }
 }

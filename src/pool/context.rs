@@ -56,7 +56,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::PoolError;
 use super::api::{Pool, decode_vec};
-use super::task::{Tramp, tramp_addr};
+use super::task::{Task, Tramp, put_result, tramp_addr, user_fn};
 use crate::shared::{Claim, ClaimMut, Element, Rows, Shape, SharedArray};
 
 /// How long a worker waits for a chunk someone else holds a conflicting claim on.
@@ -273,7 +273,7 @@ pub(crate) struct Record<'a, T> {
 }
 
 /// Decode the record at the start of a task's argument bytes.
-pub(crate) fn decode_record<T: Element>(args: &[u8]) -> Result<Record<'_, T>, String> {
+fn decode_record<T: Element>(args: &[u8]) -> Result<Record<'_, T>, String> {
     if args.len() < RECORD {
         return Err("the chunk record is truncated".into());
     }
@@ -282,11 +282,18 @@ pub(crate) fn decode_record<T: Element>(args: &[u8]) -> Result<Record<'_, T>, St
     Ok(Record { start: word(0), end: word(1), array, tail: &args[RECORD..] })
 }
 
+/// Decode the record at the start of a task's argument bytes and resolve its array.
+pub(crate) fn open_record<T: Element>(args: &[u8]) -> Result<(Record<'_, T>, Rc<SharedArray<T>>), String> {
+    let record = decode_record::<T>(args)?;
+    let array = record.array.resolve().map_err(|e| e.to_string())?;
+    Ok((record, array))
+}
+
 /// Check that `step` bytes of argument and `res` bytes of result fit a task message.
-fn fits(pool: &Pool, step: usize, res: usize) -> Result<(), PoolError> {
+pub(crate) fn fits(pool: &Pool, step: usize, res: usize) -> Result<(), PoolError> {
     let msg = pool.core.shape().msg;
     if step > msg {
-        return Err(PoolError::MessageTooLarge { what: "a chunk record with its context", size: step, limit: msg });
+        return Err(PoolError::MessageTooLarge { what: "a chunk record (with its context)", size: step, limit: msg });
     }
     if res > msg {
         return Err(PoolError::MessageTooLarge { what: "a chunk's result", size: res, limit: msg });
@@ -297,38 +304,23 @@ fn fits(pool: &Pool, step: usize, res: usize) -> Result<(), PoolError> {
 /// # Safety
 ///
 /// `func` is the address of an `fn(usize, &Claim<T>, &C) -> R` of this binary image.
-unsafe fn rows_tramp<T: Element, C: TaskData, R: Pod>(
-    func: u64,
-    args: &[u8],
-    _count: u32,
-    out: &mut [u8],
-) -> Result<usize, String> {
+unsafe fn rows_tramp<T: Element, C: TaskData, R: Pod>(func: u64, t: Task<'_>) -> Result<usize, String> {
     // SAFETY: per this function's contract.
-    let f = unsafe { std::mem::transmute::<usize, fn(usize, &Claim<'_, T>, &C) -> R>(func as usize) };
-    let Record { start, end, array, tail } = decode_record::<T>(args)?;
+    let f: fn(usize, &Claim<'_, T>, &C) -> R = unsafe { user_fn(func) };
+    let (Record { start, end, tail, .. }, array) = open_record::<T>(t.args)?;
     let ctx = C::decode(tail)?;
-    let array = array.resolve().map_err(|e| e.to_string())?;
     let band = array.claim_timeout(Rows(start..end), CLAIM_WAIT).map_err(|e| e.to_string())?;
-    let r = f(start, &band, &ctx);
-    let bytes = bytemuck::bytes_of(&r);
-    out.get_mut(..bytes.len()).ok_or("the result does not fit the task message")?.copy_from_slice(bytes);
-    Ok(bytes.len())
+    put_result(t.out, &f(start, &band, &ctx))
 }
 
 /// # Safety
 ///
 /// `func` is the address of an `fn(usize, &mut ClaimMut<T>, &C)` of this binary image.
-unsafe fn rows_mut_tramp<T: Element, C: TaskData>(
-    func: u64,
-    args: &[u8],
-    _count: u32,
-    _out: &mut [u8],
-) -> Result<usize, String> {
+unsafe fn rows_mut_tramp<T: Element, C: TaskData>(func: u64, t: Task<'_>) -> Result<usize, String> {
     // SAFETY: per this function's contract.
-    let f = unsafe { std::mem::transmute::<usize, fn(usize, &mut ClaimMut<'_, T>, &C)>(func as usize) };
-    let Record { start, end, array, tail } = decode_record::<T>(args)?;
+    let f: fn(usize, &mut ClaimMut<'_, T>, &C) = unsafe { user_fn(func) };
+    let (Record { start, end, tail, .. }, array) = open_record::<T>(t.args)?;
     let ctx = C::decode(tail)?;
-    let array = array.resolve().map_err(|e| e.to_string())?;
     let mut band = array.claim_mut_timeout(Rows(start..end), CLAIM_WAIT).map_err(|e| e.to_string())?;
     f(start, &mut band, &ctx);
     Ok(0)

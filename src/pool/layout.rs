@@ -105,6 +105,9 @@ pub(crate) struct Header {
     /// When the manager will next look at item deadlines (CLOCK_MONOTONIC ns, `u64::MAX`:
     /// not before it is rung). A worker that starts an item due earlier rings it.
     pub mgr_wake_ns: AtomicU64,
+    /// Rung (futex) when the manager hands its spare worker a mailbox (by storing the spare's
+    /// pid as the mailbox's `pid`; see `supervisor.rs`).
+    pub spare_bell: AtomicU32,
     pub init_arg: [u8; INIT_ARG_CAP],
     pub reason: [u8; REASON_CAP],
 }

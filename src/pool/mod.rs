@@ -106,6 +106,7 @@ mod results;
 #[cfg(feature = "serde")]
 mod serde_tasks;
 mod sink;
+mod stream;
 mod supervisor;
 mod task;
 mod timeout;

@@ -23,7 +23,7 @@ use std::time::Duration;
 use bytemuck::Pod;
 
 use super::api::{Pool, per_entry};
-use super::chunks::{chunk_mut_tramp, chunk_tramp};
+use super::chunks::ChunkCall;
 use super::dispatch::{Core, Dispatch, Job, timeout_ms};
 use super::layout::{Entry, OUT_CANCELLED, OUT_CORRUPT, OUT_DIED, OUT_OK, OUT_TIMEOUT};
 use super::sink::{Sink, outcome, result_bytes};
@@ -410,8 +410,7 @@ impl Pool {
         f: fn(usize, &[T]) -> R,
         opts: ItemOptions,
     ) -> Result<Vec<Result<R, TaskError>>, PoolError> {
-        let tramp = tramp_addr!(Tramp, chunk_tramp::<T, R>);
-        self.chunk_items(array, chunk_len, tramp, f as usize as u64, std::mem::size_of::<R>(), opts).map(decode_slots)
+        self.chunk_items(array, chunk_len, ChunkCall::read(f), opts).map(decode_slots)
     }
 
     /// `f(start, &mut chunk)` for every chunk of `array`, as
@@ -433,22 +432,21 @@ impl Pool {
         f: fn(usize, &mut [T]),
         opts: ItemOptions,
     ) -> Result<Vec<Result<(), TaskError>>, PoolError> {
-        let tramp = tramp_addr!(Tramp, chunk_mut_tramp::<T>);
-        self.chunk_items(array, chunk_len, tramp, f as usize as u64, 0, opts).map(decode_slots)
+        self.chunk_items(array, chunk_len, ChunkCall::write(f), opts).map(decode_slots)
     }
 
+    /// Run `call` over every chunk of `array`, each chunk with its own result.
     fn chunk_items<T: Element>(
         &self,
         array: &SharedArray<T>,
         chunk_len: usize,
-        tramp: u64,
-        func: u64,
-        res_size: usize,
+        call: ChunkCall,
         opts: ItemOptions,
     ) -> Result<Vec<Slot>, PoolError> {
-        let (chunks, step, records) = self.chunk_records(array, chunk_len, res_size)?;
-        let feed =
-            Feed { board: Board::new(res_size), tramp, func, step, per: 1, timeout_ms: opts.timeout_ms(&self.core) };
+        let (chunks, step, records) = self.chunk_records(array, chunk_len, call)?;
+        let timeout_ms = opts.timeout_ms(&self.core);
+        let board = Board::new(call.res_size);
+        let feed = Feed { board, tramp: call.tramp, func: call.func, step, per: 1, timeout_ms };
         self.run_items(&feed, &records, chunks)
     }
 

@@ -30,6 +30,11 @@ impl Cell {
         Cell { done: AtomicBool::new(false), state: Mutex::new(CellState { result: None, callback: cb }) }
     }
 
+    /// A cell that holds `e` already (an input that failed before it could be submitted).
+    pub fn failed(e: PoolError) -> Self {
+        Cell { done: AtomicBool::new(true), state: Mutex::new(CellState { result: Some(Err(e)), callback: None }) }
+    }
+
     pub fn is_done(&self) -> bool {
         self.done.load(Ordering::Acquire)
     }

@@ -1,8 +1,9 @@
 //! The supervisor: the pool's single-threaded *manager* process (its pid is
 //! [`Pool::manager_pid`](super::Pool::manager_pid)), which forks the workers, watches their pidfds,
-//! fails the in-flight task of a worker that died (naming its pid and signal), and forks a
-//! replacement. Because it is single-threaded, its forks are always safe, whatever threads
-//! the pool's own process has by then.
+//! fails the in-flight task of a worker that died (naming its pid and signal), and gives its
+//! mailbox to a replacement: the spare worker it forked ahead of time (then it forks the next
+//! spare), or a fresh fork if it has none. Because it is single-threaded, its forks are always
+//! safe, whatever threads the pool's own process has by then.
 //!
 //! Start-up is bounded: a worker that has not reported ready (initializer done) within the
 //! pool's start timeout is killed and the pool is broken with
@@ -20,7 +21,7 @@ use super::layout::{
 };
 use super::timeout::{Judged, Watch};
 use super::words::Tails;
-use super::worker::{EXIT_CORRUPT_HEAD, EXIT_INIT_FAILED, worker_main};
+use super::worker::{EXIT_CORRUPT_HEAD, EXIT_INIT_FAILED, SPARE, worker_main};
 use crate::process::{Child, ExitRecord, ExitStatus, Method, spawn};
 use crate::segment::Segment;
 use crate::sys::futex;
@@ -43,6 +44,9 @@ pub(crate) fn manager_main(seg: &Segment, key: u64, fds: &[RawFd]) -> i32 {
         Err(c) => return give_up(seg, hdr, &mut [], GiveUp::Corrupt(c)),
     };
     let config = config.install();
+    // Forked from the pool's process, we carry its heap; what of it is free need not be copied
+    // into every worker we fork (each fork copies the page tables of our memory).
+    os::release_free_heap();
     let Some(view) = View::with_shape(seg, config.shape) else { return 4 };
     let Some(&bell) = fds.first() else { return 2 };
     // The pool's process, by pidfd: its end is ours (whatever thread started us).
@@ -51,9 +55,11 @@ pub(crate) fn manager_main(seg: &Segment, key: u64, fds: &[RawFd]) -> i32 {
         return os::EXIT_ORPHANED; // the pool died before we opened its pidfd
     }
     let n = config.shape.workers;
-    let mut kids: Vec<Option<Child>> = (0..n).map(|_| None).collect();
+    // `kids[n]` is the spare: a worker forked ahead, waiting to take the mailbox of the next
+    // worker that dies, so that a crash or a timeout costs no fork on the critical path.
+    let mut kids: Vec<Option<Child>> = (0..=n).map(|_| None).collect();
     let mut watch = Watch::new(n);
-    let mut tails = Tails::new(n, config.stderr_tail);
+    let mut tails = Tails::new(n + 1, config.stderr_tail);
     // When each worker that has not reported ready yet was forked.
     let mut starting: Vec<Option<Instant>> = vec![None; n];
     for w in 0..n {
@@ -92,6 +98,10 @@ pub(crate) fn manager_main(seg: &Segment, key: u64, fds: &[RawFd]) -> i32 {
             hdr.manager.store(MGR_READY, Ordering::SeqCst);
             wake_pool(hdr);
         }
+        if announced && kids[n].is_none() && hdr.state.load(Ordering::SeqCst) == RUN {
+            // Without a spare (the fork failed) a replacement is forked when needed.
+            kids[n] = start_spare(seg, n, bell, &mut tails);
+        }
         let next_check = starting
             .iter()
             .flatten()
@@ -104,7 +114,7 @@ pub(crate) fn manager_main(seg: &Segment, key: u64, fds: &[RawFd]) -> i32 {
         fds.extend(tails.fds());
         let next_check = next_check.map(|d| d.max(Duration::from_millis(1)));
         // Overdue items' workers are killed here; sleep until the next item's deadline.
-        let wait = match (next_check, watch.check(&view, &kids)) {
+        let wait = match (next_check, watch.check(&view, &kids[..n])) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -124,10 +134,17 @@ pub(crate) fn manager_main(seg: &Segment, key: u64, fds: &[RawFd]) -> i32 {
             kill_all(record, &mut kids);
             return 0;
         }
-        for w in 0..n {
-            if ready.get(w + 2 + n) == Some(&true) {
+        for w in 0..=n {
+            if ready.get(w + 3 + n) == Some(&true) {
                 tails.drain(w);
             }
+        }
+        if ready.get(2 + n) == Some(&true)
+            && let Some(spare) = kids[n].as_mut()
+            && let Ok(Some(_)) = spare.try_wait(record)
+        {
+            kids[n] = None; // killed while waiting: another is forked below
+            let _ = tails.last_words(n);
         }
         for w in 0..n {
             if ready.get(w + 2) != Some(&true) {
@@ -151,7 +168,8 @@ pub(crate) fn manager_main(seg: &Segment, key: u64, fds: &[RawFd]) -> i32 {
             let words = tails.last_words(w);
             fail_in_flight(&view, w, pid, status, watch.take(w), &words);
             if hdr.state.load(Ordering::SeqCst) == RUN {
-                match start_worker(&view, seg, w, bell, &mut tails) {
+                let spare = kids[n].take().map(|c| assign_spare(&view, w, n, c, &mut tails));
+                match spare.or_else(|| start_worker(&view, seg, w, bell, &mut tails)) {
                     Some(c) => kids[w] = Some(c),
                     None => {
                         let why = GiveUp::Other("the manager could not fork a replacement worker");
@@ -162,6 +180,9 @@ pub(crate) fn manager_main(seg: &Segment, key: u64, fds: &[RawFd]) -> i32 {
             }
         }
         if hdr.state.load(Ordering::SeqCst) == STOP {
+            if let Some(mut spare) = kids[n].take() {
+                spare.kill_and_reap(record);
+            }
             ring_all(&view);
             if kids.iter().all(Option::is_none) {
                 return 0;
@@ -170,19 +191,51 @@ pub(crate) fn manager_main(seg: &Segment, key: u64, fds: &[RawFd]) -> i32 {
     }
 }
 
-fn start_worker(view: &View<'_>, seg: &Segment, w: usize, bell: RawFd, tails: &mut Tails) -> Option<Child> {
+/// Fork a worker with index `arg` (a mailbox, or `SPARE`), its stderr to tail `slot`.
+fn fork_worker(seg: &Segment, arg: u64, slot: usize, bell: RawFd, tails: &mut Tails) -> Option<Child> {
+    // With capture on, the worker's stderr is a pipe to us (its write end closes here).
+    let stderr = tails.open(slot);
+    let fds: Vec<RawFd> = std::iter::once(bell).chain(stderr.as_ref().map(AsRawFd::as_raw_fd)).collect();
+    spawn(Method::Fork, seg, worker_main, arg, &fds, true).ok()
+}
+
+/// Clear what mailbox `w`'s dead predecessor left, before its new worker can run.
+fn clear_mailbox(view: &View<'_>, w: usize) {
     let mb = view.mailbox(w);
     mb.ready.store(0, Ordering::SeqCst);
     // The dead predecessor's item clock is no deadline of the new worker.
     mb.item_start_ns.store(0, Ordering::SeqCst);
-    // With capture on, the worker's stderr is a pipe to us (its write end closes here).
-    let stderr = tails.open(w);
-    let fds: Vec<RawFd> = std::iter::once(bell).chain(stderr.as_ref().map(AsRawFd::as_raw_fd)).collect();
-    let child = spawn(Method::Fork, seg, worker_main, w as u64, &fds, true).ok()?;
-    drop(stderr);
+}
+
+/// Name mailbox `w`'s new worker.
+fn hand_over(view: &View<'_>, w: usize, child: Child) -> Child {
+    let mb = view.mailbox(w);
     mb.pid.store(child.pid(), Ordering::SeqCst);
     mb.generation.fetch_add(1, Ordering::SeqCst);
-    Some(child)
+    child
+}
+
+fn start_worker(view: &View<'_>, seg: &Segment, w: usize, bell: RawFd, tails: &mut Tails) -> Option<Child> {
+    clear_mailbox(view, w);
+    let child = fork_worker(seg, w as u64, w, bell, tails)?;
+    Some(hand_over(view, w, child))
+}
+
+/// Fork the spare (its stderr in tail slot `n`); it waits for [`assign_spare`].
+fn start_spare(seg: &Segment, n: usize, bell: RawFd, tails: &mut Tails) -> Option<Child> {
+    fork_worker(seg, SPARE, n, bell, tails)
+}
+
+/// The spare takes mailbox `w` (its stderr tail moves from slot `n` to `w`).
+fn assign_spare(view: &View<'_>, w: usize, n: usize, spare: Child, tails: &mut Tails) -> Child {
+    clear_mailbox(view, w);
+    tails.adopt(w, n);
+    let spare = hand_over(view, w, spare);
+    // It finds its mailbox by the pid `hand_over` stored.
+    let hdr = view.header();
+    hdr.spare_bell.fetch_add(1, Ordering::SeqCst);
+    futex::wake_all(&hdr.spare_bell);
+    spare
 }
 
 /// If worker `w` died inside a task, fail that task's current item with the pid and signal

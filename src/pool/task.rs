@@ -7,14 +7,22 @@ use bytemuck::Pod;
 
 use super::timeout::item_begin;
 
-/// Runs one entry: `count` items of arguments in `args`, results into `out`; returns the
-/// number of result bytes, or a task error (a panic unwinds out of it instead).
+/// One entry as a trampoline sees it: `count` items of argument bytes in `args`, and the
+/// result area `out`.
+pub(crate) struct Task<'a> {
+    pub args: &'a [u8],
+    pub count: u32,
+    pub out: &'a mut [u8],
+}
+
+/// Runs one entry; returns the number of result bytes, or a task error (a panic unwinds out
+/// of it instead).
 ///
 /// # Safety
 ///
 /// `func` must be the address of the function type the trampoline instance was made for,
 /// taken in this binary image.
-pub(crate) type Tramp = unsafe fn(func: u64, args: &[u8], count: u32, out: &mut [u8]) -> Result<usize, String>;
+pub(crate) type Tramp = unsafe fn(func: u64, task: Task<'_>) -> Result<usize, String>;
 
 /// Runs an initializer with its argument bytes.
 ///
@@ -32,8 +40,37 @@ macro_rules! tramp_addr {
 }
 pub(crate) use tramp_addr;
 
-fn corrupt() -> String {
-    "the task entry is inconsistent (argument or result bytes do not match the item count)".to_owned()
+/// The user's function `F` (a `fn` pointer type) from its address.
+///
+/// # Safety
+///
+/// `func` is the address of a function of type `F`, taken in this binary image.
+pub(crate) unsafe fn user_fn<F: Copy>(func: u64) -> F {
+    const { assert!(std::mem::size_of::<F>() == std::mem::size_of::<usize>(), "F must be a fn pointer type") };
+    // SAFETY: per this function's contract `F` is a fn pointer type (the size of `usize`,
+    // checked above) and `func` the address of such a function.
+    unsafe { std::mem::transmute_copy::<usize, F>(&(func as usize)) }
+}
+
+/// One `Pod` result at the start of `out`; its size.
+pub(crate) fn put_result<R: Pod>(out: &mut [u8], r: &R) -> Result<usize, String> {
+    let bytes = bytemuck::bytes_of(r);
+    out.get_mut(..bytes.len()).ok_or("the result does not fit the task message")?.copy_from_slice(bytes);
+    Ok(bytes.len())
+}
+
+/// Run the `count` packed arguments of `step` bytes each through `call`, results packed.
+fn run_packed<R: Pod>(t: Task<'_>, step: usize, mut call: impl FnMut(&[u8]) -> R) -> Result<usize, String> {
+    let (sr, n) = (std::mem::size_of::<R>(), t.count as usize);
+    if t.args.len() < n * step || t.out.len() < n * sr {
+        return Err("the task entry is inconsistent (argument or result bytes do not match the item count)".into());
+    }
+    for i in 0..n {
+        item_begin(i as u32, i * sr);
+        let r = call(&t.args[i * step..(i + 1) * step]);
+        t.out[i * sr..(i + 1) * sr].copy_from_slice(bytemuck::bytes_of(&r));
+    }
+    Ok(n * sr)
 }
 
 /// `fn(A) -> R` over `count` packed `A`s.
@@ -41,25 +78,10 @@ fn corrupt() -> String {
 /// # Safety
 ///
 /// `func` is the address of an `fn(A) -> R` of this binary image.
-pub(crate) unsafe fn map_tramp<A: Pod, R: Pod>(
-    func: u64,
-    args: &[u8],
-    count: u32,
-    out: &mut [u8],
-) -> Result<usize, String> {
+pub(crate) unsafe fn map_tramp<A: Pod, R: Pod>(func: u64, t: Task<'_>) -> Result<usize, String> {
     // SAFETY: per this function's contract.
-    let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(func as usize) };
-    let (sa, sr, n) = (std::mem::size_of::<A>(), std::mem::size_of::<R>(), count as usize);
-    if args.len() < n * sa || out.len() < n * sr {
-        return Err(corrupt());
-    }
-    for i in 0..n {
-        item_begin(i as u32, i * sr);
-        let a: A = bytemuck::pod_read_unaligned(&args[i * sa..(i + 1) * sa]);
-        let r = f(a);
-        out[i * sr..(i + 1) * sr].copy_from_slice(bytemuck::bytes_of(&r));
-    }
-    Ok(n * sr)
+    let f: fn(A) -> R = unsafe { user_fn(func) };
+    run_packed(t, std::mem::size_of::<A>(), |b| f(bytemuck::pod_read_unaligned(b)))
 }
 
 /// `fn(A, B) -> R` over `count` packed `(A, B)` pairs.
@@ -67,29 +89,13 @@ pub(crate) unsafe fn map_tramp<A: Pod, R: Pod>(
 /// # Safety
 ///
 /// `func` is the address of an `fn(A, B) -> R` of this binary image.
-pub(crate) unsafe fn star2_tramp<A: Pod, B: Pod, R: Pod>(
-    func: u64,
-    args: &[u8],
-    count: u32,
-    out: &mut [u8],
-) -> Result<usize, String> {
+pub(crate) unsafe fn star2_tramp<A: Pod, B: Pod, R: Pod>(func: u64, t: Task<'_>) -> Result<usize, String> {
     // SAFETY: per this function's contract.
-    let f = unsafe { std::mem::transmute::<usize, fn(A, B) -> R>(func as usize) };
-    let (sa, sb, sr, n) =
-        (std::mem::size_of::<A>(), std::mem::size_of::<B>(), std::mem::size_of::<R>(), count as usize);
-    let step = sa + sb;
-    if args.len() < n * step || out.len() < n * sr {
-        return Err(corrupt());
-    }
-    for i in 0..n {
-        item_begin(i as u32, i * sr);
-        let at = i * step;
-        let a: A = bytemuck::pod_read_unaligned(&args[at..at + sa]);
-        let b: B = bytemuck::pod_read_unaligned(&args[at + sa..at + step]);
-        let r = f(a, b);
-        out[i * sr..(i + 1) * sr].copy_from_slice(bytemuck::bytes_of(&r));
-    }
-    Ok(n * sr)
+    let f: fn(A, B) -> R = unsafe { user_fn(func) };
+    let sa = std::mem::size_of::<A>();
+    run_packed(t, sa + std::mem::size_of::<B>(), |b| {
+        f(bytemuck::pod_read_unaligned(&b[..sa]), bytemuck::pod_read_unaligned(&b[sa..]))
+    })
 }
 
 /// An initializer `fn()`.
@@ -99,7 +105,7 @@ pub(crate) unsafe fn star2_tramp<A: Pod, B: Pod, R: Pod>(
 /// `func` is the address of an `fn()` of this binary image.
 pub(crate) unsafe fn init0_tramp(func: u64, _args: &[u8]) {
     // SAFETY: per this function's contract.
-    let f = unsafe { std::mem::transmute::<usize, fn()>(func as usize) };
+    let f: fn() = unsafe { user_fn(func) };
     f()
 }
 
@@ -110,7 +116,7 @@ pub(crate) unsafe fn init0_tramp(func: u64, _args: &[u8]) {
 /// `func` is the address of an `fn(A)` of this binary image.
 pub(crate) unsafe fn init1_tramp<A: Pod>(func: u64, args: &[u8]) {
     // SAFETY: per this function's contract.
-    let f = unsafe { std::mem::transmute::<usize, fn(A)>(func as usize) };
+    let f: fn(A) = unsafe { user_fn(func) };
     if args.len() >= std::mem::size_of::<A>() {
         f(bytemuck::pod_read_unaligned(&args[..std::mem::size_of::<A>()]))
     }

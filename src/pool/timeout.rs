@@ -11,10 +11,11 @@
 //!   next. In a steady campaign that is almost never: the manager already plans to wake for
 //!   an earlier item's deadline.
 //! - The manager (`Watch::check`) stores `mgr_wake_ns` = the earliest deadline it knows,
-//!   then rescans every mailbox (SeqCst) and sleeps in `poll` until that deadline (rounded
-//!   up to the millisecond). By the two SeqCst store-then-load pairs, either the rescan sees
-//!   a new item's start or the worker sees the manager's plan and rings: no deadline is
-//!   missed, and detection is within about a millisecond of it.
+//!   then rescans every mailbox (SeqCst) and sleeps in `ppoll` until that deadline (to the
+//!   nanosecond, not rounded up to a millisecond). By the two SeqCst store-then-load pairs,
+//!   either the rescan sees a new item's start or the worker sees the manager's plan and
+//!   rings: no deadline is missed, and detection follows the deadline by the manager's
+//!   wake-up latency.
 //! - An overdue worker is SIGKILLed (through its pidfd) and the manager remembers which item
 //!   it judged (`Judged`). When the death is reaped, `fail_in_flight` reports that item as
 //!   timed out, with how long it ran — unless the worker had already moved on to the next
@@ -150,9 +151,8 @@ impl Watch {
         if earliest == u64::MAX {
             return None;
         }
-        let left = earliest.saturating_sub(monotonic_ns());
-        // `poll` counts whole milliseconds: round up, so it never wakes just before.
-        Some(Duration::from_millis(left.div_ceil(1_000_000)))
+        // `ppoll` keeps nanoseconds: the manager wakes at the deadline, not up to 1 ms after.
+        Some(Duration::from_nanos(earliest.saturating_sub(monotonic_ns())))
     }
 
     /// The judgement on worker `w`, once it is dead (cleared for its replacement).

@@ -43,6 +43,14 @@ impl Tails {
         Some(write)
     }
 
+    /// Worker `to` is the one that was started with slot `from`'s pipe (a spare taking a
+    /// mailbox): its tail moves there.
+    pub fn adopt(&mut self, to: usize, from: usize) {
+        if let Some(t) = self.tails.get_mut(from).and_then(Option::take) {
+            self.tails[to] = Some(t);
+        }
+    }
+
     /// The read ends to poll, by worker (-1: none).
     pub fn fds(&self) -> impl Iterator<Item = RawFd> + '_ {
         self.tails.iter().map(|t| t.as_ref().and_then(|t| t.read.as_ref()).map_or(-1, AsRawFd::as_raw_fd))

@@ -11,7 +11,7 @@ use super::layout::{
     Entry, Header, INIT_ARG_CAP, KILL, Mailbox, OUT_CANCELLED, OUT_CORRUPT, OUT_ERROR, OUT_OK, OUT_PANIC, RUN, View,
     write_text,
 };
-use super::task::{InitTramp, Tramp};
+use super::task::{InitTramp, Task, Tramp};
 use super::timeout::{begin_entry, end_entry};
 use crate::segment::Segment;
 use crate::sync::WaitPolicy;
@@ -62,6 +62,27 @@ fn take_panic(payload: &(dyn std::any::Any + Send)) -> String {
     LAST_PANIC.with(|p| p.borrow_mut().take()).unwrap_or_else(|| crate::process::panic_message(payload))
 }
 
+/// The index a spare worker is started with: it waits for the manager to give it a mailbox.
+pub(crate) const SPARE: u64 = u64::MAX;
+
+/// A spare worker's wait for its mailbox: the one whose `pid` the manager set to ours
+/// (`None`: the pool stops, or no view).
+fn wait_assignment(seg: &Segment, config: &Config) -> Option<usize> {
+    let view = View::with_shape(seg, config.shape)?;
+    let hdr = view.header();
+    let me = std::process::id();
+    loop {
+        let bell = hdr.spare_bell.load(Ordering::SeqCst);
+        if let Some(w) = (0..config.shape.workers).find(|&w| view.mailbox(w).pid.load(Ordering::SeqCst) == me) {
+            return Some(w);
+        }
+        if hdr.state.load(Ordering::SeqCst) != RUN {
+            return None;
+        }
+        futex::wait(&hdr.spare_bell, bell, Deadline::never(), Some(Duration::from_millis(200)));
+    }
+}
+
 /// Exit code of a worker whose mailbox `head` was impossible (the manager breaks the pool).
 pub(crate) const EXIT_CORRUPT_HEAD: i32 = 122;
 /// Exit code of a worker started without the manager's configuration (a bug).
@@ -72,7 +93,13 @@ const EXIT_NO_CONFIG: i32 = 123;
 pub(crate) fn worker_main(seg: &Segment, index: u64, fds: &[RawFd]) -> i32 {
     // The manager's checked copy of the configuration: this process is its fork.
     let Some(config) = Config::installed() else { return EXIT_NO_CONFIG };
-    let w = index as usize;
+    let w = match index {
+        SPARE => match wait_assignment(seg, config) {
+            Some(w) => w,
+            None => return 0,
+        },
+        w => w as usize,
+    };
     let Some(view) = View::with_shape(seg, config.shape).filter(|_| w < config.shape.workers) else {
         return EXIT_NO_CONFIG;
     };
@@ -175,7 +202,7 @@ fn run_checked(config: &Config, entry: &Entry<'_>, w: usize, mb: &Mailbox, t: u3
     // image, which this process shares.
     let call = || unsafe {
         let tramp = std::mem::transmute::<usize, Tramp>(tramp as usize);
-        tramp(func, args, count, out)
+        tramp(func, Task { args, count, out })
     };
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call));
     let failed_at = || (mb.item.load(Ordering::Relaxed), mb.item_bytes.load(Ordering::Relaxed));

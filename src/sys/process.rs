@@ -52,6 +52,13 @@ pub fn exit_now(code: i32) -> ! {
 }
 
 /// `getpid()` of the calling process (cached: see [`super::owner::pid`]).
+/// Give the heap's free memory back to the system (glibc `malloc_trim(0)`): a process that
+/// forks often (the pool's manager) then has fewer pages to copy page tables for per fork.
+pub fn release_free_heap() {
+    // SAFETY: malloc_trim has no preconditions; it only returns free heap pages to the kernel.
+    unsafe { libc::malloc_trim(0) };
+}
+
 pub fn getpid() -> libc::pid_t {
     super::owner::pid() as libc::pid_t
 }
@@ -106,17 +113,20 @@ pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: libc::c_int) -> io::Result<
     .map(drop)
 }
 
-/// `poll` on `fds` for readability; returns which are ready. `None` timeout waits for ever.
+/// `ppoll` on `fds` for readability; returns which are ready. `None` timeout waits for ever;
+/// a timeout is kept to the nanosecond (a deadline is not rounded to whole milliseconds).
 /// Negative entries are ignored (never ready). EINTR counts as "nothing ready yet".
 pub fn poll_readable(fds: &[RawFd], timeout: Option<Duration>, ready: &mut Vec<bool>) -> io::Result<()> {
     let mut pfds: Vec<libc::pollfd> =
         fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
-    let ms = match timeout {
-        None => -1,
-        Some(t) => t.as_millis().min(i32::MAX as u128) as libc::c_int,
-    };
-    // SAFETY: `pfds` is a valid array of `pfds.len()` pollfd structs for the whole call.
-    let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+    let ts = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs().min(i32::MAX as u64) as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    });
+    let tsp = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `pfds` is a valid array of `pfds.len()` pollfd structs for the whole call; `tsp`
+    // is null or points to `ts`, alive for the call; a null signal mask changes nothing.
+    let r = unsafe { libc::ppoll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, tsp, std::ptr::null()) };
     ready.clear();
     if r < 0 {
         let e = io::Error::last_os_error();
