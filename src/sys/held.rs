@@ -20,8 +20,9 @@
 //! A forked child does not own its parent's locks (glibc resets the robust list), so a
 //! `pthread_atfork` child handler empties the forking thread's record.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Mutex, Once, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// How many held locks per thread are tracked by address.
 pub const TRACKED: usize = 8;
@@ -33,7 +34,38 @@ static REGISTRY: Mutex<Vec<usize>> = Mutex::new(Vec::new());
 /// in it for good, so their mappings stay pinned for the life of the process. `None`:
 /// unknown addresses (a record that had overflowed): every exposed mapping is pinned.
 static PINNED: Mutex<Option<Vec<usize>>> = Mutex::new(Some(Vec::new()));
-static AT_FORK: Once = Once::new();
+static AT_FORK: AtomicU8 = AtomicU8::new(0);
+
+super::register_at_load!(register_fork_handlers);
+
+fn register_fork_handlers() {
+    super::once_without_waiting(&AT_FORK, || {
+        // SAFETY: `before_fork` and `after_fork` run in the forking thread and only take and
+        // release this module's two process-private locks; `after_fork_in_child` also
+        // resets this thread's const thread-local with atomic stores.
+        unsafe { libc::pthread_atfork(Some(before_fork), Some(after_fork), Some(after_fork_in_child)) };
+    });
+}
+
+/// The registry's two locks, held by a forking thread from its prepare handler to its
+/// parent or child handler, so that no child is forked while another thread holds them
+/// (it would wait for ever on a lock whose holder it does not have).
+type ForkGuards = (MutexGuard<'static, Vec<usize>>, MutexGuard<'static, Option<Vec<usize>>>);
+
+thread_local! {
+    static FORKING: RefCell<Option<ForkGuards>> = const { RefCell::new(None) };
+}
+
+extern "C" fn before_fork() {
+    // The order of `any_held_in` and `Deregister`: the registry, then the pinned list.
+    let registry = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
+    let pinned = PINNED.lock().unwrap_or_else(PoisonError::into_inner);
+    let _ = FORKING.try_with(|f| *f.borrow_mut() = Some((registry, pinned)));
+}
+
+extern "C" fn after_fork() {
+    let _ = FORKING.try_with(|f| f.borrow_mut().take());
+}
 
 /// One thread's held locks. Only its thread writes it; the unmap path reads it.
 struct Held {
@@ -92,7 +124,8 @@ fn pin(addrs: impl Iterator<Item = usize>, known: bool) {
     }
 }
 
-extern "C" fn forget_in_child() {
+extern "C" fn after_fork_in_child() {
+    after_fork();
     // Only the forking thread exists in the child; it holds none of its parent's locks.
     let _ = HELD.try_with(|h| {
         h.len.store(0, Relaxed);
@@ -102,11 +135,7 @@ extern "C" fn forget_in_child() {
 
 #[cold]
 fn register(h: &Held) {
-    AT_FORK.call_once(|| {
-        // SAFETY: registers a handler that only touches this thread's const thread-local
-        // with atomic stores: async-signal-safe work, as a fork child handler requires.
-        unsafe { libc::pthread_atfork(None, None, Some(forget_in_child)) };
-    });
+    register_fork_handlers();
     h.registered.store(1, Relaxed);
     // Touching DEREGISTER registers its destructor for this thread.
     let _ = DEREGISTER.try_with(|_| ());

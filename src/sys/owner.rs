@@ -2,12 +2,22 @@
 //! every acquisition (see `sync/README.md`), so it must not cost a system call.
 //! Whether a recorded owner's process has ended is [`super::process::process_ended`].
 
-use std::sync::Once;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 
 /// This process's pid, 0 until first asked (and again in a freshly forked child).
 static PID: AtomicU32 = AtomicU32::new(0);
-static AT_FORK: Once = Once::new();
+static AT_FORK: AtomicU8 = AtomicU8::new(0);
+
+super::register_at_load!(register_fork_handler);
+
+fn register_fork_handler() {
+    super::once_without_waiting(&AT_FORK, || {
+        // SAFETY: registers a handler that only performs an atomic store; it may run in
+        // the child of any fork, where only async-signal-safe work is allowed, which an
+        // atomic store is.
+        unsafe { libc::pthread_atfork(None, None, Some(forget_pid_in_child)) };
+    });
+}
 
 extern "C" fn forget_pid_in_child() {
     PID.store(0, Ordering::Relaxed);
@@ -23,12 +33,7 @@ pub fn pid() -> u32 {
 
 #[cold]
 fn pid_slow() -> u32 {
-    AT_FORK.call_once(|| {
-        // SAFETY: registers a handler that only performs an atomic store; it may run in
-        // the child of any fork, where only async-signal-safe work is allowed, which an
-        // atomic store is.
-        unsafe { libc::pthread_atfork(None, None, Some(forget_pid_in_child)) };
-    });
+    register_fork_handler();
     let p = std::process::id();
     PID.store(p, Ordering::Relaxed);
     p
