@@ -32,7 +32,7 @@ pub const DEFAULT_CLAIM_SLOTS: usize = 128;
 /// `ArrayView`s of their true shape.
 ///
 /// ```
-/// use shmkit::SharedArray;
+/// use shmkit::{Rows, SharedArray};
 /// let grid = SharedArray::<f64>::create(None, [4, 6])?;   // 4 rows of 6
 /// assert_eq!((grid.shape().dims(), grid.len()), (&[4, 6][..], 24));
 /// let band = grid.claim_mut(Rows(1..3))?;                  // rows 1 and 2: elements 6..18
