@@ -2,13 +2,13 @@
 
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut, Range, RangeBounds};
-use std::time::Duration;
 
 use super::claims::{self, ClaimError, Claims, MAX_CLAIM_SLOTS, Mode, SlotGuard};
 use super::element::{AtomicElement, Element, type_info};
 use super::shape::{IntoShape, SHAPE_RECORD, Shape};
 use crate::segment::kind::{self, Create, SegmentKind, debug_handle, segment_handle};
 use crate::segment::{Expect, HeaderInfo, Kind, Layout, Segment, SegmentError, SegmentOptions, Target};
+use crate::sync::wait_for::wait_variants;
 use crate::sys::Deadline;
 
 /// Default number of claim slots of an array: how many claims may be live at once.
@@ -319,37 +319,27 @@ impl<T: Element> SharedArray<T> {
         self.exclusive(.., Some(Deadline::never()))
     }
 
-    /// A shared (read-only) claim on `range` — element indices (`2..10`, `..`) or a band of
-    /// rows along the first axis ([`Rows`]), whose claim has the shape
-    /// `[rows, dims[1..]]` — waiting while an overlapping writer holds it.
-    pub fn claim(&self, range: impl ClaimRange) -> Result<Claim<'_, T>, ClaimError> {
-        self.shared(range, Some(Deadline::never()))
+    wait_variants! {
+        /// A shared (read-only) claim on `range` — element indices (`2..10`, `..`) or a band
+        /// of rows along the first axis ([`Rows`]), whose claim has the shape
+        /// `[rows, dims[1..]]` — waiting while an overlapping writer holds it.
+        pub fn claim(&self, range: impl ClaimRange) -> Result<Claim<'_, T>, ClaimError>;
+        /// Like [`claim`](Self::claim) but refuses at once on conflict.
+        pub fn try_claim;
+        /// Like [`claim`](Self::claim) but gives up after `timeout`.
+        pub fn claim_timeout;
+        => shared
     }
 
-    /// Like [`claim`](Self::claim) but refuses at once on conflict.
-    pub fn try_claim(&self, range: impl ClaimRange) -> Result<Claim<'_, T>, ClaimError> {
-        self.shared(range, None)
-    }
-
-    /// Like [`claim`](Self::claim) but gives up after `timeout`.
-    pub fn claim_timeout(&self, range: impl ClaimRange, timeout: Duration) -> Result<Claim<'_, T>, ClaimError> {
-        self.shared(range, Some(Deadline::after(timeout)))
-    }
-
-    /// An exclusive claim on `range` (`&mut [T]`; element indices or [`Rows`]), waiting while
-    /// any overlapping claim lives.
-    pub fn claim_mut(&self, range: impl ClaimRange) -> Result<ClaimMut<'_, T>, ClaimError> {
-        self.exclusive(range, Some(Deadline::never()))
-    }
-
-    /// Like [`claim_mut`](Self::claim_mut) but refuses at once on conflict.
-    pub fn try_claim_mut(&self, range: impl ClaimRange) -> Result<ClaimMut<'_, T>, ClaimError> {
-        self.exclusive(range, None)
-    }
-
-    /// Like [`claim_mut`](Self::claim_mut) but gives up after `timeout`.
-    pub fn claim_mut_timeout(&self, range: impl ClaimRange, timeout: Duration) -> Result<ClaimMut<'_, T>, ClaimError> {
-        self.exclusive(range, Some(Deadline::after(timeout)))
+    wait_variants! {
+        /// An exclusive claim on `range` (`&mut [T]`; element indices or [`Rows`]), waiting
+        /// while any overlapping claim lives.
+        pub fn claim_mut(&self, range: impl ClaimRange) -> Result<ClaimMut<'_, T>, ClaimError>;
+        /// Like [`claim_mut`](Self::claim_mut) but refuses at once on conflict.
+        pub fn try_claim_mut;
+        /// Like [`claim_mut`](Self::claim_mut) but gives up after `timeout`.
+        pub fn claim_mut_timeout;
+        => exclusive
     }
 
     /// `(slots in use, slot capacity)` of the claim table, for inspection tools. A claim
