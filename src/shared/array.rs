@@ -395,10 +395,29 @@ impl<T: AtomicElement> SharedArray<T> {
 
 /// What a claim covers: a range of element indices (`2..10`, `..=7`, `..`), or a band of rows
 /// along the first axis ([`Rows`]).
-pub trait ClaimRange {
+///
+/// Sealed: the claim methods turn its answer into a slice of shared memory, so only shmkit's
+/// own bounds-checked implementations exist.
+///
+/// ```compile_fail
+/// struct Everything;
+/// impl shmkit::shared::ClaimRange for Everything {
+///     fn elements(self, _: &shmkit::shared::Shape, _: usize) -> Result<std::ops::Range<usize>, shmkit::ClaimError> {
+///         Ok(0..usize::MAX)
+///     }
+/// }
+/// ```
+pub trait ClaimRange: sealed::Sealed {
     /// The element indices, checked against the array's `shape` (`len` elements).
     #[doc(hidden)]
     fn elements(self, shape: &Shape, len: usize) -> Result<Range<usize>, ClaimError>;
+}
+
+mod sealed {
+    /// Keeps [`ClaimRange`](super::ClaimRange) to this crate's implementations.
+    pub trait Sealed {}
+    impl<R: std::ops::RangeBounds<usize>> Sealed for R {}
+    impl<R: std::ops::RangeBounds<usize>> Sealed for super::Rows<R> {}
 }
 
 impl<R: RangeBounds<usize>> ClaimRange for R {
