@@ -9,6 +9,7 @@ use super::queue::{attach_ring, check_capacity, init_rings, ring_state};
 use crate::segment::kind::{Create, SegmentKind, segment_handle};
 use crate::segment::{Expect, Kind, Layout, Segment, SegmentError, SegmentOptions, TypeInfo};
 use crate::sync::WaitPolicy;
+use crate::sync::wait::Cadence;
 use crate::sync::wait_for::{WaitFor, wait_variants};
 
 /// Element type name of byte-queue segments.
@@ -161,7 +162,7 @@ impl ByteQueue {
     }
 
     fn put_wait<'m>(&self, msg: &'m [u8], wait: Wait) -> Result<(), PutError<&'m [u8]>> {
-        put_bytes(&self.ring, self.wait_policy(), wait, || false, msg).map_err(|e| e.into_error(msg))
+        put_bytes(&self.ring, (self.wait_policy(), Cadence::Stream), wait, || false, msg).map_err(|e| e.into_error(msg))
     }
 
     wait_variants! {
@@ -202,7 +203,7 @@ impl ByteQueue {
     }
 
     fn get_with_wait<R>(&self, wait: Wait, f: impl FnOnce(&[u8]) -> R) -> Result<Result<R, GetError>, GetError> {
-        get_bytes(&self.ring, self.wait_policy(), wait, || false, GetError::Closed, f)
+        get_bytes(&self.ring, (self.wait_policy(), Cadence::Stream), wait, || false, GetError::Closed, f)
     }
 
     /// The largest message, in bytes.
@@ -223,7 +224,7 @@ pub(crate) fn copy_into(buf: &mut Vec<u8>, msg: &[u8]) -> usize {
 
 pub(crate) fn put_bytes(
     ring: &RawRing,
-    policy: WaitPolicy,
+    how: (WaitPolicy, Cadence),
     wait: Wait,
     gone: impl FnMut() -> bool,
     msg: &[u8],
@@ -232,13 +233,13 @@ pub(crate) fn put_bytes(
     if msg.len() > max {
         return Err(PutStop::TooLarge { len: msg.len(), max });
     }
-    ring.put(policy, wait, gone, |p| write_framed(p, msg))
+    ring.put(how, wait, gone, |p| write_framed(p, msg))
 }
 
 /// Get a framed message from a byte ring and run `f` on it in place.
 pub(crate) fn get_bytes<R>(
     ring: &RawRing,
-    policy: WaitPolicy,
+    how: (WaitPolicy, Cadence),
     wait: Wait,
     gone: impl FnMut() -> bool,
     closed: GetError,
@@ -246,7 +247,7 @@ pub(crate) fn get_bytes<R>(
 ) -> Result<Result<R, GetError>, GetError> {
     let max = ring.shape.max_msg as usize;
     let mut f = Some(f);
-    let r = ring.get(policy, wait, gone, closed, |p| match f.take() {
+    let r = ring.get(how, wait, gone, closed, |p| match f.take() {
         Some(f) => read_framed(p, max, f),
         None => Err(GetError::Corrupt("internal: message read twice")),
     })?;

@@ -7,6 +7,7 @@ use super::layout::RawRing;
 use super::park::{self, Step, Stop};
 use super::ring::{GetFail, PutFail};
 use crate::sync::WaitPolicy;
+use crate::sync::wait::Cadence;
 use crate::sync::wait_for::WaitFor;
 use crate::sys::Deadline;
 
@@ -63,7 +64,7 @@ impl RawRing {
     /// exclusively while it runs). `gone` is asked before each park (pipes).
     pub(crate) fn put(
         &self,
-        policy: WaitPolicy,
+        how: (WaitPolicy, Cadence),
         wait: Wait,
         gone: impl FnMut() -> bool,
         mut write: impl FnMut(*mut u8),
@@ -81,7 +82,7 @@ impl RawRing {
                 Step::Done(r) => r,
                 Step::Retry => Err(PutStop::Full),
             },
-            Wait::Until(deadline) => match park::wait(&ring.hdr.producers.0, policy, deadline, gone, attempt) {
+            Wait::Until(deadline) => match park::wait(&ring.hdr.producers.0, how, deadline, gone, attempt) {
                 Ok(r) => r,
                 Err(Stop::Timeout) => Err(PutStop::Timeout),
                 Err(Stop::Gone) => Err(PutStop::Gone),
@@ -93,7 +94,7 @@ impl RawRing {
     /// `gone` is asked before each park; `Closed` maps to `closed` (pipes: Disconnected).
     pub(crate) fn get<R>(
         &self,
-        policy: WaitPolicy,
+        how: (WaitPolicy, Cadence),
         wait: Wait,
         gone: impl FnMut() -> bool,
         closed: GetError,
@@ -125,7 +126,7 @@ impl RawRing {
                 }
                 Err(GetError::Empty)
             }
-            Wait::Until(deadline) => match park::wait(&ring.hdr.consumers.0, policy, deadline, gone, attempt) {
+            Wait::Until(deadline) => match park::wait(&ring.hdr.consumers.0, how, deadline, gone, attempt) {
                 Ok(r) => r,
                 Err(Stop::Timeout) => Err(GetError::Timeout),
                 Err(Stop::Gone) => Err(GetError::Disconnected),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::ring::{Hook, Point, Waiters};
 use crate::sync::WaitPolicy;
-use crate::sync::wait::{key_of, spin_then};
+use crate::sync::wait::{Cadence, key_of, spin_then};
 use crate::sys::{Deadline, futex};
 
 /// A parked thread re-checks at least this often: the other side's death sends no wake-up,
@@ -34,13 +34,13 @@ pub(crate) enum Stop {
     Gone,
 }
 
-/// Run `attempt` until it is done: first spinning as `policy` says (the crate's one
-/// mechanism, `sync::wait`), then parked on `w` (futex), re-checking after every wake-up
-/// and at least every [`PARK_CAP`]. Before each park but the first, `gone()` may end the
-/// wait (a pipe's peer died).
+/// Run `attempt` until it is done: first spinning as `policy` and `cadence` say (the
+/// crate's one mechanism, `sync::wait`), then parked on `w` (futex), re-checking after
+/// every wake-up and at least every [`PARK_CAP`]. Before each park but the first, `gone()`
+/// may end the wait (a pipe's peer died).
 pub(crate) fn wait<R>(
     w: &Waiters,
-    policy: WaitPolicy,
+    (policy, cadence): (WaitPolicy, Cadence),
     deadline: Deadline,
     gone: impl FnMut() -> bool,
     mut attempt: impl FnMut() -> Step<R>,
@@ -54,7 +54,7 @@ pub(crate) fn wait<R>(
         Step::Done(r) => Some(Ok(r)),
         Step::Retry => None,
     };
-    spin_then(policy, key_of(w), &deadline, ready, || park(w, deadline, gone, &mut *attempt.borrow_mut()))
+    spin_then(policy, cadence, key_of(w), &deadline, ready, || park(w, deadline, gone, &mut *attempt.borrow_mut()))
 }
 
 /// The parking half of [`wait`].

@@ -15,6 +15,7 @@ use super::token::{Token, is_held};
 use crate::segment::kind::{self, Create, SegmentKind};
 use crate::segment::{Expect, Kind, Layout, Segment, SegmentError, SegmentOptions, Target, TypeInfo};
 use crate::sync::WaitPolicy;
+use crate::sync::wait::Cadence;
 use crate::sync::wait_for::{WaitFor, wait_variants};
 
 /// Element type name of pipe segments.
@@ -282,7 +283,7 @@ impl PipeEnd {
     }
 
     fn send_wait<'m>(&self, msg: &'m [u8], wait: Wait) -> Result<(), PutError<&'m [u8]>> {
-        match put_bytes(&self.tx, self.wait_policy(), wait, || self.peer_gone(), msg) {
+        match put_bytes(&self.tx, (self.wait_policy(), Cadence::HandOff), wait, || self.peer_gone(), msg) {
             Ok(()) => Ok(()),
             Err(PutStop::Full) if self.peer_gone() => Err(PutError::Disconnected(msg)),
             Err(PutStop::Closed) => Err(PutError::Disconnected(msg)),
@@ -318,19 +319,30 @@ impl PipeEnd {
     fn recv_wait<R>(&self, wait: Wait, f: impl FnOnce(&[u8]) -> R) -> Result<R, GetError> {
         let mut f = Some(f);
         let mut once = |m: &[u8]| f.take().map(|f| f(m));
-        let got =
-            match get_bytes(&self.rx, self.wait_policy(), wait, || self.peer_gone(), GetError::Disconnected, &mut once)
-            {
-                Err(GetError::Empty) if self.peer_gone() => {
-                    // One last look: the peer may have sent just before it went.
-                    match get_bytes(&self.rx, self.wait_policy(), Wait::No, || true, GetError::Disconnected, &mut once)
-                    {
-                        Err(GetError::Empty) => Err(GetError::Disconnected),
-                        other => other,
-                    }
+        let got = match get_bytes(
+            &self.rx,
+            (self.wait_policy(), Cadence::HandOff),
+            wait,
+            || self.peer_gone(),
+            GetError::Disconnected,
+            &mut once,
+        ) {
+            Err(GetError::Empty) if self.peer_gone() => {
+                // One last look: the peer may have sent just before it went.
+                match get_bytes(
+                    &self.rx,
+                    (self.wait_policy(), Cadence::HandOff),
+                    Wait::No,
+                    || true,
+                    GetError::Disconnected,
+                    &mut once,
+                ) {
+                    Err(GetError::Empty) => Err(GetError::Disconnected),
+                    other => other,
                 }
-                other => other,
-            };
+            }
+            other => other,
+        };
         got?.and_then(|r| r.ok_or(GetError::Corrupt("internal: a message was read twice")))
     }
 

@@ -10,6 +10,7 @@ use crate::segment::kind::{Create, SegmentKind, debug_handle, segment_handle};
 use crate::segment::{Expect, Kind, Layout, Segment, SegmentError, SegmentOptions, header::HEADER_SIZE};
 use crate::shared::{Element, type_info};
 use crate::sync::WaitPolicy;
+use crate::sync::wait::Cadence;
 use crate::sync::wait_for::WaitFor;
 
 /// A bounded multi-producer multi-consumer queue of `T` in shared memory, like Python's
@@ -234,7 +235,7 @@ impl<T: Element> Queue<T> {
             // validation) and the stride is a multiple of T's alignment.
             unsafe { p.cast::<T>().write(value) }
         };
-        self.ring.put(self.wait_policy(), wait, || false, write).map_err(|e| e.into_error(value))
+        self.ring.put((self.wait_policy(), Cadence::Stream), wait, || false, write).map_err(|e| e.into_error(value))
     }
 
     /// Take the oldest message, waiting while the queue is empty. Fails with
@@ -259,7 +260,7 @@ impl<T: Element> Queue<T> {
             // holds a T (any bit pattern is a valid T: Pod).
             unsafe { p.cast::<T>().read() }
         };
-        self.ring.get(self.wait_policy(), wait, || false, GetError::Closed, read)
+        self.ring.get((self.wait_policy(), Cadence::Stream), wait, || false, GetError::Closed, read)
     }
 }
 

@@ -22,7 +22,7 @@ use super::supervisor::manager_main;
 use crate::process::{Child, ExitStatus, Method, spawn};
 use crate::segment::Segment;
 use crate::sync::WaitPolicy;
-use crate::sync::wait::{key_of, spin_then};
+use crate::sync::wait::{Cadence, key_of, spin_then};
 use crate::sys::process as os;
 use crate::sys::{Deadline, futex};
 
@@ -373,7 +373,7 @@ impl Core {
     fn park(&self, snap: &[u32], deadline: Deadline) -> bool {
         let hdr = self.view().header();
         let ready = || self.progressed(snap).then_some(true);
-        spin_then(WaitPolicy::process_default(), key_of(&hdr.completions), &deadline, ready, || {
+        spin_then(WaitPolicy::process_default(), Cadence::HandOff, key_of(&hdr.completions), &deadline, ready, || {
             hdr.sleepers.fetch_add(1, Ordering::SeqCst);
             let c = hdr.completions.load(Ordering::SeqCst);
             let woke = if self.progressed(snap) {

@@ -15,7 +15,7 @@ use super::task::{InitTramp, Task, Tramp};
 use super::timeout::{begin_entry, end_entry};
 use crate::segment::Segment;
 use crate::sync::WaitPolicy;
-use crate::sync::wait::{key_of, spin_then};
+use crate::sync::wait::{Cadence, key_of, spin_then};
 use crate::sys::process as os;
 use crate::sys::{Deadline, futex, stdio};
 
@@ -252,7 +252,9 @@ fn wait_for_work(view: &View<'_>, mb: &Mailbox, t: u32) -> Work {
         }),
         None => None,
     };
-    spin_then(WaitPolicy::process_default(), key_of(mb), &Deadline::never(), ready, || park_for_work(hdr, mb, work))
+    spin_then(WaitPolicy::process_default(), Cadence::HandOff, key_of(mb), &Deadline::never(), ready, || {
+        park_for_work(hdr, mb, work)
+    })
 }
 
 /// The parking half of [`wait_for_work`]: sleep on the mailbox's doorbell until work comes or

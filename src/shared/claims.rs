@@ -40,7 +40,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::sync::WaitPolicy;
-use crate::sync::wait::{key_of, spin_then};
+use crate::sync::wait::{Cadence, key_of, spin_then};
 use crate::sync::{Acquired, LazyRawMutex, LockError};
 use crate::sys::{Deadline, futex};
 
@@ -359,11 +359,18 @@ impl<'a> Claims<'a> {
             }
             // Spin (the crate's wait policy) while nothing was released, then park.
             let released = || (self.table.generation.load(Ordering::Acquire) != generation).then_some(());
-            spin_then(WaitPolicy::process_default(), key_of(&self.table.generation), &deadline, released, || {
-                self.table.waiters.fetch_add(1, Ordering::SeqCst);
-                futex::wait(&self.table.generation, generation, deadline, Some(RESCAN));
-                self.table.waiters.fetch_sub(1, Ordering::SeqCst);
-            });
+            spin_then(
+                WaitPolicy::process_default(),
+                Cadence::HandOff,
+                key_of(&self.table.generation),
+                &deadline,
+                released,
+                || {
+                    self.table.waiters.fetch_add(1, Ordering::SeqCst);
+                    futex::wait(&self.table.generation, generation, deadline, Some(RESCAN));
+                    self.table.waiters.fetch_sub(1, Ordering::SeqCst);
+                },
+            );
         }
     }
 

@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use super::LockError;
 use super::shim::{Futex64, Half, Wait};
-use super::wait::{WaitPolicy, key_of, spin_then};
+use super::wait::{Cadence, WaitPolicy, key_of, spin_then};
 use crate::sys::Deadline;
 
 const BROKEN: u32 = 1;
@@ -193,7 +193,7 @@ impl Barrier {
                 None
             }
         };
-        spin_then(policy, key_of(self), deadline, ready, || self.sleep(round, index, deadline))
+        spin_then(policy, Cadence::HandOff, key_of(self), deadline, ready, || self.sleep(round, index, deadline))
     }
 
     /// Sleep until generation `round` ends, the barrier breaks, or the deadline passes.

@@ -25,7 +25,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::shim::{Futex64, Half, Wait};
-use super::wait::{WaitPolicy, key_of, spin_then};
+use super::wait::{Cadence, WaitPolicy, key_of, spin_then};
 use crate::sys::Deadline;
 
 const SET: u32 = 1;
@@ -131,7 +131,7 @@ impl Event {
         let generation = first & !(SET | SLEEPERS);
         let changed = |w: u32| w & !(SET | SLEEPERS) != generation || w & SET != 0;
         let ready = || changed(self.load()).then_some(true);
-        spin_then(policy, key_of(self), deadline, ready, || self.sleep(generation, deadline))
+        spin_then(policy, Cadence::HandOff, key_of(self), deadline, ready, || self.sleep(generation, deadline))
     }
 
     /// Sleep until the flag is set, the generation differs from `generation`, or the

@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::shim::{Futex64, Half, Wait};
-use super::wait::{WaitPolicy, key_of, spin_then};
+use super::wait::{Cadence, WaitPolicy, key_of, spin_then};
 use crate::sys::Deadline;
 
 const SEQ_ONE: u64 = 1 << 32;
@@ -55,7 +55,7 @@ impl ParkWord {
     /// Spin as `policy` says while the sequence is still `seq`, then [`park`](Self::park).
     pub(crate) fn wait(&self, policy: WaitPolicy, seq: u32, deadline: &Deadline, cap: Option<Duration>) -> Wait {
         let ready = || (Half::High.of(self.word.load(Ordering::Acquire)) != seq).then_some(Wait::Woken);
-        spin_then(policy, key_of(self), deadline, ready, || self.park(seq, deadline, cap))
+        spin_then(policy, Cadence::HandOff, key_of(self), deadline, ready, || self.park(seq, deadline, cap))
     }
 
     /// Unregister as a sleeper.

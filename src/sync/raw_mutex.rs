@@ -18,7 +18,7 @@
 use std::cell::UnsafeCell;
 
 use super::LockError;
-use super::wait::{WaitPolicy, spin_then};
+use super::wait::{Cadence, WaitPolicy, spin_then};
 use crate::sys::{self, Deadline};
 
 /// How a lock was acquired.
@@ -171,7 +171,7 @@ impl RawMutex {
             // SAFETY: as in `lock`; `ts` is a live timespec.
             Some(ts) => unsafe { sys::pthread::lock_until_monotonic(self.ptr(), ts) },
         };
-        let r = spin_then(WaitPolicy::process_default(), self.addr(), deadline, ready, park);
+        let r = spin_then(WaitPolicy::process_default(), Cadence::Stream, self.addr(), deadline, ready, park);
         if r == 0 {
             sys::held::acquired(self.addr());
         }

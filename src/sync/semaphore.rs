@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use super::LockError;
 use super::shim::{Futex64, Half, Wait};
-use super::wait::{WaitPolicy, key_of, spin_then};
+use super::wait::{Cadence, WaitPolicy, key_of, spin_then};
 use crate::sys::Deadline;
 
 const SLEEPER: u64 = 1 << 32;
@@ -163,7 +163,7 @@ impl Semaphore {
         }
         let Some(deadline) = deadline else { return Err(LockError::WouldBlock) };
         let ready = || (value(self.word.load(Ordering::Relaxed)) > 0 && self.take()).then_some(Ok(()));
-        spin_then(policy, key_of(self), &deadline, ready, || self.sleep(&deadline))
+        spin_then(policy, Cadence::HandOff, key_of(self), &deadline, ready, || self.sleep(&deadline))
     }
 
     /// Register as a sleeper and sleep until a permit is taken or the deadline passes.

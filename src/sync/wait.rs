@@ -4,9 +4,9 @@
 //!
 //! # The adaptive policy (the default)
 //!
-//! A wait first *spins*: it looks at its condition with an exponential back-off
-//! (`spin_loop` hints, 1, 2, 4 … 64 of them between looks) for the first
-//! [`PURE_SPIN`], then gives the CPU away (`sched_yield`) between looks, for a budget; then
+//! A wait first *spins*: it looks at its condition with `spin_loop` hints between looks,
+//! as densely as its [`Cadence`] says, for the first [`PURE_SPIN`], then gives the CPU
+//! away (`sched_yield`) between looks, for a budget; then
 //! it *parks* in the kernel (the caller's own futex protocol). The budget adapts, per
 //! process and per waited-on object (64 buckets keyed by the object's address), to how
 //! long waits actually take, as glibc's adaptive mutex keeps a moving average:
@@ -179,12 +179,53 @@ impl Bucket {
     }
 }
 
+/// How densely a spinning wait looks at its condition: a trade of hand-off latency
+/// against the cost each look puts on the side that is about to end the wait.
+///
+/// A look pulls the shared cache line it reads away from the writer. A peer that ends the
+/// wait with one store (a semaphore's release, an event's set) loses nothing to it, and
+/// the sooner we look, the sooner we answer. A queue's producer instead writes the slot it
+/// fills several times (its lock, its stamp, the unlock): a consumer looking every few
+/// nanoseconds makes each of those writes a cache miss, and message throughput fell by a
+/// fifth (`queue_8b_1to1`, 7.5 against 10 Mmsg/s on the machine of `BENCHMARKS.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Cadence {
+    /// Look at once, then after 1, 2, 4 … 64 `spin_loop` hints (semaphores, events,
+    /// barriers, condition variables, pipes, pool results, claims): a reply is seen within
+    /// a few hints of its arrival.
+    HandOff,
+    /// Look after [`STREAM_GAP`] `spin_loop` hints, then after 32, then every 64 (queues,
+    /// contended mutexes): the writer finishes its several writes to the line undisturbed.
+    Stream,
+}
+
+/// `spin_loop` hints before a [`Cadence::Stream`] wait first looks (about 1 µs on the
+/// machines of `BENCHMARKS.md`).
+pub(crate) const STREAM_GAP: u32 = 32;
+
+impl Cadence {
+    /// Hints before the first look, and between the first two.
+    fn gaps(self) -> (u32, u32) {
+        match self {
+            Cadence::HandOff => (0, 1),
+            Cadence::Stream => (STREAM_GAP, STREAM_GAP),
+        }
+    }
+}
+
+fn pause(hints: u32) {
+    for _ in 0..hints {
+        std::hint::spin_loop();
+    }
+}
+
 /// Run one blocking wait under `policy` (for the object at address `key`): spin while
-/// `ready` returns `None` — until the budget or `deadline` runs out — then call `park`,
-/// the caller's own parking loop, and return what it returns. Under loom every policy is
-/// [`Park`](WaitPolicy::Park): a model has no time to spin in.
+/// `ready` returns `None`, looking as `cadence` says — until the budget or `deadline` runs
+/// out — then call `park`, the caller's own parking loop, and return what it returns.
+/// Under loom every policy is [`Park`](WaitPolicy::Park): a model has no time to spin in.
 pub(crate) fn spin_then<R>(
     policy: WaitPolicy,
+    cadence: Cadence,
     key: usize,
     deadline: &Deadline,
     mut ready: impl FnMut() -> Option<R>,
@@ -204,7 +245,8 @@ pub(crate) fn spin_then<R>(
     };
     let start = Instant::now();
     if budget >= MIN_SPIN || (!adaptive && !budget.is_zero()) {
-        let mut backoff = 1u32;
+        let (first, mut backoff) = cadence.gaps();
+        pause(first);
         loop {
             if let Some(r) = ready() {
                 if let Some(b) = site {
@@ -217,9 +259,7 @@ pub(crate) fn spin_then<R>(
                 break;
             }
             if spent < PURE_SPIN {
-                for _ in 0..backoff {
-                    std::hint::spin_loop();
-                }
+                pause(backoff);
                 backoff = (backoff * 2).min(64);
             } else {
                 let before = Instant::now();
@@ -315,11 +355,18 @@ mod tests {
         for p in [WaitPolicy::Adaptive, WaitPolicy::Spin(Duration::from_secs(60)), WaitPolicy::Park] {
             let deadline = Deadline::after(Duration::from_millis(20));
             let t = std::time::Instant::now();
-            let parked = spin_then(p, 8, &deadline, || None::<bool>, || true);
+            let parked = spin_then(p, Cadence::HandOff, 8, &deadline, || None::<bool>, || true);
             assert!(parked, "{p:?}: parked after the spin");
             assert!(t.elapsed() < Duration::from_secs(5), "{p:?} spun {:?}", t.elapsed());
         }
-        let hit = spin_then(WaitPolicy::Spin(Duration::from_secs(60)), 8, &Deadline::never(), || Some(1), || 2);
+        let hit = spin_then(
+            WaitPolicy::Spin(Duration::from_secs(60)),
+            Cadence::Stream,
+            8,
+            &Deadline::never(),
+            || Some(1),
+            || 2,
+        );
         assert_eq!(hit, 1);
     }
 }
