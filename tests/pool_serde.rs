@@ -102,3 +102,49 @@ fn big_chunks_are_cut_by_bytes_and_keep_their_order() {
     assert_eq!(got, want);
     assert_eq!(pool.map_serde(summarize, (0..2000).map(item)).unwrap(), want);
 }
+
+#[test]
+fn apply_async_serde_with_runs_the_callback_that_fits_the_outcome() {
+    use std::sync::mpsc;
+    let pool = Pool::new(2).unwrap();
+    let wait = Duration::from_secs(20);
+    let (tx, rx) = mpsc::channel();
+    let (ok, err) = (tx.clone(), tx.clone());
+    let h = pool
+        .apply_async_serde_with(
+            summarize,
+            sample(4),
+            move |r| ok.send(Ok(r)).unwrap(),
+            move |e| err.send(Err(e.to_string())).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(rx.recv_timeout(wait).unwrap(), Ok(("S4".to_string(), 32.0)));
+    assert_eq!(h.get().unwrap(), ("S4".to_string(), 32.0), "the handle still gives the result");
+    // A panicking task reaches the error callback, and the handle says the same.
+    let (ok, err) = (tx.clone(), tx.clone());
+    let h = pool
+        .apply_async_serde_with(
+            |_: String| -> (String, f64) { panic!("boom") },
+            "x".into(),
+            move |r| ok.send(Ok(r)).unwrap(),
+            move |e| err.send(Err(e.to_string())).unwrap(),
+        )
+        .unwrap();
+    match rx.recv_timeout(wait).unwrap() {
+        Err(message) => assert!(message.contains("boom"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(h.get(), Err(PoolError::TaskPanicked { .. })));
+    // An argument too large for a message is refused before anything runs: no callback.
+    let small = Pool::builder().processes(1).message_size(1024).build().unwrap();
+    let huge = Sample { name: String::new(), xs: vec![1.0; 200] };
+    let (ok, err) = (tx.clone(), tx);
+    let refused = small.apply_async_serde_with(
+        summarize,
+        huge,
+        move |r| ok.send(Ok(r)).unwrap(),
+        move |e| err.send(Err(e.to_string())).unwrap(),
+    );
+    assert!(matches!(refused, Err(PoolError::MessageTooLarge { .. })));
+    assert!(rx.recv_timeout(Duration::from_millis(300)).is_err(), "no callback for a refused task");
+}

@@ -33,6 +33,8 @@ use serde::de::DeserializeOwned;
 
 use super::PoolError;
 use super::api::Pool;
+use super::dispatch::Job;
+use super::sink::{Callback, Cell, Sink};
 use super::stream::{Source, Stream, Unpack};
 use super::task::{Task, Tramp, tramp_addr, user_fn};
 use super::timeout::item_begin;
@@ -297,18 +299,75 @@ impl Pool {
         f: fn(A) -> R,
         arg: A,
     ) -> Result<SerdeAsyncResult<R>, PoolError> {
+        self.submit_serde(f, arg, None)
+    }
+
+    /// Like [`apply_async_serde`](Self::apply_async_serde), with callbacks run in this
+    /// process (on a helper thread, or on a thread waiting on the pool) when the task ends,
+    /// as Python's `apply_async(callback=, error_callback=)`: `on_ok` with the result, or
+    /// `on_err` with the error. They run before the handle becomes ready; the handle still
+    /// gives the result.
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// let pool = shmkit::pool::Pool::new(1)?;
+    /// let (tx, rx) = mpsc::channel();
+    /// let tx2 = tx.clone();
+    /// fn shout(s: String) -> String { s.to_uppercase() }
+    /// let handle = pool.apply_async_serde_with(
+    ///     shout,
+    ///     "hello".to_string(),
+    ///     move |r| tx.send(Ok(r)).unwrap(),
+    ///     move |e| tx2.send(Err(e.to_string())).unwrap(),
+    /// )?;
+    /// assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap(), Ok("HELLO".to_string()));
+    /// assert_eq!(handle.get()?, "HELLO");
+    /// # Ok::<(), shmkit::pool::PoolError>(())
+    /// ```
+    pub fn apply_async_serde_with<A: Serialize + DeserializeOwned, R: Serialize + DeserializeOwned>(
+        &self,
+        f: fn(A) -> R,
+        arg: A,
+        on_ok: impl FnOnce(R) + Send + 'static,
+        on_err: impl FnOnce(&PoolError) + Send + 'static,
+    ) -> Result<SerdeAsyncResult<R>, PoolError> {
+        let cb: Callback = Box::new(move |r: Result<&[u8], &PoolError>| {
+            let mut bytes = match r {
+                Ok(bytes) => bytes,
+                Err(e) => return on_err(e),
+            };
+            match decode_next(&mut bytes, "a result") {
+                Ok(v) => on_ok(v),
+                Err(message) => on_err(&PoolError::TaskFailed { message }),
+            }
+        });
+        let handle = self.submit_serde(f, arg, Some(cb))?;
+        self.core.callback_added();
+        Ok(handle)
+    }
+
+    fn submit_serde<A: Serialize + DeserializeOwned, R: Serialize + DeserializeOwned>(
+        &self,
+        f: fn(A) -> R,
+        arg: A,
+        cb: Option<Callback>,
+    ) -> Result<SerdeAsyncResult<R>, PoolError> {
         let (mut bytes, msg) = (Vec::new(), self.core.shape().msg);
         encode_into(&arg, &mut bytes, "an argument")?;
         if bytes.len() > msg {
             return Err(PoolError::MessageTooLarge { what: "an argument", size: bytes.len(), limit: msg });
         }
-        let mut inner = self.serde_imap(serde_fn(f), Box::new(Encoded(Some(bytes))), 1, true);
-        let stream = &mut inner.inner;
-        let core = Arc::clone(&stream.core);
-        core.drive(Deadline::never(), |c, d| {
-            stream.feed(c, d)?;
-            Ok((!stream.pending.is_empty()).then_some(()))
+        let code = serde_fn(f);
+        let cell = Arc::new(Cell::with_callback(cb));
+        let parts = [bytes.as_slice()];
+        let job = Job { tramp: code.0, func: code.1, count: 1, args: &parts };
+        self.core.drive(Deadline::never(), |core, d| {
+            Ok(core.try_submit(d, &job, Sink::Cell(Arc::clone(&cell)))?.then_some(()))
         })?;
+        // A stream with nothing left to feed, whose one chunk is the task just submitted:
+        // its results, cancellation on drop and `get_timeout` are the stream's.
+        let mut inner = self.serde_imap(code, Box::new(Encoded(None)), 1, true);
+        inner.inner.pending.push_back((cell, 1));
         Ok(SerdeAsyncResult { inner })
     }
 }
