@@ -70,7 +70,10 @@ fn step_vs_slice(h: &Harness) {
 #[cfg(feature = "ndarray")]
 fn heat_2d(h: &Harness) {
     use std::time::Instant;
-    let (n, steps) = (512, 50);
+    // 200 steps (about 50 ms a run): with 50, a run measured the fresh pool's first page
+    // faults as much as its stepping, and some runs went at half speed (table medians from
+    // 0.6x to 1.55x on one machine).
+    let (n, steps) = (512, 200);
     let (mut pool, mut single) = (Vec::new(), Vec::new());
     for _ in 0..5 {
         let t = Instant::now();
