@@ -319,24 +319,12 @@ impl PipeEnd {
     fn recv_wait<R>(&self, wait: Wait, f: impl FnOnce(&[u8]) -> R) -> Result<R, GetError> {
         let mut f = Some(f);
         let mut once = |m: &[u8]| f.take().map(|f| f(m));
-        let got = match get_bytes(
-            &self.rx,
-            (self.wait_policy(), Cadence::HandOff),
-            wait,
-            || self.peer_gone(),
-            GetError::Disconnected,
-            &mut once,
-        ) {
+        // Pipes carry requests and replies: the hand-off cadence answers soonest.
+        let how = (self.wait_policy(), Cadence::HandOff);
+        let got = match get_bytes(&self.rx, how, wait, || self.peer_gone(), GetError::Disconnected, &mut once) {
             Err(GetError::Empty) if self.peer_gone() => {
                 // One last look: the peer may have sent just before it went.
-                match get_bytes(
-                    &self.rx,
-                    (self.wait_policy(), Cadence::HandOff),
-                    Wait::No,
-                    || true,
-                    GetError::Disconnected,
-                    &mut once,
-                ) {
+                match get_bytes(&self.rx, how, Wait::No, || true, GetError::Disconnected, &mut once) {
                     Err(GetError::Empty) => Err(GetError::Disconnected),
                     other => other,
                 }

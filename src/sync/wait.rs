@@ -186,8 +186,9 @@ impl Bucket {
 /// wait with one store (a semaphore's release, an event's set) loses nothing to it, and
 /// the sooner we look, the sooner we answer. A queue's producer instead writes the slot it
 /// fills several times (its lock, its stamp, the unlock): a consumer looking every few
-/// nanoseconds makes each of those writes a cache miss, and message throughput fell by a
-/// fifth (`queue_8b_1to1`, 7.5 against 10 Mmsg/s on the machine of `BENCHMARKS.md`).
+/// nanoseconds makes each of those writes a cache miss: `queue_8b_1to1` fell from 10.5 to
+/// 7.3 Mmsg/s with the hand-off cadence (medians of 8 interleaved runs of each build, on the
+/// machine of `BENCHMARKS.md`), and is back at 9.9 with [`Cadence::Stream`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Cadence {
     /// Look at once, then after 1, 2, 4 … 64 `spin_loop` hints (semaphores, events,
