@@ -148,3 +148,20 @@ fn apply_async_serde_with_runs_the_callback_that_fits_the_outcome() {
     assert!(matches!(refused, Err(PoolError::MessageTooLarge { .. })));
     assert!(rx.recv_timeout(Duration::from_millis(300)).is_err(), "no callback for a refused task");
 }
+
+#[test]
+fn borrowed_inputs_stay_the_callers() {
+    let pool = Pool::new(2).unwrap();
+    let samples: Vec<Sample> = (0..300).map(sample).collect();
+    let owned = pool.map_serde(summarize, samples.clone()).unwrap();
+    assert_eq!(pool.map_serde(summarize, &samples).unwrap(), owned);
+    let lazy: Vec<_> = pool.imap_serde(summarize, samples.iter(), 7).map(Result::unwrap).collect();
+    assert_eq!(lazy, owned);
+    let mut any: Vec<_> = pool.imap_unordered_serde(summarize, &samples[..50], 3).map(Result::unwrap).collect();
+    any.sort_by(|a, b| a.1.total_cmp(&b.1));
+    assert_eq!(any, owned[..50]);
+    let pairs = vec![("ab".to_string(), 2usize), ("c".to_string(), 3)];
+    assert_eq!(pool.starmap_serde(|a: String, n: usize| a.repeat(n), &pairs).unwrap(), ["abab", "ccc"]);
+    assert_eq!(samples[299], sample(299), "the inputs are still there");
+    assert_eq!(pairs.len(), 2);
+}

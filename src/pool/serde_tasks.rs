@@ -24,7 +24,9 @@
 //! # Ok::<(), shmkit::pool::PoolError>(())
 //! ```
 
+use std::borrow::Borrow;
 use std::collections::VecDeque;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -122,12 +124,19 @@ where
     run_items(t, |(a, b)| f(a, b))
 }
 
-/// Serde inputs, encoded as they are taken.
-struct SerdeSource<I>(I);
+/// Serde inputs — each an `A`, or anything that lends one (`&A`) — encoded as `A` as they
+/// are taken.
+struct SerdeSource<A, I>(I, PhantomData<fn() -> A>);
 
-impl<A: Serialize, I: Iterator<Item = A>> Source for SerdeSource<I> {
+impl<A, I> SerdeSource<A, I> {
+    fn new(items: I) -> Self {
+        SerdeSource(items, PhantomData)
+    }
+}
+
+impl<A: Serialize, I: Iterator<Item: Borrow<A>>> Source for SerdeSource<A, I> {
     fn next_into(&mut self, buf: &mut Vec<u8>) -> Option<Result<(), PoolError>> {
-        Some(encode_into(&self.0.next()?, buf, "an argument"))
+        Some(encode_into(self.0.next()?.borrow(), buf, "an argument"))
     }
 }
 
@@ -231,52 +240,63 @@ impl Pool {
 
     /// `f` over every item of any serde type, results in order (Python's `map` of picklable
     /// data). Chunks as [`map`](Self::map) does, cut where a message is full.
-    pub fn map_serde<A: Serialize + DeserializeOwned, R: Serialize + DeserializeOwned>(
-        &self,
-        f: fn(A) -> R,
-        items: impl IntoIterator<Item = A>,
-    ) -> Result<Vec<R>, PoolError> {
-        let items: Vec<A> = items.into_iter().collect();
+    ///
+    /// The items may be `A`s or borrowed `&A`s: as with Python's `map`, a caller that keeps
+    /// its inputs passes `&inputs` and nothing is cloned or dropped on the way.
+    ///
+    /// ```
+    /// # let pool = shmkit::pool::Pool::new(2)?;
+    /// fn len(s: String) -> usize { s.len() }
+    /// let words = vec!["shared".to_string(), "memory".to_string()];
+    /// assert_eq!(pool.map_serde(len, &words)?, [6, 6]);
+    /// assert_eq!(words.len(), 2, "still ours");
+    /// # Ok::<(), shmkit::pool::PoolError>(())
+    /// ```
+    pub fn map_serde<A, R, I>(&self, f: fn(A) -> R, items: I) -> Result<Vec<R>, PoolError>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item: Borrow<A>>,
+    {
+        let items: Vec<I::Item> = items.into_iter().collect();
         let per = items.len().div_ceil(self.processes() * 4).max(1);
         self.imap_serde(f, items, per).collect()
     }
 
-    /// `f` over `items`, lazily, results in input order; `chunksize` items per message at
-    /// most (fewer when the message is full).
-    pub fn imap_serde<'p, A: Serialize + DeserializeOwned + 'p, R: Serialize + DeserializeOwned>(
-        &'p self,
-        f: fn(A) -> R,
-        items: impl IntoIterator<Item = A, IntoIter: 'p>,
-        chunksize: usize,
-    ) -> SerdeImap<'p, R> {
-        self.serde_imap(serde_fn(f), Box::new(SerdeSource(items.into_iter())), chunksize, true)
+    /// `f` over `items` (`A`s or `&A`s), lazily, results in input order; `chunksize` items
+    /// per message at most (fewer when the message is full).
+    pub fn imap_serde<'p, A, R, I>(&'p self, f: fn(A) -> R, items: I, chunksize: usize) -> SerdeImap<'p, R>
+    where
+        A: Serialize + DeserializeOwned + 'p,
+        R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item: Borrow<A>, IntoIter: 'p>,
+    {
+        self.serde_imap(serde_fn(f), Box::new(SerdeSource::<A, _>::new(items.into_iter())), chunksize, true)
     }
 
-    /// `f` over `items`, lazily, results as they finish.
-    pub fn imap_unordered_serde<'p, A: Serialize + DeserializeOwned + 'p, R: Serialize + DeserializeOwned>(
-        &'p self,
-        f: fn(A) -> R,
-        items: impl IntoIterator<Item = A, IntoIter: 'p>,
-        chunksize: usize,
-    ) -> SerdeImap<'p, R> {
-        self.serde_imap(serde_fn(f), Box::new(SerdeSource(items.into_iter())), chunksize, false)
+    /// `f` over `items` (`A`s or `&A`s), lazily, results as they finish.
+    pub fn imap_unordered_serde<'p, A, R, I>(&'p self, f: fn(A) -> R, items: I, chunksize: usize) -> SerdeImap<'p, R>
+    where
+        A: Serialize + DeserializeOwned + 'p,
+        R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item: Borrow<A>, IntoIter: 'p>,
+    {
+        self.serde_imap(serde_fn(f), Box::new(SerdeSource::<A, _>::new(items.into_iter())), chunksize, false)
     }
 
-    /// `f(a, b)` over every pair of serde values, results in order.
-    pub fn starmap_serde<A, B, R>(
-        &self,
-        f: fn(A, B) -> R,
-        items: impl IntoIterator<Item = (A, B)>,
-    ) -> Result<Vec<R>, PoolError>
+    /// `f(a, b)` over every pair of serde values (`(A, B)`s or `&(A, B)`s), results in order.
+    pub fn starmap_serde<A, B, R, I>(&self, f: fn(A, B) -> R, items: I) -> Result<Vec<R>, PoolError>
     where
         A: Serialize + DeserializeOwned,
         B: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item: Borrow<(A, B)>>,
     {
-        let items: Vec<(A, B)> = items.into_iter().collect();
+        let items: Vec<I::Item> = items.into_iter().collect();
         let per = items.len().div_ceil(self.processes() * 4).max(1);
         let tramp = tramp_addr!(Tramp, serde_star_tramp::<A, B, R>);
-        self.serde_imap((tramp, f as usize as u64), Box::new(SerdeSource(items.into_iter())), per, true).collect()
+        let source = Box::new(SerdeSource::<(A, B), _>::new(items.into_iter()));
+        self.serde_imap((tramp, f as usize as u64), source, per, true).collect()
     }
 
     /// Run `f(arg)` in a worker and wait for the result.
