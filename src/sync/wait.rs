@@ -188,7 +188,8 @@ impl Bucket {
 /// fills several times (its lock, its stamp, the unlock): a consumer looking every few
 /// nanoseconds makes each of those writes a cache miss: `queue_8b_1to1` fell from 10.5 to
 /// 7.3 Mmsg/s with the hand-off cadence (medians of 8 interleaved runs of each build, on the
-/// machine of `BENCHMARKS.md`), and is back at 9.9 with [`Cadence::Stream`].
+/// machine of `BENCHMARKS.md`), and is at 9.0–9.9 with [`Cadence::Stream`] (the build
+/// before the adaptive policy: 9.9–10.5 in the same runs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Cadence {
     /// Look at once, then after 1, 2, 4 … 64 `spin_loop` hints (semaphores, events,
