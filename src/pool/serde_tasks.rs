@@ -242,7 +242,9 @@ impl Pool {
     /// data). Chunks as [`map`](Self::map) does, cut where a message is full.
     ///
     /// The items may be `A`s or borrowed `&A`s: as with Python's `map`, a caller that keeps
-    /// its inputs passes `&inputs` and nothing is cloned or dropped on the way.
+    /// its inputs passes `&inputs` and nothing is cloned or dropped on the way. `A` is then
+    /// known from `f` alone, so a closure names its parameter's type (`|s: String| s.len()`)
+    /// where a named function already does.
     ///
     /// ```
     /// # let pool = shmkit::pool::Pool::new(2)?;
