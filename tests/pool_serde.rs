@@ -165,3 +165,32 @@ fn borrowed_inputs_stay_the_callers() {
     assert_eq!(samples[299], sample(299), "the inputs are still there");
     assert_eq!(pairs.len(), 2);
 }
+
+#[test]
+fn a_dropped_serde_handle_leaves_its_task_running_and_its_callback_runs() {
+    use std::sync::mpsc;
+    use std::time::Instant;
+    fn nap(ms: u64) -> u64 {
+        std::thread::sleep(Duration::from_millis(ms));
+        ms
+    }
+    let pool = Pool::new(2).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let err = tx.clone();
+    let t = Instant::now();
+    // Fire and forget, as Python's apply_async(f, args, callback=...) is used.
+    drop(
+        pool.apply_async_serde_with(
+            nap,
+            400,
+            move |r| tx.send(Ok(r)).unwrap(),
+            move |e| err.send(Err(e.to_string())).unwrap(),
+        )
+        .unwrap(),
+    );
+    assert!(t.elapsed() < Duration::from_millis(300), "dropping the handle waited for the task: {:?}", t.elapsed());
+    assert_eq!(rx.recv_timeout(Duration::from_secs(20)).unwrap(), Ok(400), "the task ran to its end");
+    // The handle is Send: another thread may wait for it.
+    let h = pool.apply_async_serde(nap, 1).unwrap();
+    assert_eq!(std::thread::spawn(move || h.get()).join().unwrap().unwrap(), 1);
+}

@@ -348,9 +348,7 @@ impl Pool {
         let cell = Arc::new(Cell::with_callback(cb));
         let bytes = [bytemuck::bytes_of(&arg)];
         let job = Job { tramp: tramp_addr!(Tramp, map_tramp::<A, R>), func: f as usize as u64, count: 1, args: &bytes };
-        self.core.drive(Deadline::never(), |core, d| {
-            Ok(core.try_submit(d, &job, Sink::Cell(Arc::clone(&cell)))?.then_some(()))
-        })?;
+        self.core.submit_cell(&job, &cell)?;
         Ok(AsyncResult::new(Arc::clone(&self.core), cell))
     }
 

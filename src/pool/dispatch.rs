@@ -17,7 +17,7 @@ use super::layout::{
     BROKEN_CORRUPT, BROKEN_INIT, BROKEN_START, Entry, KILL, MGR_BROKEN, MGR_READY, MGR_STARTING, OUT_NONE, REASON_CAP,
     RUN, STOP, Shape, View, read_text,
 };
-use super::sink::{Fired, Sink, deliver, drop_fired_elsewhere, fail, run_fired};
+use super::sink::{Cell, Fired, Sink, deliver, drop_fired_elsewhere, fail, run_fired};
 use super::supervisor::manager_main;
 use crate::process::{Child, ExitStatus, Method, spawn};
 use crate::segment::Segment;
@@ -229,6 +229,14 @@ impl Core {
     /// Set the pool's item timeout (before the core is shared).
     pub fn set_task_timeout(&mut self, timeout: Option<Duration>) {
         self.task_timeout_ms = timeout_ms(timeout);
+    }
+
+    /// Submit one task whose result goes to `cell`, waiting for room (the `apply_async`
+    /// forms, Pod and serde).
+    pub fn submit_cell(&self, job: &Job<'_>, cell: &Arc<Cell>) -> Result<(), PoolError> {
+        self.drive(Deadline::never(), |core, d| {
+            Ok(core.try_submit(d, job, Sink::Cell(Arc::clone(cell)))?.then_some(()))
+        })
     }
 
     /// Submit one entry to the least-loaded worker with room. `false`: every ring is full.

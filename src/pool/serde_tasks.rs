@@ -35,8 +35,8 @@ use serde::de::DeserializeOwned;
 
 use super::PoolError;
 use super::api::Pool;
-use super::dispatch::Job;
-use super::sink::{Callback, Cell, Sink};
+use super::dispatch::{Core, Job};
+use super::sink::{Callback, Cell};
 use super::stream::{Source, Stream, Unpack};
 use super::task::{Task, Tramp, tramp_addr, user_fn};
 use super::timeout::item_begin;
@@ -146,16 +146,6 @@ impl<S: Source + ?Sized> Source for Box<S> {
     }
 }
 
-/// An argument encoded already.
-struct Encoded(Option<Vec<u8>>);
-
-impl Source for Encoded {
-    fn next_into(&mut self, buf: &mut Vec<u8>) -> Option<Result<(), PoolError>> {
-        buf.extend_from_slice(&self.0.take()?);
-        Some(Ok(()))
-    }
-}
-
 /// Serde results, back to back.
 fn serde_unpack<R: DeserializeOwned>(mut bytes: &[u8], count: usize, ready: &mut VecDeque<Result<R, PoolError>>) {
     for _ in 0..count {
@@ -186,43 +176,52 @@ impl<R: DeserializeOwned> Iterator for SerdeImap<'_, R> {
     }
 }
 
-/// The pending result of [`Pool::apply_async_serde`].
-#[derive(Debug)]
+/// The pending result of [`Pool::apply_async_serde`] and
+/// [`Pool::apply_async_serde_with`]: as [`AsyncResult`](super::AsyncResult), for serde
+/// results. Dropping it leaves the task running (its callbacks, if any, still run), as
+/// Python's fire-and-forget `apply_async(f, args, callback=...)`.
 pub struct SerdeAsyncResult<R> {
-    inner: SerdeImap<'static, R>,
+    core: Arc<Core>,
+    cell: Arc<Cell>,
+    _r: PhantomData<fn() -> R>,
+}
+
+impl<R> std::fmt::Debug for SerdeAsyncResult<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SerdeAsyncResult").field("done", &self.cell.is_done()).finish()
+    }
 }
 
 impl<R: DeserializeOwned> SerdeAsyncResult<R> {
     /// Whether the task has ended. Never blocks (it collects finished results).
     pub fn ready(&self) -> bool {
-        let inner = &self.inner.inner;
-        let done = || inner.pending.front().is_none_or(|(cell, _)| cell.is_done());
-        if !done() {
-            let _ = inner.core.drive(Deadline::after(Duration::ZERO), |_, _| Ok(Some(())));
+        if !self.cell.is_done() {
+            let _ = self.core.drive(Deadline::after(Duration::ZERO), |_, _| Ok(Some(())));
         }
-        done()
+        self.cell.is_done()
     }
 
     /// Wait for the result.
-    pub fn get(mut self) -> Result<R, PoolError> {
-        self.take()
+    pub fn get(self) -> Result<R, PoolError> {
+        self.wait_take(Deadline::never())
     }
 
     /// Wait at most `timeout`: [`PoolError::Timeout`] if the task still runs (then ask
     /// again); the result once it is there (asking again after that is an error).
     pub fn get_timeout(&mut self, timeout: Duration) -> Result<R, PoolError> {
-        let inner = &self.inner.inner;
-        if let Some((cell, _)) = inner.pending.front() {
-            let cell = Arc::clone(cell);
-            inner.core.drive(Deadline::after(timeout), |_, _| Ok(cell.is_done().then_some(())))?;
-        }
-        self.take()
+        self.wait_take(Deadline::after(timeout))
     }
 
-    fn take(&mut self) -> Result<R, PoolError> {
-        self.inner
-            .next()
-            .unwrap_or_else(|| Err(PoolError::TaskFailed { message: "the result was taken already".into() }))
+    fn wait_take(&self, deadline: Deadline) -> Result<R, PoolError> {
+        let cell = &self.cell;
+        self.core.drive(deadline, |_, _| Ok(cell.is_done().then_some(())))?;
+        match cell.take() {
+            Some(Ok(bytes)) => {
+                decode_next(&mut bytes.as_slice(), "a result").map_err(|message| PoolError::TaskFailed { message })
+            }
+            Some(Err(e)) => Err(e),
+            None => Err(PoolError::TaskFailed { message: "the result was taken already".into() }),
+        }
     }
 }
 
@@ -379,18 +378,11 @@ impl Pool {
         if bytes.len() > msg {
             return Err(PoolError::MessageTooLarge { what: "an argument", size: bytes.len(), limit: msg });
         }
-        let code = serde_fn(f);
+        let (tramp, func) = serde_fn(f);
         let cell = Arc::new(Cell::with_callback(cb));
         let parts = [bytes.as_slice()];
-        let job = Job { tramp: code.0, func: code.1, count: 1, args: &parts };
-        self.core.drive(Deadline::never(), |core, d| {
-            Ok(core.try_submit(d, &job, Sink::Cell(Arc::clone(&cell)))?.then_some(()))
-        })?;
-        // A stream with nothing left to feed, whose one chunk is the task just submitted:
-        // its results, cancellation on drop and `get_timeout` are the stream's.
-        let mut inner = self.serde_imap(code, Box::new(Encoded(None)), 1, true);
-        inner.inner.pending.push_back((cell, 1));
-        Ok(SerdeAsyncResult { inner })
+        self.core.submit_cell(&Job { tramp, func, count: 1, args: &parts }, &cell)?;
+        Ok(SerdeAsyncResult { core: Arc::clone(&self.core), cell, _r: PhantomData })
     }
 }
 
