@@ -355,11 +355,15 @@ mod tests {
     #[test]
     fn every_policy_spins_no_longer_than_the_deadline_and_parks_after() {
         for p in [WaitPolicy::Adaptive, WaitPolicy::Spin(Duration::from_secs(60)), WaitPolicy::Park] {
-            let deadline = Deadline::after(Duration::from_millis(20));
-            let t = std::time::Instant::now();
-            let parked = spin_then(p, Cadence::HandOff, 8, &deadline, || None::<bool>, || true);
-            assert!(parked, "{p:?}: parked after the spin");
-            assert!(t.elapsed() < Duration::from_secs(5), "{p:?} spun {:?}", t.elapsed());
+            for c in [Cadence::HandOff, Cadence::Stream] {
+                for ms in [20, 0] {
+                    let deadline = Deadline::after(Duration::from_millis(ms));
+                    let t = std::time::Instant::now();
+                    let parked = spin_then(p, c, 8, &deadline, || None::<bool>, || true);
+                    assert!(parked, "{p:?} {c:?}: parked after the spin");
+                    assert!(t.elapsed() < Duration::from_secs(5), "{p:?} {c:?} spun {:?}", t.elapsed());
+                }
+            }
         }
         let hit = spin_then(
             WaitPolicy::Spin(Duration::from_secs(60)),
