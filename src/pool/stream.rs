@@ -30,10 +30,10 @@ pub(crate) type Unpack<R> = fn(bytes: &[u8], count: usize, ready: &mut VecDeque<
 
 /// A lazy stream of tasks and their results.
 pub(crate) struct Stream<S, R> {
-    pub core: Arc<Core>,
+    core: Arc<Core>,
     tramp: u64,
     func: u64,
-    pub source: S,
+    source: S,
     unpack: Unpack<R>,
     /// Most inputs per chunk.
     per: usize,
@@ -41,7 +41,7 @@ pub(crate) struct Stream<S, R> {
     window: usize,
     ordered: bool,
     /// Chunks in flight (or failed in place), with their input counts, in input order.
-    pub pending: VecDeque<(Arc<Cell>, usize)>,
+    pending: VecDeque<(Arc<Cell>, usize)>,
     /// Encoded inputs not submitted yet: the next chunk's `count` inputs in `buf[..end]`,
     /// then at most one input that did not fit it.
     buf: Vec<u8>,
@@ -114,7 +114,7 @@ impl<S: Source, R> Stream<S, R> {
     }
 
     /// Submit chunks while the window and the rings have room.
-    pub fn feed(&mut self, core: &Core, d: &mut Dispatch) -> Result<(), PoolError> {
+    fn feed(&mut self, core: &Core, d: &mut Dispatch) -> Result<(), PoolError> {
         let msg = core.shape().msg;
         while self.pending.len() < self.window {
             self.fill(msg);
